@@ -1,0 +1,33 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tables 1-2: Rouge-L of every method on the five test sets
+#
+# Aggregates the scores of every finished table cell (PAPER.md section 5): one row per method, the columns Dolly,
+# SelfInst, VicunaEval, S-NI, UnNI and their average, mean over the evaluation seeds.
+
+# %% tags=["parameters"]
+workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml
+
+# %%
+from IPython.display import Markdown, display
+
+from repro import tables
+from repro.config import load_config, validate_config
+
+config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")
+
+# %%
+for path in tables.write_tables(config):
+    if path.suffix == ".md":
+        display(Markdown(path.read_text()))

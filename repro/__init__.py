@@ -1,0 +1,1 @@
+"""Reproduction harness for Dual-Space Knowledge Distillation (DSKD, EMNLP 2024)."""

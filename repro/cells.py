@@ -1,0 +1,134 @@
+"""One table cell, end to end: train the model of the row, then evaluate its best checkpoint on the five test sets.
+
+The cell notebook (``notebooks/run_cell.py``) builds a ``CellConfig`` from its papermill parameters and calls
+``train_cell`` and ``evaluate_cell``; everything machine-readable is written here (JSON/JSONL), atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .grid import TEST_SETS
+
+DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Everything one cell job needs; built from the notebook parameters (see ``repro.grid.cell_params``)."""
+    cell_id: str
+    pair: str
+    method: str
+    role: str
+    model: str
+    data_dir: str
+    out_dir: str
+    training: dict
+    evaluation: dict
+    divergence: str = ""
+    teacher: str = ""
+    threads: int = 1
+    test_sets: tuple[str, ...] = field(default=TEST_SETS)
+
+    def __post_init__(self):
+        from .methods import get_method
+
+        method = get_method(self.method)
+        if method.needs_teacher and self.role == "student" and not self.teacher:
+            raise ValueError(f"cell {self.cell_id}: method {self.method!r} needs a teacher checkpoint")
+        if method.needs_divergence and not self.divergence:
+            raise ValueError(f"cell {self.cell_id}: method {self.method!r} needs a divergence")
+        unknown = set(self.evaluation) - set(DECODE_KEYS) - {"seeds"}
+        if unknown:
+            raise ValueError(f"cell {self.cell_id}: unknown evaluation keys {sorted(unknown)}")
+
+    def decode_settings(self, test: bool):
+        from .generation import DecodeSettings
+
+        values = {k: self.evaluation[k] for k in DECODE_KEYS if k in self.evaluation}
+        values["max_prompt_length"] = self.training.get("max_prompt_length", 256)
+        if not test:
+            values["no_repeat_ngram_size"] = 0  # dev sampling has no n-gram blocking (PAPER.md section 3)
+        return DecodeSettings(**values)
+
+
+def _setup(cfg: CellConfig):
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train_cell(cfg: CellConfig) -> dict:
+    """Train the cell's model; the best checkpoint by dev Rouge-L lands in ``out_dir/model``.
+
+    Returns (and writes to ``out_dir/train_summary.json``) the training summary.
+    """
+    from .data import load_examples
+    from .io import write_json
+    from .methods import Context, get_method
+    from .models import count_parameters, load_model
+    from .training import TrainSettings, train
+    from .vocab import load_tokenizer
+
+    device = _setup(cfg)
+    data = Path(cfg.data_dir)
+    train_rows = load_examples(data / "train.jsonl")
+    dev_rows = load_examples(data / "dev.jsonl")
+    tokenizer = load_tokenizer(cfg.model)
+    student = load_model(cfg.model).to(device)
+    method = get_method(cfg.method)
+    teacher = None
+    if method.needs_teacher:
+        teacher_tok = load_tokenizer(cfg.teacher)
+        if teacher_tok.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
+                             f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently")
+        teacher = load_model(cfg.teacher).to(device).eval()
+        teacher.requires_grad_(False)
+    settings = TrainSettings(**cfg.training)
+    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
+                  divergence=cfg.divergence or None, teacher=teacher)
+    summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
+                    cfg.decode_settings(test=False), cfg.out_dir)
+    summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
+    write_json(Path(cfg.out_dir) / "train_summary.json", summary)
+    return summary
+
+
+def evaluate_cell(cfg: CellConfig) -> dict:
+    """Sample from the cell's best checkpoint on every test set and seed; score with Rouge-L.
+
+    Writes generations to ``out_dir/generations/`` and the scores to ``out_dir/scores.json`` (written last: its
+    presence marks a finished cell). Returns the scores.
+    """
+    from .data import load_examples
+    from .generation import evaluate_set
+    from .io import read_json, write_json
+    from .metrics import mean_std
+    from .models import load_model
+    from .vocab import load_tokenizer
+
+    device = _setup(cfg)
+    out = Path(cfg.out_dir)
+    checkpoint = out / "model"
+    tokenizer = load_tokenizer(checkpoint)
+    model = load_model(checkpoint).to(device)
+    decode = cfg.decode_settings(test=True)
+    results = {}
+    for name in cfg.test_sets:
+        rows = load_examples(Path(cfg.data_dir) / "test" / f"{name}.jsonl")
+        results[name] = evaluate_set(model, tokenizer, rows, cfg.evaluation["seeds"], decode,
+                                     out_dir=out / "generations", name=name)
+    # "Avg" is the mean of the five test-set means (PAPER.md section 4); its spread is over per-seed averages.
+    per_seed_avg = [sum(results[t]["per_seed"][s] for t in cfg.test_sets) / len(cfg.test_sets)
+                    for s in cfg.evaluation["seeds"]]
+    train_summary = read_json(out / "train_summary.json")
+    scores = {"cell": cfg.cell_id, "pair": cfg.pair, "method": cfg.method, "role": cfg.role,
+              "divergence": cfg.divergence, "test_sets": results,
+              "avg": {**mean_std(per_seed_avg), "mean": sum(results[t]["mean"] for t in cfg.test_sets)
+                      / len(cfg.test_sets)},
+              "best_epoch": train_summary["best_epoch"], "best_dev_rougeL": train_summary["best_dev_rougeL"]}
+    write_json(out / "scores.json", scores)
+    return scores
+

@@ -1,0 +1,104 @@
+"""Load and validate workflow configurations (no torch import: the Snakefile imports this while building the DAG).
+
+``validate_config`` checks a config against ``config/schema.yaml`` and then checks the cross-references the schema
+cannot express (a pair's models exist, a built model's tokenizer exists). Every problem is reported in one
+``ConfigError`` whose lines name the key at fault and what was expected.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration does not match the schema; the message lists every problem, one per line."""
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+@lru_cache(maxsize=4)
+def _schema(path: str) -> dict:
+    return load_yaml(path)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error) -> list[str]:
+    """Turn one jsonschema error into readable lines naming the key."""
+    where = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return [f"config key '{where}.{u}' is unknown" + (f" (allowed keys: {', '.join(allowed)})" if allowed else "")
+                if where != "<top level>" else f"config key '{u}' is unknown (allowed keys: {', '.join(allowed)})"
+                for u in unknown]
+    if error.validator == "required":
+        return [f"config key '{where}': {error.message}"]
+    if error.validator == "oneOf" and error.context:
+        # Report the alternative the user evidently meant (the one with the fewest problems).
+        by_branch: dict[int, list] = {}
+        for sub in error.context:
+            by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+        best = min(by_branch.values(), key=len)
+        return [line for sub in best for line in _describe(sub)]
+    return [f"config key '{where}': {error.message}"]
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema(str(schema_path)))
+    problems: list[str] = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        problems += _describe(error)
+    if not problems:
+        problems = _check_references(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _check_references(config: dict) -> list[str]:
+    problems = []
+    for name, spec in config["models"].items():
+        if "tokenizer" in spec and spec["tokenizer"] not in config["tokenizers"]:
+            problems.append(f"config key 'models.{name}.tokenizer': {spec['tokenizer']!r} is not a key of "
+                            f"'tokenizers' ({', '.join(sorted(config['tokenizers'])) or 'none defined'})")
+    for name, pair in config["pairs"].items():
+        for role in ("teacher", "student"):
+            if pair[role] not in config["models"]:
+                problems.append(f"config key 'pairs.{name}.{role}': {pair[role]!r} is not a key of 'models' "
+                                f"({', '.join(sorted(config['models']))})")
+    if "kd" in config["methods"] and not config["divergences"]:
+        problems.append("config key 'divergences': method 'kd' needs at least one divergence")
+    training = config["training"]
+    if training["batch_size"] % training["micro_batch_size"]:
+        problems.append(f"config key 'training.micro_batch_size': must divide training.batch_size "
+                        f"({training['batch_size']}), got {training['micro_batch_size']}")
+    return problems
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a YAML config and validate it; errors name the file."""
+    config = load_yaml(path)
+    try:
+        return validate_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,95 @@
+"""Instruction data: load the processed JSONL files, tokenise them as the paper does, batch them.
+
+Tokenisation (PAPER.md section 4): no BOS for any model; the prompt is truncated to ``max_prompt_length`` tokens;
+the response is followed by EOS; the whole sequence is cut to ``max_length`` tokens; only response tokens (and the
+EOS) carry labels. Sequences are stored already shifted: ``input_ids[t]`` predicts ``labels[t]``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import read_jsonl
+from .prompts import build_prompt
+
+IGNORE = -100
+REQUIRED_FIELDS = ("instruction", "input", "output", "prompt")
+
+
+def load_examples(path: str | os.PathLike) -> list[dict]:
+    """Read a processed JSONL file and check every row's fields.
+
+    ``input`` may be missing (taken as empty); ``prompt`` may be missing (built with the paper's template). Any other
+    missing or mistyped field raises an error naming the file and line.
+    """
+    rows = read_jsonl(path)
+    for lineno, row in enumerate(rows, 1):
+        where = f"{Path(path)}, line {lineno}"
+        row.setdefault("input", "")
+        if "prompt" not in row and isinstance(row.get("instruction"), str) and isinstance(row["input"], str):
+            row["prompt"] = build_prompt(row["instruction"], row["input"])
+        for field in REQUIRED_FIELDS:
+            if field not in row:
+                raise ValueError(f"{where}: missing field {field!r}")
+        for field in ("instruction", "input", "prompt"):
+            if not isinstance(row[field], str):
+                raise ValueError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
+        out = row["output"]
+        if not (isinstance(out, str) or (isinstance(out, list) and out and all(isinstance(o, str) for o in out))):
+            raise ValueError(f"{where}: field 'output' must be a string or a non-empty list of strings")
+    return rows
+
+
+def references(row: dict) -> list[str]:
+    """The reference answers of an example (``output`` as a list)."""
+    return list(row["output"]) if isinstance(row["output"], list) else [row["output"]]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int) -> Encoded:
+    """Tokenise one training example (its first reference is the target)."""
+    prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"][:max_prompt_length]
+    if not prompt:
+        raise ValueError(f"example {row['instruction'][:60]!r}: empty prompt")
+    response = tokenizer(references(row)[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    seq = (prompt + response)[: max_length + 1]
+    labels = ([IGNORE] * (len(prompt) - 1) + seq[len(prompt):])[: len(seq) - 1]
+    return Encoded(input_ids=seq[:-1], labels=labels)
+
+
+def encode_dataset(rows: list[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[Encoded]:
+    """Tokenise all rows; rows whose response is cut away entirely raise an error (nothing is dropped silently)."""
+    out = []
+    for i, row in enumerate(rows):
+        enc = encode_example(row, tokenizer, max_length, max_prompt_length)
+        if all(label == IGNORE for label in enc.labels):
+            raise ValueError(f"example {i} ({row['instruction'][:60]!r}): no response token fits in "
+                             f"max_length={max_length}")
+        out.append(enc)
+    return out
+
+
+def collate(batch: list[Encoded], pad_id: int):
+    """Right-pad a list of encoded examples.
+
+    Returns a dict of LongTensors ``input_ids`` [B,L], ``attention_mask`` [B,L], ``labels`` [B,L] (IGNORE on
+    prompt and padding).
+    """
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,26 @@
+"""Rouge-L as the paper reports it (PAPER.md section 4): F1 of Google's ``rouge_score`` with stemming, max over the
+references, times 100."""
+from __future__ import annotations
+
+from functools import lru_cache
+from statistics import mean, pstdev
+
+
+@lru_cache(maxsize=1)
+def _scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, refs: list[str]) -> float:
+    """Rouge-L F1 x 100 of ``prediction`` against the best of ``refs``."""
+    if not refs:
+        raise ValueError("rouge_l needs at least one reference")
+    scorer = _scorer()
+    return 100.0 * max(scorer.score(ref, prediction)["rougeL"].fmeasure for ref in refs)
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and population standard deviation of per-seed scores."""
+    return {"mean": mean(values), "std": pstdev(values) if len(values) > 1 else 0.0}

@@ -1,0 +1,45 @@
+"""The preparation step of the miniature workflow: data, tokenizers, and randomly initialised base models."""
+from __future__ import annotations
+
+from . import grid
+from .data import load_examples
+from .synthetic import generate, write_splits
+
+
+def make_data(config: dict) -> dict:
+    """Generate the synthetic splits into the config's data folder; return ``{split: n_rows}``."""
+    d = config["data"]
+    if d["source"] != "synthetic":
+        raise ValueError(f"config key 'data.source': only 'synthetic' is generated here, got {d['source']!r}")
+    splits = generate(d["seed"], d["n_people"], d["n_train"], d["n_dev"], d["n_test"])
+    write_splits(splits, grid.data_dir(config))
+    return {name: len(rows) for name, rows in splits.items()}
+
+
+def train_tokenizers(config: dict) -> dict:
+    """Train every tokenizer of the config on the training split; return ``{name: vocabulary size}``."""
+    from .vocab import corpus_texts, load_tokenizer, train_tokenizer
+
+    rows = load_examples(grid.data_dir(config) / "train.jsonl")
+    sizes = {}
+    for name, spec in config["tokenizers"].items():
+        out = grid.tokenizer_dir(config, name)
+        train_tokenizer(spec["kind"], spec["vocab_size"], corpus_texts(rows), out,
+                        split_digits=spec.get("split_digits", False))
+        sizes[name] = len(load_tokenizer(out))
+    return sizes
+
+
+def init_models(config: dict) -> dict:
+    """Build and save every architecture-config model (random init); return ``{name: parameter count}``."""
+    from .models import count_parameters, init_model, load_model
+    from .vocab import load_tokenizer
+
+    counts = {}
+    for name in grid.built_models(config):
+        spec = config["models"][name]
+        tokenizer = load_tokenizer(grid.tokenizer_dir(config, spec["tokenizer"]))
+        out = grid.base_model_dir(config, name)
+        init_model(spec, tokenizer, out, seed=spec.get("seed", 0))
+        counts[name] = count_parameters(load_model(out))
+    return counts

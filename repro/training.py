@@ -1,0 +1,114 @@
+"""The training loop shared by every method (PAPER.md section 3).
+
+AdamW (weight decay 0.01), cosine decay from the peak learning rate to ``min_lr`` with no warmup, gradient clipping
+at 1.0, a fixed global batch reached by gradient accumulation, loss terms normalised by the response tokens of the
+global batch. After every epoch the model samples on the dev set and the checkpoint with the best dev Rouge-L is
+kept (saved with ``save_pretrained``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import IGNORE, collate, encode_dataset
+from .generation import DecodeSettings, evaluate_set
+from .io import atomic_path, write_jsonl
+from .methods import Context
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    epochs: int
+    batch_size: int = 32
+    micro_batch_size: int = 32
+    weight_decay: float = 0.01
+    min_lr: float = 1e-7
+    clip: float = 1.0
+    max_length: int = 512
+    max_prompt_length: int = 256
+    seed: int = 10
+    kd_rate: float = 0.5
+    temperature: float = 2.0
+    dev_seeds: list[int] = field(default_factory=lambda: [10])
+
+    def __post_init__(self):
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
+                             f"micro_batch_size={self.micro_batch_size}")
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+
+
+def cosine_lr(step: int, total: int, peak: float, floor: float) -> float:
+    """Learning rate at ``step`` of ``total``: cosine from ``peak`` down to ``floor``, no warmup."""
+    progress = min(step / max(total, 1), 1.0)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
+          settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike) -> dict:
+    """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model``.
+
+    Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch, rewritten after every epoch). Returns a summary with the
+    best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends holding the LAST epoch's weights: evaluate
+    the saved best checkpoint by loading ``out_dir/model``.
+    """
+    out_dir = Path(out_dir)
+    torch.manual_seed(settings.seed)
+    encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    log: list[dict] = []
+    history: list[dict] = []
+    best = {"epoch": None, "dev_rougeL": -math.inf}
+    step = 0
+    started = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        student.train()
+        order = torch.randperm(len(encoded), generator=order_rng).tolist()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{settings.epochs}", leave=False)
+        for i in bar:
+            batch_items = [encoded[j] for j in order[i * settings.batch_size:(i + 1) * settings.batch_size]]
+            n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in batch_items)
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, total_steps, settings.lr, settings.min_lr)
+            sums: dict[str, float] = {}
+            for k in range(0, len(batch_items), settings.micro_batch_size):
+                batch = collate(batch_items[k:k + settings.micro_batch_size], tokenizer.pad_token_id)
+                batch = {name: t.to(student.device) for name, t in batch.items()}
+                terms = method.loss(student, batch, ctx)
+                (terms["loss"] / n_tokens).backward()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
+            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), settings.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if not all(math.isfinite(v) for v in sums.values()):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}: {sums}")
+            log.append({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                        "grad_norm": float(grad_norm), **sums})
+            bar.set_postfix(loss=f"{sums['loss']:.3f}")
+        dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
+        record = {"epoch": epoch, "dev_rougeL": dev["mean"], "train_loss": log[-1]["loss"],
+                  "elapsed_s": time.perf_counter() - started}
+        history.append(record)
+        log.append({"event": "epoch_end", **record})
+        if dev["mean"] > best["dev_rougeL"]:
+            best = {"epoch": epoch, "dev_rougeL": dev["mean"]}
+            with atomic_path(out_dir / "model") as tmp:
+                student.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+        write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
+    return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
+            "steps": step, "train_seconds": time.perf_counter() - started}

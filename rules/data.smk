@@ -1,0 +1,15 @@
+# Data, tokenizers and base models of the miniature configuration (one job: each piece takes seconds).
+
+
+rule prepare_data:
+    """Generate the synthetic data, train the tokenizers, build the randomly initialised base models."""
+    input:
+        notebook=RESULTS + "/.notebooks/prepare_data.ipynb",
+    output:
+        data=DATA_FILES,
+        tokenizers=TOKENIZER_FILES,
+        models=BASE_MODEL_FILES,
+        notebook=RESULTS + "/notebooks/prepare_data.ipynb",
+    threads: 1
+    run:
+        render_notebook("prepare_data", {"workflow_config": config, "threads": threads}, output.notebook)

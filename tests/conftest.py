@@ -1,0 +1,36 @@
+import os
+
+# Tests never touch the network: without these, every hub call retries for up to a minute before failing.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+SMALL_SIZES = dict(seed=3, n_people=12, n_train=240, n_dev=12, n_test=dict(dolly=10, selfinst=6, vicuna=4, sni=8,
+                                                                             unni=8))
+
+
+@pytest.fixture(scope="session")
+def small_splits():
+    from repro.synthetic import generate
+
+    return generate(**SMALL_SIZES)
+
+
+@pytest.fixture(scope="session")
+def trained_tokenizers(tmp_path_factory, small_splits):
+    """One tokenizer of each kind (and a digit-splitting byte-level one), trained on the small training set."""
+    from repro.vocab import corpus_texts, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    specs = {"gpt2": ("byte_bpe", 400, False), "qwen": ("byte_bpe", 450, True),
+             "llama": ("sentencepiece_bpe", 420, False), "mistral": ("sentencepiece_bpe", 480, False)}
+    for name, (kind, size, split) in specs.items():
+        train_tokenizer(kind, size, corpus_texts(small_splits["train"]), root / name, split_digits=split)
+    return {name: root / name for name in specs}

@@ -1,0 +1,62 @@
+import copy
+
+import pytest
+
+from repro.config import ConfigError, load_config, load_yaml, validate_config
+
+from conftest import REPO
+
+
+@pytest.fixture()
+def config():
+    return load_yaml(REPO / "config" / "config.yaml")
+
+
+def test_default_config_is_valid(config):
+    assert validate_config(copy.deepcopy(config)) == config
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c.update(trainig={}), "config key 'trainig' is unknown"),
+    (lambda c: c["training"].update(lrr=1), "config key 'training.lrr' is unknown"),
+    (lambda c: c["training"].update(batch_size="32"), "config key 'training.batch_size': '32' is not of type"),
+    (lambda c: c["evaluation"].update(top_p=1.5), "config key 'evaluation.top_p'"),
+    (lambda c: c["data"].pop("n_train"), "config key 'data': 'n_train' is a required property"),
+    (lambda c: c.update(methods=["kd", "magic"]), "config key 'methods.1': 'magic' is not one of"),
+    (lambda c: c["pairs"]["gpt2"].update(student="nope"), "config key 'pairs.gpt2.student': 'nope' is not a key"),
+    (lambda c: c["models"]["gpt2_student"].update(tokenizer="nope"),
+     "config key 'models.gpt2_student.tokenizer': 'nope' is not a key of 'tokenizers'"),
+    (lambda c: c["models"]["gpt2_student"].update(layer=3), "config key 'models.gpt2_student.layer' is unknown"),
+    (lambda c: c["models"]["gpt2_student"].update(hidden=-1), "config key 'models.gpt2_student.hidden'"),
+    (lambda c: c["training"].update(micro_batch_size=5), "config key 'training.micro_batch_size': must divide"),
+])
+def test_bad_config_names_the_key(config, mutate, expected):
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert expected in str(info.value)
+
+
+def test_hub_id_models_are_allowed(config):
+    config["models"]["gpt2_teacher"] = {"id": "gpt2-xl"}
+    validate_config(config)
+
+
+def test_load_config_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("results_dir: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_config_modules_do_not_import_torch():
+    """The Snakefile imports repro.config and repro.grid; building the DAG must not pay for torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, repro.config, repro.grid; "
+            "sys.exit(1 if any(m in sys.modules for m in ('torch', 'transformers')) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

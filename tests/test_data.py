@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from repro.data import IGNORE, collate, encode_dataset, encode_example, load_examples, references
+from repro.vocab import load_tokenizer
+
+from conftest import SHARED
+
+
+@pytest.fixture(scope="module")
+def tok(trained_tokenizers):
+    return load_tokenizer(trained_tokenizers["llama"])
+
+
+def test_labels_are_the_shifted_response_plus_eos(tok, small_splits):
+    row = small_splits["train"][0]
+    enc = encode_example(row, tok, max_length=512, max_prompt_length=256)
+    prompt = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+    response = tok(row["output"], add_special_tokens=False)["input_ids"]
+    full = prompt + response + [tok.eos_token_id]
+    assert enc.input_ids == full[:-1]
+    assert len(enc.labels) == len(enc.input_ids)
+    assert enc.labels == [IGNORE] * (len(prompt) - 1) + response + [tok.eos_token_id]
+    assert tok.bos_token_id not in enc.input_ids  # no BOS for any model
+
+
+def test_truncation(tok, small_splits):
+    row = small_splits["train"][0]
+    enc = encode_example(row, tok, max_length=512, max_prompt_length=5)
+    assert enc.labels[:4] == [IGNORE] * 4 and enc.labels[4] != IGNORE
+    enc = encode_example(row, tok, max_length=8, max_prompt_length=5)
+    assert len(enc.input_ids) == len(enc.labels) == 8
+    with pytest.raises(ValueError, match="no response token fits"):
+        encode_dataset([row], tok, max_length=4, max_prompt_length=256)
+
+
+def test_collate_pads_right_and_masks(tok, small_splits):
+    encoded = encode_dataset(small_splits["train"][:3], tok, 512, 256)
+    batch = collate(encoded, tok.pad_token_id)
+    width = max(len(e.input_ids) for e in encoded)
+    assert batch["input_ids"].shape == batch["labels"].shape == (3, width)
+    for i, e in enumerate(encoded):
+        n = len(e.input_ids)
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (width - n)
+        assert batch["labels"][i, n:].eq(IGNORE).all()
+
+
+def test_load_examples_reports_file_and_line(tmp_path):
+    good = {"instruction": "Say hi.", "input": "", "output": "hi", "prompt": "P"}
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"d.jsonl, line 2: invalid JSON"):
+        load_examples(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "output": 3}) + "\n")
+    with pytest.raises(ValueError, match=r"d.jsonl, line 2: field 'output'"):
+        load_examples(path)
+    path.write_text(json.dumps({"input": "", "output": "x", "prompt": "P"}) + "\n")
+    with pytest.raises(ValueError, match=r"line 1: missing field 'instruction'"):
+        load_examples(path)
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_examples(path)
+
+
+def test_missing_prompt_is_built_with_the_template(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"instruction": "Add.", "input": "1, 2", "output": ["3", "three"]}) + "\n")
+    (row,) = load_examples(path)
+    assert row["prompt"].endswith("### Input:\n1, 2\n\n### Response:\n")
+    assert references(row) == ["3", "three"]
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "minillm").is_dir(), reason="../shared/data is absent")
+@pytest.mark.parametrize("name, rows", [("dolly/test.jsonl", 500), ("self-inst/test.jsonl", 242),
+                                        ("vicuna/test.jsonl", 80), ("sinst/11_/test.jsonl", 1694)])
+def test_real_processed_files_load(name, rows):
+    examples = load_examples(SHARED / "data" / "minillm" / name)
+    assert len(examples) == rows
+    assert all(references(r) for r in examples)

@@ -1,0 +1,48 @@
+import pytest
+
+from repro.io import atomic_path, read_json, write_json
+from repro.metrics import mean_std, rouge_l
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    assert read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_folder_replaces_old_content(tmp_path):
+    target = tmp_path / "model"
+    for content in ("old", "new"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / content).write_text(content)
+    assert [p.name for p in target.iterdir()] == ["new"]
+
+
+def test_read_json_names_the_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{")
+    with pytest.raises(ValueError, match="broken.json: invalid JSON"):
+        read_json(path)
+
+
+def test_rouge_l():
+    assert rouge_l("the cat sat", ["the cat sat"]) == pytest.approx(100.0)
+    assert rouge_l("", ["the cat sat"]) == 0.0
+    # stemming on, max over references
+    assert rouge_l("cats sitting", ["dogs", "cat sits"]) == pytest.approx(100.0)
+    # LCS 2 of 3 tokens, both sides: P = R = 2/3
+    assert rouge_l("a b d", ["a b c"]) == pytest.approx(100 * 2 / 3)
+    with pytest.raises(ValueError):
+        rouge_l("x", [])
+
+
+def test_mean_std():
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0}
+    assert mean_std([5.0]) == {"mean": 5.0, "std": 0.0}

@@ -1,0 +1,83 @@
+import math
+
+import pytest
+import torch
+
+from repro.generation import DecodeSettings, evaluate_set, generate
+from repro.io import read_jsonl
+from repro.methods import Context, get_method
+from repro.models import init_model, load_model
+from repro.training import TrainSettings, cosine_lr, train
+from repro.vocab import load_tokenizer
+
+
+def test_cosine_schedule():
+    assert cosine_lr(0, 100, 1e-3, 1e-7) == pytest.approx(1e-3)
+    assert cosine_lr(50, 100, 1e-3, 1e-7) == pytest.approx((1e-3 + 1e-7) / 2)
+    assert cosine_lr(100, 100, 1e-3, 1e-7) == pytest.approx(1e-7)
+    values = [cosine_lr(s, 100, 1e-3, 1e-7) for s in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        TrainSettings(lr=1e-3, epochs=1, batch_size=32, micro_batch_size=5)
+    with pytest.raises(TypeError):
+        TrainSettings(lr=1e-3, epochs=1, learning_rate=3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, trained_tokenizers):
+    path = tmp_path_factory.mktemp("tiny") / "gpt2"
+    tok = load_tokenizer(trained_tokenizers["gpt2"])
+    init_model({"arch": "gpt2", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 256, "dropout": 0.0}, tok,
+               path, seed=0)
+    return path
+
+
+def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
+    tok = load_tokenizer(tiny)
+    model = load_model(tiny)
+    settings = TrainSettings(lr=5e-3, epochs=2, batch_size=16, micro_batch_size=8, max_length=256, max_prompt_length=128)
+    decode = DecodeSettings(max_new_tokens=8, no_repeat_ngram_size=0, batch_size=16)
+    summary = train(model, tok, small_splits["train"][:64], small_splits["dev"][:6], get_method("sft"),
+                    Context(n_vocab=len(tok)), settings, decode, tmp_path)
+    assert summary["steps"] == 2 * math.ceil(64 / 16)
+    assert len(summary["history"]) == 2
+    best = max(summary["history"], key=lambda h: h["dev_rougeL"])
+    assert summary["best_epoch"] == best["epoch"]
+    log = read_jsonl(tmp_path / "train_log.jsonl")
+    steps = [r for r in log if "step" in r]
+    assert len(steps) == summary["steps"] and steps[-1]["loss"] < steps[0]["loss"]
+    assert steps[0]["lr"] == pytest.approx(5e-3)
+    saved = load_model(tmp_path / "model")
+    assert saved.config.n_layer == 1
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny, small_splits, tmp_path):
+    """Normalising by the global batch's tokens makes micro-batching an implementation detail."""
+    tok = load_tokenizer(tiny)
+    decode = DecodeSettings(max_new_tokens=2, no_repeat_ngram_size=0)
+    weights = []
+    for micro in (8, 2):
+        model = load_model(tiny)
+        settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=micro, max_length=256, max_prompt_length=128)
+        train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], get_method("sft"),
+              Context(n_vocab=len(tok)), settings, decode, tmp_path / str(micro))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_generation_is_seeded_and_scored(tiny, small_splits, tmp_path):
+    tok = load_tokenizer(tiny)
+    model = load_model(tiny)
+    prompts = [r["prompt"] for r in small_splits["dev"][:4]]
+    settings = DecodeSettings(max_new_tokens=6, batch_size=3)
+    a = generate(model, tok, prompts, 10, settings)
+    assert a == generate(model, tok, prompts, 10, settings)
+    assert a != generate(model, tok, prompts, 20, settings)
+    result = evaluate_set(model, tok, small_splits["dev"][:4], [10, 20], settings, out_dir=tmp_path, name="dev")
+    assert set(result["per_seed"]) == {10, 20} and result["n"] == 4
+    rows = read_jsonl(tmp_path / "dev_seed10.jsonl")
+    assert [r["prediction"] for r in rows] == a
+    assert result["per_seed"][10] == pytest.approx(sum(r["rougeL"] for r in rows) / 4)
