@@ -11,6 +11,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 validate_config(config)
 
 include: "rules/common.smk"
+include: "rules/notebooks.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"

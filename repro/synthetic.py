@@ -8,9 +8,9 @@ The data describe an invented world, so that no model starts with the knowledge 
 to memorise that a smaller one learns less well:
 
 Task families of the training set (and of the dev set and the Dolly-role test set, which hold out instances):
-- ``fact``: one attribute (city, job, pet, colour, age) of one of ``n_people`` invented people, asked with one of
-  three question templates. Every fact also appears in training under at least two templates, so held-out
-  questions test recall of memorised facts, not guessing.
+- ``fact``: one attribute (city, job, pet, colour, age) of one of ``n_people`` invented people, asked with a
+  question phrasing (a core question in a request style). Every fact appears in training under three phrasings;
+  a held-out question still has two of them in training, so it tests recall of memorised facts, not guessing.
 - ``profile``: a several-sentence profile of a person, which combines all five facts (profiles of half the people
   are in training; the other half are the VicunaEval role).
 - ``arithmetic``: one- and two-step additions, subtractions and small multiplications, answered with the steps.
@@ -21,8 +21,10 @@ Task families of the training set (and of the dev set and the Dolly-role test se
 
 The five test sets play the roles of the paper's five:
 - ``dolly``: held-out instances of the training families, with training phrasings.
-- ``selfinst``: the same kinds of questions in phrasings that never occur in training.
-- ``vicuna``: long, open-ended answers (profiles of people whose profile is not in training, asked in new words).
+- ``selfinst``: fact questions in phrasings that never occur in training (unseen combinations of a core question
+  and a request style).
+- ``vicuna``: long, open-ended answers: profiles of the people whose profile is not in training, to be composed
+  from the facts learned one by one.
 - ``sni``: passage tasks with an input and several references each.
 - ``unni``: unseen combinations of families (a fact combined with arithmetic or with spelling; list operations on
   numbers inside a passage), each with several references.
@@ -56,8 +58,10 @@ WORDS = ["apple", "river", "stone", "candle", "garden", "window", "silver", "for
 
 ATTRIBUTES = ("city", "job", "pet", "colour", "age")
 
-# Question phrasings used in training (and in the dev and Dolly-role sets).
-FACT_TEMPLATES = {
+# A question is a core phrasing wrapped in a request style. Training sees most (core, style) combinations; the
+# SelfInst role asks with the held-out combinations: new phrasings made of familiar parts, which a model trained
+# from scratch can learn to read (a pretrained model reads any phrasing; a miniature one only recombines).
+FACT_CORES = {
     "city": ["Where does {name} live?", "In which city does {name} live?", "Name the home city of {name}."],
     "job": ["What is the job of {name}?", "What does {name} do for work?", "Name the profession of {name}."],
     "pet": ["What pet does {name} have?", "Which animal does {name} keep as a pet?", "Name the pet of {name}."],
@@ -65,19 +69,22 @@ FACT_TEMPLATES = {
                "Name the favourite colour of {name}."],
     "age": ["How old is {name}?", "What is the age of {name}?", "Tell me the age of {name}."],
 }
-# Phrasings that never occur in training (the SelfInst role).
-FACT_TEMPLATES_NEW = {
-    "city": ["I am writing a letter to {name}. To which city should I send it?",
-             "Could you tell me the town that {name} calls home?"],
-    "job": ["I want to hire {name}. What kind of work can {name} do?",
-            "Could you tell me how {name} earns a living?"],
-    "pet": ["I am buying food for the pet of {name}. What animal is it?",
-            "Could you tell me about the animal {name} looks after?"],
-    "colour": ["I am painting a gift for {name}. Which colour should I use?",
-               "Could you tell me the colour {name} prefers?"],
-    "age": ["I am baking a birthday cake for {name}. How many years old is {name}?",
-            "Could you tell me how many years {name} has lived?"],
-}
+PROFILE_CORES = ["Write a short profile of {name}.", "Describe {name} in a few sentences.",
+                 "Tell me everything you know about {name}."]
+STYLES = ["{q}", "{q} Answer in one sentence.", "Quick question: {q}", "{q} Please be brief.",
+          "I need to know this. {q}"]
+
+
+def phrasings(cores: list[str], group: int, held_out: bool) -> list[str]:
+    """The (core, style) phrasings of a question group: the held-out ones (SelfInst role) or the training ones.
+
+    Combination (core c, style s) of group g is held out when (g + c + s) is a multiple of the number of styles,
+    so every core and every style also occurs in training.
+    """
+    return [style.format(q=core) for c, core in enumerate(cores) for s, style in enumerate(STYLES)
+            if ((group + c + s) % len(STYLES) == 0) == held_out]
+
+
 FACT_ANSWERS = {
     "city": "{name} lives in {city}.",
     "job": "{name} works as a {job}.",
@@ -85,11 +92,6 @@ FACT_ANSWERS = {
     "colour": "The favourite colour of {name} is {colour}.",
     "age": "{name} is {age} years old.",
 }
-PROFILE_TEMPLATES = ["Write a short profile of {name}.", "Describe {name} in a few sentences."]
-PROFILE_TEMPLATES_NEW = ["Introduce {name} to someone who has never met them, in a short paragraph.",
-                         "Tell me everything you know about {name}."]
-
-
 @dataclass(frozen=True)
 class Person:
     name: str
@@ -277,20 +279,20 @@ def generate(seed: int, n_people: int, n_train: int, n_dev: int, n_test: dict[st
     people, strangers = invent_world(seed, n_people)
     seen: set = set()
 
-    # Facts: every (person, attribute) has three training phrasings; one of them (chosen at random) may be held
-    # out for dev/Dolly, so the fact is still seen at least twice in training.
+    # Facts: every (person, attribute) is asked with three training phrasings; one of them may be held out for
+    # dev/Dolly, so the fact is still seen at least twice in training.
     fact_train, fact_eligible = [], []
     for p in people:
-        for attr in ATTRIBUTES:
-            held = rng.randrange(len(FACT_TEMPLATES[attr]))
-            for i, tmpl in enumerate(FACT_TEMPLATES[attr]):
+        for g, attr in enumerate(ATTRIBUTES):
+            for i, tmpl in enumerate(rng.sample(phrasings(FACT_CORES[attr], g, held_out=False), 3)):
                 ex = _example(tmpl.format(name=p.name), _fact_answer(p, attr), "fact")
                 seen.add(_key(ex))
-                (fact_eligible if i == held else fact_train).append(ex)
+                (fact_eligible if i == 0 else fact_train).append(ex)
     half = len(people) // 2
     profiled, unprofiled = people[:half], people[half:]
-    profiles = [_example(tmpl.format(name=p.name), _profile(p), "profile")
-                for p in profiled for tmpl in PROFILE_TEMPLATES]
+    profile_group = len(ATTRIBUTES)
+    profiles = [_example(tmpl.format(name=p.name), _profile(p), "profile") for p in profiled
+                for tmpl in rng.sample(phrasings(PROFILE_CORES, profile_group, held_out=False), 2)]
     seen.update(_key(e) for e in profiles)
 
     n_eval = n_dev + n_test["dolly"]
@@ -321,12 +323,16 @@ def generate(seed: int, n_people: int, n_train: int, n_dev: int, n_test: dict[st
     rng.shuffle(train)
 
     def new_phrasing() -> dict:
-        p, attr = rng.choice(people), rng.choice(ATTRIBUTES)
-        return _example(rng.choice(FACT_TEMPLATES_NEW[attr]).format(name=p.name), _fact_answer(p, attr), "fact")
+        p, g = rng.choice(people), rng.randrange(len(ATTRIBUTES))
+        attr = ATTRIBUTES[g]
+        tmpl = rng.choice(phrasings(FACT_CORES[attr], g, held_out=True))
+        return _example(tmpl.format(name=p.name), _fact_answer(p, attr), "fact")
 
     def open_ended() -> dict:
         p = rng.choice(unprofiled)
-        return _example(rng.choice(PROFILE_TEMPLATES_NEW).format(name=p.name), _profile(p), "profile")
+        tmpl = rng.choice(phrasings(PROFILE_CORES, profile_group, held_out=False)
+                          + phrasings(PROFILE_CORES, profile_group, held_out=True))
+        return _example(tmpl.format(name=p.name), _profile(p), "profile")
 
     splits = {"train": train, "dev": dev, "test/dolly": dolly}
     splits["test/selfinst"] = _draw_unique(new_phrasing, n_test["selfinst"], seen, "selfinst")

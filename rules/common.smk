@@ -1,4 +1,4 @@
-# Helpers shared by the rules: the grid of table cells and the command that renders a notebook.
+# Helpers shared by the rules (no rules here): the grid of table cells and the command that renders a notebook.
 import sys
 from pathlib import Path
 
@@ -6,7 +6,6 @@ from repro import grid
 
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
-
 CELLS = grid.cells(config)
 RESULTS = str(grid.results_dir(config))
 DATA_FILES = [str(p) for p in grid.data_files(config)]
@@ -16,39 +15,61 @@ BASE_MODEL_FILES = [str(grid.base_model_dir(config, name) / "config.json") for n
 CELL_NAMES = "|".join(sorted({c.name for c in CELLS}))
 PAIR_NAMES = "|".join(sorted(config["pairs"]))
 
+
 wildcard_constraints:
     pair=PAIR_NAMES,
     cell=CELL_NAMES,
     notebook=r"[a-z_]+",
 
 
-def render_notebook(notebook, params, output):
-    """Render `notebooks/<notebook>.py` with papermill, parameters from a YAML file written beside the output.
+def source_notebook(name):
+    """The runnable .ipynb of notebooks/<name>.py (made by rule convert_notebook)."""
+    return f"{RESULTS}/.notebooks/{name}.ipynb"
+
+
+def convert_notebook(source, target, log):
+    """Write the jupytext source `source` as the .ipynb `target` (atomically); note it in `log`."""
+    import jupytext
+    from repro.io import atomic_path, write_text
+
+    with atomic_path(target) as tmp:
+        jupytext.write(jupytext.read(source), tmp, fmt="ipynb")
+    write_text(log, f"converted {source} -> {target}\n")
+
+
+def render_notebook(notebook, params, output, log):
+    """Render notebook `notebook` with papermill, parameters from a YAML file written beside the output.
 
     The rendered notebook is first written under a temporary name and renamed when it has run through, so a
-    failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook.
+    failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook. Papermill's own
+    messages go to `log`.
     """
     import yaml
     from repro.io import write_text
 
     out = Path(output)
-    params_file = out.with_name(out.stem + ".params.yaml")
+    params_file = out.with_name(f"{out.stem}.params.yaml")
     write_text(params_file, yaml.safe_dump(params, sort_keys=False))
-    running = out.with_name(out.stem + ".failed.ipynb")
+    running = out.with_name(f"{out.stem}.failed.ipynb")
     shell(
         f"{PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
-        f"{RESULTS}/.notebooks/{notebook}.ipynb {running} -f {params_file}"
+        f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1"
     )
     running.replace(out)
 
 
-rule convert_notebook:
-    """Turn the jupytext source of a notebook into an .ipynb that papermill can run."""
-    input:
-        Path(workflow.basedir) / "notebooks" / "{notebook}.py",
-    output:
-        temp(RESULTS + "/.notebooks/{notebook}.ipynb"),
-    log:
-        RESULTS + "/logs/convert_notebook/{notebook}.log",
-    shell:
-        "{PYTHON} -m jupytext --quiet --to ipynb --output {output} {input} > {log} 2>&1"
+def cell_params(wildcards, threads):
+    """The notebook parameters of cell {pair}/{cell}."""
+    return grid.cell_params(config, grid.find_cell(config, wildcards.pair, wildcards.cell), threads)
+
+
+def cell_inputs(wildcards):
+    """Inputs of one cell job: data, the base model it trains (when built here), the teacher it distils from."""
+    cell = grid.find_cell(config, wildcards.pair, wildcards.cell)
+    inputs = {"notebook": source_notebook("run_cell"), "data": DATA_FILES}
+    model = config["pairs"][cell.pair][cell.role]
+    if model in grid.built_models(config):
+        inputs["model"] = str(grid.base_model_dir(config, model) / "config.json")
+    if cell.needs_teacher:
+        inputs["teacher"] = str(grid.scores_file(config, grid.teacher_cell(cell)))
+    return inputs

@@ -4,12 +4,14 @@
 rule prepare_data:
     """Generate the synthetic data, train the tokenizers, build the randomly initialised base models."""
     input:
-        notebook=RESULTS + "/.notebooks/prepare_data.ipynb",
+        notebook=source_notebook("prepare_data"),
     output:
         data=DATA_FILES,
         tokenizers=TOKENIZER_FILES,
         models=BASE_MODEL_FILES,
-        notebook=RESULTS + "/notebooks/prepare_data.ipynb",
+        notebook=f"{RESULTS}/notebooks/prepare_data.ipynb",
+    log:
+        f"{RESULTS}/logs/prepare_data.log",
     threads: 1
     run:
-        render_notebook("prepare_data", {"workflow_config": config, "threads": threads}, output.notebook)
+        render_notebook("prepare_data", {"workflow_config": config, "threads": threads}, output.notebook, log[0])

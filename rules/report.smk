@@ -4,11 +4,13 @@
 rule make_tables:
     """Collect every cell's scores into results/tables/table{n}.{md,csv}."""
     input:
-        notebook=RESULTS + "/.notebooks/make_tables.ipynb",
+        notebook=source_notebook("make_tables"),
         scores=[str(grid.scores_file(config, c)) for c in CELLS],
     output:
         tables=TABLES,
-        notebook=RESULTS + "/notebooks/make_tables.ipynb",
+        notebook=f"{RESULTS}/notebooks/make_tables.ipynb",
+    log:
+        f"{RESULTS}/logs/make_tables.log",
     threads: 1
     run:
-        render_notebook("make_tables", {"workflow_config": config}, output.notebook)
+        render_notebook("make_tables", {"workflow_config": config}, output.notebook, log[0])

@@ -60,3 +60,21 @@ def test_config_modules_do_not_import_torch():
     code = ("import sys, repro.config, repro.grid; "
             "sys.exit(1 if any(m in sys.modules for m in ('torch', 'transformers')) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_every_schema_key_is_documented():
+    """config/README.md explains every key the schema allows."""
+    schema = load_yaml(REPO / "config" / "schema.yaml")
+    readme = (REPO / "config" / "README.md").read_text()
+
+    def keys(node):
+        for alternative in node.get("oneOf", []):
+            yield from keys(alternative)
+        for name, sub in node.get("properties", {}).items():
+            yield name
+            yield from keys(sub)
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from keys(node["additionalProperties"])
+
+    missing = sorted({k for k in keys(schema) if k not in readme})
+    assert missing == []

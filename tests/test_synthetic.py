@@ -79,3 +79,18 @@ def test_written_files_load_back(small_splits, tmp_path):
 def test_bad_sizes_raise_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         generate(**{**SMALL_SIZES, **bad})
+
+
+def test_held_out_phrasings_recombine_familiar_parts():
+    """Every SelfInst phrasing is unseen as a whole, but its core question and its style both occur in training."""
+    from repro.synthetic import ATTRIBUTES, FACT_CORES, STYLES, phrasings
+
+    for g, attr in enumerate(ATTRIBUTES):
+        train = phrasings(FACT_CORES[attr], g, held_out=False)
+        held = phrasings(FACT_CORES[attr], g, held_out=True)
+        assert held and not set(held) & set(train)
+        assert len(train) + len(held) == len(FACT_CORES[attr]) * len(STYLES)
+        for core in FACT_CORES[attr]:
+            assert any(core in t for t in train)
+        for style in STYLES:
+            assert any(t == style.format(q=core) for core in FACT_CORES[attr] for t in train)

@@ -1,0 +1,13 @@
+# The notebooks are kept as jupytext py:percent sources; papermill runs the .ipynb made from them.
+
+
+rule convert_notebook:
+    """Turn the jupytext source of a notebook into an .ipynb that papermill can run."""
+    input:
+        Path(workflow.basedir) / "notebooks" / "{notebook}.py",
+    output:
+        temp(f"{RESULTS}/.notebooks/{{notebook}}.ipynb"),
+    log:
+        f"{RESULTS}/logs/convert_notebook/{{notebook}}.log",
+    run:
+        convert_notebook(input[0], output[0], log[0])

@@ -1,0 +1,89 @@
+"""The Snakemake workflow: lint, dry runs with job counts, config errors before any job, one real micro run."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def _run(args, cwd, env=None, timeout=600):
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _job_counts(output: str) -> dict:
+    table = output[output.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_is_clean():
+    result = _run(["--lint"], REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 3), ("config/micro.yaml", 3)])
+def test_dry_run_job_counts(tmp_path, configfile, cells):
+    result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
+                   "--directory", str(tmp_path)], REPO)
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout + result.stderr)
+    assert counts == {"convert_notebook": 3, "prepare_data": 1, "run_cell": cells, "make_tables": 1, "all": 1,
+                      "total": cells + 6}
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["training"]["learning_rate"] = 1e-3
+    config["evaluation"]["seeds"] = "10"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(bad), "--replace-workflow-config", "--directory", str(tmp_path)], REPO)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "config key 'training.learning_rate' is unknown" in message
+    assert "config key 'evaluation.seeds': '10' is not of type 'array'" in message
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_micro_run_end_to_end(tmp_path):
+    """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables."""
+    secret = "sk-test-do-not-leak-0123456789"
+    result = _run(["--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "--replace-workflow-config",
+                   "--directory", str(tmp_path)], REPO, env={"OPENAI_API_KEY": secret})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = tmp_path / "results"
+    table = (results / "tables" / "table1.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| gpt2_teacher")]
+    assert [r.split("|")[2].strip() for r in rows] == ["Teacher (SFT)", "SFT", "KD (KL)"]
+    for row in rows:
+        assert len(row.split("|")) == 10  # pair, method, five test sets, Avg
+    for cell in ("teacher", "sft", "kd-kl"):
+        run = results / "runs" / "gpt2" / cell
+        scores = json.loads((run / "scores.json").read_text())
+        assert set(scores["test_sets"]) == {"dolly", "selfinst", "vicuna", "sni", "unni"}
+        assert (run / "model" / "config.json").exists()
+        assert (run / "generations" / "unni_seed10.jsonl").exists()
+        notebook = json.loads((run / "run_cell.ipynb").read_text())
+        assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
+    kd_log = [json.loads(line) for line in (results / "runs/gpt2/kd-kl/train_log.jsonl").read_text().splitlines()]
+    assert all("kd" in r for r in kd_log if "step" in r)
+    assert (results / "notebooks" / "prepare_data.ipynb").exists()
+    assert (results / "notebooks" / "make_tables.ipynb").exists()
+    leftovers = [p for p in results.rglob("*") if p.name.endswith((".failed.ipynb", ".tmp"))]
+    assert leftovers == []
+    for path in results.rglob("*"):
+        if path.is_file() and path.suffix in {".ipynb", ".yaml", ".json", ".jsonl", ".log", ".md", ".csv"}:
+            assert secret not in path.read_text(errors="ignore"), path
+    # a second run has nothing to do
+    again = _run(["--cores", "2", "-n", "--configfile", str(REPO / "config" / "micro.yaml"),
+                  "--replace-workflow-config", "--directory", str(tmp_path)], REPO)
+    assert "Nothing to be done" in again.stdout + again.stderr
