@@ -54,8 +54,10 @@ class CellConfig:
 
 def _setup(cfg: CellConfig):
     import torch
+    from transformers.utils import logging
 
     torch.set_num_threads(cfg.threads)
+    logging.disable_progress_bar()  # per-tensor "Loading weights" bars would flood the rendered notebook
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import IGNORE, collate, encode_dataset
 from .generation import DecodeSettings, evaluate_set
@@ -98,7 +98,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}: {sums}")
             log.append({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                         "grad_norm": float(grad_norm), **sums})
-            bar.set_postfix(loss=f"{sums['loss']:.3f}")
+            bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)
         dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
         record = {"epoch": epoch, "dev_rougeL": dev["mean"], "train_loss": log[-1]["loss"],
                   "elapsed_s": time.perf_counter() - started}

@@ -42,7 +42,7 @@ def render_notebook(notebook, params, output, log):
 
     The rendered notebook is first written under a temporary name and renamed when it has run through, so a
     failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook. Papermill's own
-    messages go to `log`.
+    messages go to `log`. Progress bars refresh at most every 30 s so that they do not flood the rendered notebook.
     """
     import yaml
     from repro.io import write_text
@@ -52,7 +52,7 @@ def render_notebook(notebook, params, output, log):
     write_text(params_file, yaml.safe_dump(params, sort_keys=False))
     running = out.with_name(f"{out.stem}.failed.ipynb")
     shell(
-        f"{PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
+        f"TQDM_MININTERVAL=30 {PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
         f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1"
     )
     running.replace(out)
