@@ -46,3 +46,33 @@ def test_rouge_l():
 def test_mean_std():
     assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0}
     assert mean_std([5.0]) == {"mean": 5.0, "std": 0.0}
+
+
+def _fake_scores(cell_id, base):
+    sets = {t: {"mean": base + i, "std": 0.5, "per_seed": {"10": base + i}, "n": 3}
+            for i, t in enumerate(["dolly", "selfinst", "vicuna", "sni", "unni"])}
+    return {"cell": cell_id, "test_sets": sets, "avg": {"mean": base + 2, "std": 0.1}}
+
+
+def test_tables_from_scores(tmp_path):
+    from repro import grid, tables
+    from repro.config import load_config
+
+    from conftest import REPO
+
+    config = load_config(REPO / "config" / "config.yaml")
+    config["results_dir"] = str(tmp_path)
+    cells = grid.cells(config)
+    with pytest.raises(FileNotFoundError, match="cell gpt2/teacher has no scores yet"):
+        tables.write_tables(config)
+    for k, cell in enumerate(cells):
+        write_json(grid.scores_file(config, cell), _fake_scores(cell.id, 10.0 * (k + 1)))
+    paths = tables.write_tables(config)
+    assert [p.name for p in paths] == ["table1.md", "table1.csv"]
+    md = paths[0].read_text().splitlines()
+    assert md[2] == "| Pair | Method | Dolly | SelfInst | VicunaEval | S-NI | UnNI | Avg |"
+    assert md[4] == "| gpt2_teacher -> gpt2_student | Teacher (SFT) | 10.00 | 11.00 | 12.00 | 13.00 | 14.00 | 12.00 |"
+    assert md[6].startswith("| gpt2_teacher -> gpt2_student | KD (KL) | 30.00")
+    csv_lines = paths[1].read_text().splitlines()
+    assert csv_lines[0].startswith("pair,teacher,student,row,cell,dolly,dolly_std")
+    assert len(csv_lines) == 1 + len(cells)
