@@ -43,6 +43,7 @@ def render_notebook(notebook, params, output, log):
     The rendered notebook is first written under a temporary name and renamed when it has run through, so a
     failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook. Papermill's own
     messages go to `log`. Progress bars refresh at most every 30 s so that they do not flood the rendered notebook.
+    An HTML copy (`<output>` with suffix .html) is written for readers without Jupyter.
     """
     import yaml
     from repro.io import write_text
@@ -56,6 +57,17 @@ def render_notebook(notebook, params, output, log):
         f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1"
     )
     running.replace(out)
+    export_html(out, out.with_suffix(".html"))
+
+
+def export_html(notebook, target):
+    """Write a rendered notebook as standalone HTML (plots embedded), atomically."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from repro.io import write_text
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    write_text(target, body)
 
 
 def cell_params(wildcards, threads):

@@ -10,6 +10,7 @@ rule prepare_data:
         tokenizers=TOKENIZER_FILES,
         models=BASE_MODEL_FILES,
         notebook=f"{RESULTS}/notebooks/prepare_data.ipynb",
+        html=f"{RESULTS}/notebooks/prepare_data.html",
     log:
         f"{RESULTS}/logs/prepare_data.log",
     threads: 1

@@ -9,6 +9,7 @@ rule make_tables:
     output:
         tables=TABLES,
         notebook=f"{RESULTS}/notebooks/make_tables.ipynb",
+        html=f"{RESULTS}/notebooks/make_tables.html",
     log:
         f"{RESULTS}/logs/make_tables.log",
     threads: 1

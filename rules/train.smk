@@ -8,6 +8,7 @@ rule run_cell:
     output:
         scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
         notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/run_cell.ipynb",
+        html=f"{RESULTS}/runs/{{pair}}/{{cell}}/run_cell.html",
     log:
         f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}.log",
     threads: 1

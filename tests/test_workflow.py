@@ -74,10 +74,13 @@ def test_micro_run_end_to_end(tmp_path):
         assert (run / "generations" / "unni_seed10.jsonl").exists()
         notebook = json.loads((run / "run_cell.ipynb").read_text())
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
+        html = (run / "run_cell.html").read_text()
+        assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
     kd_log = [json.loads(line) for line in (results / "runs/gpt2/kd-kl/train_log.jsonl").read_text().splitlines()]
     assert all("kd" in r for r in kd_log if "step" in r)
-    assert (results / "notebooks" / "prepare_data.ipynb").exists()
-    assert (results / "notebooks" / "make_tables.ipynb").exists()
+    for name in ("prepare_data", "make_tables"):
+        assert (results / "notebooks" / f"{name}.ipynb").exists()
+        assert (results / "notebooks" / f"{name}.html").exists()
     leftovers = [p for p in results.rglob("*") if p.name.endswith((".failed.ipynb", ".tmp"))]
     assert leftovers == []
     for path in results.rglob("*"):
