@@ -34,6 +34,7 @@ dry-run: $(STAMP)
 	$(BIN)/snakemake -n
 
 lint: $(STAMP)
+	$(BIN)/ruff check repro tests notebooks
 	$(BIN)/snakemake --lint
 
 clean:

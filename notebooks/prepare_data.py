@@ -25,8 +25,7 @@ threads: int = 1  # torch threads of this job
 import pandas as pd
 import torch
 
-from repro import prepare
-from repro import grid
+from repro import grid, prepare
 from repro.config import load_config, validate_config
 from repro.io import read_jsonl
 

@@ -1,4 +1,6 @@
-"""Deterministic generator of the miniature instruction data (the offline stand-in for Dolly and the four extra test sets).
+"""Deterministic generator of the miniature instruction data.
+
+The offline stand-in for Dolly and the four extra test sets.
 
 Every example has the fields of the paper's processed files (PAPER.md section 4): ``instruction``, ``input``
 (empty string when there is none), ``output`` (a string, or a list of references for the S-NI and UnNI roles),

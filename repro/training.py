@@ -56,7 +56,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
           settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike) -> dict:
     """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model``.
 
-    Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch, rewritten after every epoch). Returns a summary with the
+    Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch; rewritten after every
+    epoch). Returns a summary with the
     best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends holding the LAST epoch's weights: evaluate
     the saved best checkpoint by loading ``out_dir/model``.
     """

@@ -6,8 +6,9 @@ corpus with the ``tokenizers`` library:
 - ``byte_bpe``: byte-level BPE as in GPT-2 (``<|endoftext|>`` is BOS, EOS and padding). With ``split_digits`` it
   splits numbers into single digits first, as Qwen's pre-tokenizer does, so a GPT-2-like and a Qwen-like tokenizer
   trained on the same text segment it differently.
-- ``sentencepiece_bpe``: sentencepiece-style BPE as in LLaMA and Mistral: words start with the ``▁`` mark, digits are
-  and punctuation split, unknown characters fall back to the 256 byte tokens ``<0x00>``..``<0xFF>``; ``<unk>``, ``<s>``, ``</s>``.
+- ``sentencepiece_bpe``: sentencepiece-style BPE as in LLaMA and Mistral: words start with the ``▁`` mark, digits
+  and punctuation are split off, unknown characters fall back to the 256 byte tokens ``<0x00>``..``<0xFF>``;
+  specials ``<unk>``, ``<s>``, ``</s>``.
 
 Both are saved with ``save_pretrained`` and load back through ``AutoTokenizer`` by path, exactly like a hub id.
 """

@@ -2,9 +2,8 @@ import copy
 
 import pytest
 
-from repro.config import ConfigError, load_config, load_yaml, validate_config
-
 from conftest import REPO
+from repro.config import ConfigError, load_config, load_yaml, validate_config
 
 
 @pytest.fixture()

@@ -2,10 +2,9 @@ import json
 
 import pytest
 
+from conftest import SHARED
 from repro.data import IGNORE, collate, encode_dataset, encode_example, load_examples, references
 from repro.vocab import load_tokenizer
-
-from conftest import SHARED
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
+from conftest import REPO
 from repro import grid
 from repro.config import load_config
-
-from conftest import REPO
 
 
 def test_default_grid_cells():

@@ -55,10 +55,9 @@ def _fake_scores(cell_id, base):
 
 
 def test_tables_from_scores(tmp_path):
+    from conftest import REPO
     from repro import grid, tables
     from repro.config import load_config
-
-    from conftest import REPO
 
     config = load_config(REPO / "config" / "config.yaml")
     config["results_dir"] = str(tmp_path)

@@ -1,7 +1,7 @@
 """The set-up files agree with each other: conda users get what pip users get, every pip call is pinned."""
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from conftest import REPO

@@ -1,10 +1,9 @@
 import pytest
 
+from conftest import SMALL_SIZES
+from repro.data import load_examples
 from repro.prompts import build_prompt
 from repro.synthetic import TEST_SETS, generate, write_splits
-from repro.data import load_examples
-
-from conftest import SMALL_SIZES
 
 
 def test_deterministic_in_seed():

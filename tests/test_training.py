@@ -38,7 +38,8 @@ def tiny(tmp_path_factory, trained_tokenizers):
 def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
     tok = load_tokenizer(tiny)
     model = load_model(tiny)
-    settings = TrainSettings(lr=5e-3, epochs=2, batch_size=16, micro_batch_size=8, max_length=256, max_prompt_length=128)
+    settings = TrainSettings(lr=5e-3, epochs=2, batch_size=16, micro_batch_size=8, max_length=256,
+                             max_prompt_length=128)
     decode = DecodeSettings(max_new_tokens=8, no_repeat_ngram_size=0, batch_size=16)
     summary = train(model, tok, small_splits["train"][:64], small_splits["dev"][:6], get_method("sft"),
                     Context(n_vocab=len(tok)), settings, decode, tmp_path)
@@ -61,7 +62,8 @@ def test_gradient_accumulation_matches_one_big_batch(tiny, small_splits, tmp_pat
     weights = []
     for micro in (8, 2):
         model = load_model(tiny)
-        settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=micro, max_length=256, max_prompt_length=128)
+        settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=micro, max_length=256,
+                                 max_prompt_length=128)
         train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], get_method("sft"),
               Context(n_vocab=len(tok)), settings, decode, tmp_path / str(micro))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))

@@ -1,8 +1,7 @@
 import pytest
 
-from repro.vocab import load_tokenizer, train_tokenizer
-
 from conftest import SHARED
+from repro.vocab import load_tokenizer, train_tokenizer
 
 TEXT = "Below is an instruction.\n\n### Response:\nBralin is 42 years old, and 42 plus 7 equals 49."
 
