@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-IGNORE = -100
+from .data import IGNORE
 
 
 def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:

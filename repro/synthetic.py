@@ -37,10 +37,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .grid import TEST_SETS
 from .io import write_jsonl
 from .prompts import build_prompt
-
-TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kl", "l", "m", "n", "p", "qu", "r", "s", "st", "t", "th",
            "v", "z", "zh"]
