@@ -5,7 +5,7 @@ The cell notebook (``notebooks/run_cell.py``) builds a ``CellConfig`` from its p
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .grid import TEST_SETS
@@ -28,11 +28,15 @@ class CellConfig:
     divergence: str = ""
     teacher: str = ""
     threads: int = 1
-    test_sets: tuple[str, ...] = field(default=TEST_SETS)
+    test_sets: tuple[str, ...] = TEST_SETS
 
     def __post_init__(self):
         from .methods import get_method
 
+        if self.role not in ("teacher", "student"):
+            raise ValueError(f"cell {self.cell_id}: role must be 'teacher' or 'student', got {self.role!r}")
+        if not self.evaluation.get("seeds"):
+            raise ValueError(f"cell {self.cell_id}: evaluation.seeds must list at least one sampling seed")
         method = get_method(self.method)
         if method.needs_teacher and self.role == "student" and not self.teacher:
             raise ValueError(f"cell {self.cell_id}: method {self.method!r} needs a teacher checkpoint")

@@ -25,3 +25,23 @@ def test_hub_models_are_not_built():
     config["models"]["gpt2_teacher"] = {"id": "gpt2-xl"}
     assert grid.built_models(config) == ["gpt2_student"]
     assert grid.model_source(config, "gpt2_teacher") == "gpt2-xl"
+
+
+def test_cell_config_rejects_inconsistent_parameters():
+    import pytest
+
+    from repro.cells import CellConfig
+
+    config = load_config(REPO / "config" / "config.yaml")
+    params = grid.cell_params(config, grid.find_cell(config, "gpt2", "kd-kl"))
+    CellConfig(**params)
+    for change, message in [({"teacher": ""}, "needs a teacher checkpoint"),
+                            ({"divergence": ""}, "needs a divergence"),
+                            ({"role": "assistant"}, "role must be"),
+                            ({"method": "magic"}, "unknown method 'magic'"),
+                            ({"evaluation": {**params["evaluation"], "beam": 4}}, "unknown evaluation keys"),
+                            ({"evaluation": {**params["evaluation"], "seeds": []}}, "at least one sampling seed")]:
+        with pytest.raises(ValueError, match=message):
+            CellConfig(**{**params, **change})
+    with pytest.raises(TypeError):
+        CellConfig(**{**params, "learning_rate": 1.0})
