@@ -57,9 +57,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model``.
 
     Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch; rewritten after every
-    epoch). Returns a summary with the
-    best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends holding the LAST epoch's weights: evaluate
-    the saved best checkpoint by loading ``out_dir/model``.
+    epoch). Returns a summary with the best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends
+    holding the LAST epoch's weights: evaluate the saved best checkpoint by loading ``out_dir/model``.
     """
     out_dir = Path(out_dir)
     torch.manual_seed(settings.seed)
@@ -91,12 +90,12 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                 (terms["loss"] / n_tokens).backward()
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
+            if not all(math.isfinite(v) for v in sums.values()):  # stop before a NaN reaches the weights
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step + 1}: {sums}")
             grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), settings.clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if not all(math.isfinite(v) for v in sums.values()):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}: {sums}")
             log.append({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                         "grad_norm": float(grad_norm), **sums})
             bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)

@@ -83,3 +83,21 @@ def test_generation_is_seeded_and_scored(tiny, small_splits, tmp_path):
     rows = read_jsonl(tmp_path / "dev_seed10.jsonl")
     assert [r["prediction"] for r in rows] == a
     assert result["per_seed"][10] == pytest.approx(sum(r["rougeL"] for r in rows) / 4)
+
+
+def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
+    tok = load_tokenizer(tiny)
+    model = load_model(tiny)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    class Broken:
+        def loss(self, student, batch, ctx):
+            out = get_method("sft").loss(student, batch, ctx)
+            return {**out, "loss": out["loss"] * float("nan")}
+
+    settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=8, max_length=256,
+                             max_prompt_length=128)
+    with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1, step 1"):
+        train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], Broken(), Context(n_vocab=len(tok)),
+              settings, DecodeSettings(max_new_tokens=2), tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
