@@ -38,11 +38,12 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
     if settings.temperature <= 0:
         raise ValueError(f"temperature must be positive for sampling, got {settings.temperature}")
     model.eval()
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     outputs: list[str] = []
     pad_id = tokenizer.pad_token_id
-    try:
+    # fork_rng restores the CPU and CUDA generators afterwards, so evaluating between epochs leaves the training
+    # randomness (dropout, batch order) as it would be without evaluation.
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
         for start in tqdm(range(0, len(prompts), settings.batch_size), desc=desc, leave=False):
             chunk = prompts[start:start + settings.batch_size]
             encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][: settings.max_prompt_length]
@@ -50,20 +51,15 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
             width = max(len(e) for e in encoded)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, e in enumerate(encoded):
+            for i, e in enumerate(encoded):  # left padding: every prompt ends where generation starts
                 ids[i, width - len(e):] = torch.tensor(e)
                 mask[i, width - len(e):] = 1
-            with torch.no_grad():
-                out = model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=True, temperature=settings.temperature,
-                    top_p=settings.top_p, top_k=settings.top_k,
-                    no_repeat_ngram_size=settings.no_repeat_ngram_size or None,
-                    max_new_tokens=settings.max_new_tokens, pad_token_id=pad_id,
-                    eos_token_id=tokenizer.eos_token_id)
-            for row in out[:, width:]:
-                outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    finally:
-        torch.random.set_rng_state(generator_state)
+            out = model.generate(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
+                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                no_repeat_ngram_size=settings.no_repeat_ngram_size or None, max_new_tokens=settings.max_new_tokens,
+                pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
+            outputs += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, width:]]
     return outputs
 
 

@@ -101,3 +101,13 @@ def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
         train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], Broken(), Context(n_vocab=len(tok)),
               settings, DecodeSettings(max_new_tokens=2), tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_generation_leaves_the_global_random_state_alone(tiny, small_splits):
+    tok = load_tokenizer(tiny)
+    model = load_model(tiny)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    generate(model, tok, [small_splits["dev"][0]["prompt"]], 10, DecodeSettings(max_new_tokens=3))
+    assert torch.equal(torch.rand(3), expected)
