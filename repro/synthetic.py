@@ -28,8 +28,8 @@ The five test sets play the roles of the paper's five:
 - ``vicuna``: long, open-ended answers: profiles of the people whose profile is not in training, to be composed
   from the facts learned one by one.
 - ``sni``: passage tasks with an input and several references each.
-- ``unni``: unseen combinations of families (a fact combined with arithmetic or with spelling; list operations on
-  numbers inside a passage), each with several references.
+- ``unni``: unseen combinations of families (a memorised fact combined with arithmetic or with spelling; arithmetic
+  on a number read from a passage), each with several references.
 """
 from __future__ import annotations
 
