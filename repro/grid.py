@@ -13,7 +13,7 @@ from pathlib import Path
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
 METHOD_TITLES = {"sft": "SFT", "kd": "KD"}
-DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL"}
+DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
 DIVERGENCE_METHODS = ("kd",)
 
 

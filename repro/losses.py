@@ -1,12 +1,15 @@
 """Divergences between next-token distributions, and the shared masking/normalisation helper (PAPER.md section 2).
 
-Each divergence is a per-token function ``D(student_logits, teacher_logits, temperature) -> [...]`` that returns
-the divergence at every position (summed over the vocabulary), computed in float32 from ``log_softmax``. The
-registry ``DIVERGENCES`` is keyed by the labels the paper's tables print. ``masked_sum`` is the one place where
-positions are masked; the trainer divides by the number of response tokens of the whole global batch.
+Each divergence is a per-position function ``D(student_logits, teacher_logits, temperature=1.0, **options) -> [...]``
+that returns the divergence at every position (summed over the vocabulary, not reduced over positions), with the
+temperature applied to both sides, computed in float32 from ``log_softmax``; mixtures are built in log space. The
+registry ``DIVERGENCES`` is keyed by the labels the paper's tables print (plus ``tvd``). Options: ``skew`` (0.1)
+of ``skl``/``srkl``, ``threshold`` (0.5) of ``akl``; any other keyword is an error. ``masked_sum`` is the one
+place where positions are masked; the trainer divides by the number of response tokens of the whole global batch.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -14,26 +17,132 @@ import torch
 from .data import IGNORE
 
 
-def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.log_softmax(logits.float() / temperature, dim=-1)
+def _prepare(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 log-probabilities of ``logits / temperature`` [..., V], and the mask of infinite logits [..., V].
 
-
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Forward KL per token, ``sum_v p_t (log p_t - log p_s)`` with ``p = softmax(z / tau)`` (PAPER.md section 2).
-
-    Shapes: ``student_logits`` and ``teacher_logits`` [..., V]; returns [...] in float32. Vocabulary entries where
-    either side has an infinite logit contribute zero (they are masked, not propagated).
+    Infinite logits are replaced by the most extreme finite float32 values before the softmax, so a row that is
+    entirely ``-inf`` gives finite (uniform) values instead of NaN, in the forward and in the backward pass; the
+    divergences then zero every vocabulary entry that was infinite on either side (PAPER.md section 2).
     """
-    log_ps = _log_probs(student_logits, temperature)
-    log_pt = _log_probs(teacher_logits, temperature)
-    terms = log_pt.exp() * (log_pt - log_ps)
-    infinite = torch.isinf(student_logits) | torch.isinf(teacher_logits)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    z = logits.float()
+    infinite = torch.isinf(z)
+    finfo = torch.finfo(torch.float32)
+    z = torch.nan_to_num(z, posinf=finfo.max, neginf=finfo.min)
+    return torch.log_softmax(z / temperature, dim=-1), infinite
+
+
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per-entry terms of KL(p || q) = sum_v p (log p - log q), from log-probabilities [..., V]."""
+    return log_p.exp() * (log_p - log_q)
+
+
+def _log_mix(log_p: torch.Tensor, log_q: torch.Tensor, weight_p: float) -> torch.Tensor:
+    """log(weight_p * p + (1 - weight_p) * q), computed in log space (no log of a sum of probabilities)."""
+    if weight_p <= 0:
+        return log_q
+    if weight_p >= 1:
+        return log_p
+    return torch.logaddexp(log_p + math.log(weight_p), log_q + math.log1p(-weight_p))
+
+
+def _reduce(terms: torch.Tensor, infinite: torch.Tensor) -> torch.Tensor:
     return terms.masked_fill(infinite, 0.0).sum(-1)
 
 
-Divergence = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``kl``: forward KL per position, ``sum_v p_t (log p_t - log p_s)`` with ``p = softmax(z / tau)``.
+
+    Shapes: logits [..., V] on both sides; returns [...] in float32 (PAPER.md section 2, table of divergences).
+    """
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return _reduce(_kl_terms(log_pt, log_ps), inf_s | inf_t)
+
+
+def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``rkl``: reverse KL per position, ``sum_v p_s (log p_s - log p_t)``. Shapes as ``forward_kl``."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return _reduce(_kl_terms(log_ps, log_pt), inf_s | inf_t)
+
+
+def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """``js``: ``0.5 [KL(p_t || M) + KL(p_s || M)]`` with ``M = (p_s + p_t) / 2``. Shapes as ``forward_kl``."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    log_m = _log_mix(log_ps, log_pt, 0.5)
+    return 0.5 * _reduce(_kl_terms(log_pt, log_m) + _kl_terms(log_ps, log_m), inf_s | inf_t)
+
+
+def skew_forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                    skew: float = 0.1) -> torch.Tensor:
+    """``skl`` (DistiLLM): ``KL(p_t || skew * p_t + (1 - skew) * p_s)``, skew 0.1. Shapes as ``forward_kl``."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return _reduce(_kl_terms(log_pt, _log_mix(log_pt, log_ps, skew)), inf_s | inf_t)
+
+
+def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                    skew: float = 0.1) -> torch.Tensor:
+    """``srkl``: ``KL(p_s || (1 - skew) * p_t + skew * p_s)``, skew 0.1. Shapes as ``forward_kl``."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return _reduce(_kl_terms(log_ps, _log_mix(log_ps, log_pt, skew)), inf_s | inf_t)
+
+
+def akl_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detached AKL weights ``(w_kl, w_rkl)`` [...] of Wu et al. 2024 (PAPER.md section 2).
+
+    Sort ``p_t`` ascending; the tail is where the cumulative sum of the sorted ``p_t`` is ``<= threshold``, the
+    head the rest; ``g_head``/``g_tail`` sum ``|p_t - p_s|`` over each; ``w_kl = g_head / (g_head + g_tail)``,
+    ``w_rkl = g_tail / (g_head + g_tail)`` (0.5 each where both gaps are zero, where the divergences are zero too).
+    """
+    with torch.no_grad():
+        log_ps, inf_s = _prepare(student_logits, temperature)
+        log_pt, inf_t = _prepare(teacher_logits, temperature)
+        infinite = inf_s | inf_t
+        p_s = log_ps.exp().masked_fill(infinite, 0.0)
+        p_t = log_pt.exp().masked_fill(infinite, 0.0)
+        sorted_t, order = p_t.sort(dim=-1)
+        gap = (sorted_t - p_s.gather(-1, order)).abs()
+        tail = sorted_t.cumsum(dim=-1) <= threshold
+        g_tail = (gap * tail).sum(-1)
+        g_head = (gap * ~tail).sum(-1)
+        total = g_head + g_tail
+        safe = total > 0
+        w_kl = torch.where(safe, g_head / total.clamp_min(torch.finfo(torch.float32).tiny), 0.5)
+        return w_kl, 1.0 - w_kl
+
+
+def adaptive_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                threshold: float = 0.5) -> torch.Tensor:
+    """``akl``: ``w_kl * KL + w_rkl * RKL`` with the detached weights of ``akl_weights``. Shapes as ``forward_kl``."""
+    w_kl, w_rkl = akl_weights(student_logits, teacher_logits, temperature, threshold)
+    return (w_kl * forward_kl(student_logits, teacher_logits, temperature)
+            + w_rkl * reverse_kl(student_logits, teacher_logits, temperature))
+
+
+def total_variation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """``tvd`` (extra): total variation distance ``0.5 sum_v |p_t - p_s|``. Shapes as ``forward_kl``."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return 0.5 * _reduce((log_pt.exp() - log_ps.exp()).abs(), inf_s | inf_t)
+
+
+Divergence = Callable[..., torch.Tensor]
 DIVERGENCES: dict[str, Divergence] = {
     "kl": forward_kl,
+    "rkl": reverse_kl,
+    "js": js_divergence,
+    "skl": skew_forward_kl,
+    "srkl": skew_reverse_kl,
+    "akl": adaptive_kl,
+    "tvd": total_variation,
 }
 
 

@@ -1,52 +1,181 @@
+import itertools
 import math
 
 import pytest
 import torch
 
-from repro.losses import DIVERGENCES, IGNORE, cross_entropy_sum, forward_kl, masked_sum
+from repro.losses import DIVERGENCES, IGNORE, akl_weights, cross_entropy_sum, forward_kl, get_divergence, masked_sum
+
+ALL = sorted(DIVERGENCES)
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def _reference(name, z_s, z_t, tau, skew=0.1, threshold=0.5):
+    """The PAPER.md definitions written naively in float64 probabilities (no log-space tricks)."""
+    p_s = torch.softmax(z_s.double() / tau, -1)
+    p_t = torch.softmax(z_t.double() / tau, -1)
+
+    def kl(p, q):
+        return (p * (p.log() - q.log())).sum(-1)
+
+    if name == "kl":
+        return kl(p_t, p_s)
+    if name == "rkl":
+        return kl(p_s, p_t)
+    if name == "js":
+        m = (p_s + p_t) / 2
+        return 0.5 * (kl(p_t, m) + kl(p_s, m))
+    if name == "skl":
+        return kl(p_t, skew * p_t + (1 - skew) * p_s)
+    if name == "srkl":
+        return kl(p_s, (1 - skew) * p_t + skew * p_s)
+    if name == "tvd":
+        return 0.5 * (p_t - p_s).abs().sum(-1)
+    if name == "akl":
+        out = torch.empty(p_s.shape[:-1], dtype=torch.float64)
+        for idx in itertools.product(*(range(n) for n in p_s.shape[:-1])):
+            pt, ps = p_t[idx], p_s[idx]
+            cum, head, tail = 0.0, 0.0, 0.0
+            for v in sorted(range(len(pt)), key=lambda v: pt[v].item()):
+                cum += pt[v].item()
+                gap = abs(pt[v].item() - ps[v].item())
+                if cum <= threshold:
+                    tail += gap
+                else:
+                    head += gap
+            out[idx] = (head * kl(pt, ps) + tail * kl(ps, pt)) / (head + tail)
+        return out
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_matches_the_definition(name, tau):
+    torch.manual_seed(1)
+    z_s, z_t = 3 * torch.randn(4, 5, 13), 3 * torch.randn(4, 5, 13)
+    got = DIVERGENCES[name](z_s, z_t, temperature=tau)
+    assert got.shape == (4, 5) and got.dtype == torch.float32
+    assert torch.allclose(got.double(), _reference(name, z_s, z_t, tau), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_zero_at_equality_and_non_negative(name):
     torch.manual_seed(0)
     z = torch.randn(3, 5, 11)
     d = DIVERGENCES[name]
     assert torch.allclose(d(z, z.clone(), 2.0), torch.zeros(3, 5), atol=1e-6)
-    other = torch.randn(3, 5, 11)
-    assert (d(z, other, 2.0) >= -1e-6).all()
+    assert (d(z, torch.randn(3, 5, 11), 2.0) >= -1e-6).all()
+    assert (d(z, 10 * torch.randn(3, 5, 11), 2.0) >= -1e-6).all()
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
-def test_finite_with_infinite_logits(name):
-    z_s = torch.randn(2, 4, 6)
+@pytest.mark.parametrize("name", ALL)
+def test_finite_with_infinite_logits_and_fully_masked_rows(name):
+    z_s = torch.randn(2, 4, 6, requires_grad=True)
     z_t = torch.randn(2, 4, 6)
-    z_s[..., 0] = -math.inf
-    z_t[..., 1] = -math.inf
-    z_t[1, 2, :] = -math.inf  # a fully masked row
-    assert torch.isfinite(DIVERGENCES[name](z_s, z_t, 2.0)).all()
+    inf_s = torch.zeros(2, 4, 6, dtype=torch.bool)
+    inf_s[..., 0] = True
+    inf_s[0, 1, :] = True  # a student row that is entirely -inf
+    s = z_s.masked_fill(inf_s, -math.inf)
+    t = z_t.clone()
+    t[..., 1] = -math.inf
+    t[1, 2, :] = -math.inf  # a teacher row that is entirely -inf
+    out = DIVERGENCES[name](s, t, 2.0)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(z_s.grad).all()
+    # the fully masked rows contribute nothing
+    assert out[0, 1] == 0 and out[1, 2] == 0
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+@pytest.mark.parametrize("name", ALL)
+def test_infinite_entries_are_zeroed_not_propagated(name):
+    """An entry that is -inf on one side adds nothing: the rest of the vocabulary decides the value."""
+    z_s, z_t = torch.randn(7), torch.randn(7)
+    with_inf = z_t.clone()
+    with_inf[3] = -math.inf
+    d = DIVERGENCES[name]
+    p = lambda z: torch.softmax(z.double() / 2, -1)  # noqa: E731
+    value = d(z_s, with_inf, 2.0).item()
+    assert math.isfinite(value)
+    if name in ("kl", "tvd"):
+        keep = [i for i in range(7) if i != 3]
+        ps, pt = p(z_s)[keep], p(with_inf)[keep]
+        expected = (pt * (pt.log() - ps.log())).sum() if name == "kl" else 0.5 * (pt - ps).abs().sum()
+        assert value == pytest.approx(expected.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_bf16_inputs_are_computed_in_float32(name):
+    torch.manual_seed(2)
     z_s, z_t = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
-    full = DIVERGENCES[name](z_s, z_t, 2.0)
+    full = DIVERGENCES[name](z_s.bfloat16().float(), z_t.bfloat16().float(), 2.0)
     half = DIVERGENCES[name](z_s.bfloat16(), z_t.bfloat16(), 2.0)
     assert half.dtype == torch.float32
-    assert torch.allclose(full, half, atol=0.05)
+    assert torch.equal(full, half)
 
 
-def test_forward_kl_by_hand():
-    # one position, two-token vocabulary; tau = 2 halves the logits
-    z_s = torch.tensor([[0.0, 2.0]])
-    z_t = torch.tensor([[2.0, 0.0]])
-    p_t = torch.softmax(z_t / 2, -1)[0].tolist()
-    p_s = torch.softmax(z_s / 2, -1)[0].tolist()
-    expected = sum(t * (math.log(t) - math.log(s)) for t, s in zip(p_t, p_s))
-    assert forward_kl(z_s, z_t, 2.0).item() == pytest.approx(expected, rel=1e-6)
-    # temperature 1 with e: p_t = (e/(1+e), 1/(1+e))
-    a = math.e / (1 + math.e)
-    assert forward_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), 1.0).item() == pytest.approx(
-        a * math.log(2 * a) + (1 - a) * math.log(2 * (1 - a)), rel=1e-6)
+def test_js_and_tvd_are_symmetric():
+    z_s, z_t = torch.randn(3, 9), torch.randn(3, 9)
+    for name in ("js", "tvd"):
+        assert torch.allclose(DIVERGENCES[name](z_s, z_t, 2.0), DIVERGENCES[name](z_t, z_s, 2.0), atol=1e-6)
+    assert not torch.allclose(DIVERGENCES["kl"](z_s, z_t), DIVERGENCES["kl"](z_t, z_s))
+    assert torch.allclose(DIVERGENCES["kl"](z_s, z_t), DIVERGENCES["rkl"](z_t, z_s), atol=1e-6)
+
+
+def test_skew_limits():
+    z_s, z_t = torch.randn(4, 9), torch.randn(4, 9)
+    skl, srkl = DIVERGENCES["skl"], DIVERGENCES["srkl"]
+    # skew 0: the mixture is the other distribution, so the skewed divergences are plain KL / reverse KL
+    assert torch.allclose(skl(z_s, z_t, 2.0, skew=0.0), forward_kl(z_s, z_t, 2.0), atol=1e-6)
+    assert torch.allclose(srkl(z_s, z_t, 2.0, skew=0.0), DIVERGENCES["rkl"](z_s, z_t, 2.0), atol=1e-6)
+    # skew 1: the mixture equals the first argument, so they vanish
+    assert torch.allclose(skl(z_s, z_t, 2.0, skew=1.0), torch.zeros(4), atol=1e-6)
+    assert torch.allclose(srkl(z_s, z_t, 2.0, skew=1.0), torch.zeros(4), atol=1e-6)
+    # and the skewed value lies below the unskewed one (the mixture is closer to the target)
+    assert (skl(z_s, z_t, 2.0) <= forward_kl(z_s, z_t, 2.0) + 1e-6).all()
+
+
+def test_akl_weights_sum_to_one_and_are_detached():
+    z_s = torch.randn(5, 11, requires_grad=True)
+    z_t = torch.randn(5, 11)
+    w_kl, w_rkl = akl_weights(z_s, z_t, 2.0)
+    assert torch.allclose(w_kl + w_rkl, torch.ones(5))
+    assert ((w_kl >= 0) & (w_kl <= 1)).all()
+    assert not w_kl.requires_grad
+    w_kl, w_rkl = akl_weights(z_s, z_s.detach(), 2.0)  # no gap at all
+    assert torch.equal(w_kl, torch.full((5,), 0.5))
+
+
+def test_hand_computed_three_token_vocabulary():
+    # temperature 1; p_t = (0.5, 0.3, 0.2), p_s = (0.2, 0.3, 0.5)
+    p_t = torch.tensor([0.5, 0.3, 0.2])
+    p_s = torch.tensor([0.2, 0.3, 0.5])
+    z_t, z_s = p_t.log(), p_s.log()
+    kl = 0.5 * math.log(0.5 / 0.2) + 0.3 * 0 + 0.2 * math.log(0.2 / 0.5)
+    assert DIVERGENCES["kl"](z_s, z_t).item() == pytest.approx(kl, abs=1e-6)
+    assert DIVERGENCES["rkl"](z_s, z_t).item() == pytest.approx(kl, abs=1e-6)  # mirror image
+    m = [0.35, 0.3, 0.35]
+    js = 0.5 * (0.5 * math.log(0.5 / 0.35) + 0.2 * math.log(0.2 / 0.35)
+                + 0.2 * math.log(0.2 / 0.35) + 0.5 * math.log(0.5 / 0.35))
+    assert DIVERGENCES["js"](z_s, z_t).item() == pytest.approx(js, abs=1e-6)
+    mix = [0.1 * a + 0.9 * b for a, b in zip([0.5, 0.3, 0.2], [0.2, 0.3, 0.5])]  # 0.23, 0.3, 0.47
+    skl = sum(a * math.log(a / b) for a, b in zip([0.5, 0.3, 0.2], mix))
+    assert DIVERGENCES["skl"](z_s, z_t).item() == pytest.approx(skl, abs=1e-6)
+    assert DIVERGENCES["tvd"](z_s, z_t).item() == pytest.approx(0.3, abs=1e-6)
+    # AKL: sorted p_t = 0.2 (cum 0.2, tail), 0.3 (cum 0.5, tail: <= 0.5), 0.5 (head)
+    # gaps: 0.3, 0.0 in the tail; 0.3 in the head -> weights 0.5 / 0.5
+    assert DIVERGENCES["akl"](z_s, z_t).item() == pytest.approx(0.5 * kl + 0.5 * kl, abs=1e-6)
+    assert akl_weights(z_s, z_t)[0].item() == pytest.approx(0.5)
+    assert m  # the JS mixture above, spelled out for the reader
+
+
+def test_unknown_options_and_names_are_errors():
+    z = torch.randn(2, 5)
+    with pytest.raises(TypeError):
+        DIVERGENCES["kl"](z, z, 2.0, skew=0.1)
+    with pytest.raises(ValueError, match="unknown divergence 'kll'"):
+        get_divergence("kll")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        DIVERGENCES["kl"](z, z, 0.0)
 
 
 def test_masked_sum_ignores_prompt_padding_and_nan():
@@ -64,10 +193,11 @@ def test_cross_entropy_sum_matches_definition():
 
 
 def test_kd_gradient_reaches_student_only():
+    from repro.methods import Context, VanillaKD
+
     z_s = torch.randn(2, 3, 5, requires_grad=True)
     z_t = torch.randn(2, 3, 5, requires_grad=True)
     labels = torch.tensor([[1, 2, IGNORE], [IGNORE, 3, 4]])
-    from repro.methods import Context, VanillaKD
 
     class Fixed(torch.nn.Module):
         def __init__(self, logits):
@@ -82,5 +212,4 @@ def test_kd_gradient_reaches_student_only():
     terms["loss"].backward()
     assert z_s.grad is not None and z_s.grad.abs().sum() > 0
     assert z_t.grad is None
-    # masked positions get no gradient
     assert z_s.grad[0, 2].abs().sum() == 0 and z_s.grad[1, 0].abs().sum() == 0
