@@ -94,7 +94,9 @@ def train_cell(cfg: CellConfig) -> dict:
         teacher.requires_grad_(False)
     settings = TrainSettings(**cfg.training)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
-                  divergence=cfg.divergence or None, teacher=teacher)
+                  divergence=cfg.divergence or None, teacher=teacher,
+                  dskd_s2t_divergence=settings.dskd_s2t_divergence,
+                  divergence_options=settings.divergence_options())
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})

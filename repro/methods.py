@@ -2,15 +2,20 @@
 
 A method turns a batch into token-SUMMED loss terms; the trainer divides them by the number of response tokens of
 the whole global batch (the official normalisation). ``loss`` is the term that is back-propagated; the other
-entries are logged.
+entries are logged (token sums too, so that after the division a count of correct tokens becomes an accuracy).
+A method may own trainable modules (the DSKD projectors): ``build`` creates them, the trainer optimises them in
+their own parameter group (``projector_lr``) and hands them back through ``Context.modules``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .losses import cross_entropy_sum, get_divergence, masked_sum
+from .data import IGNORE
+from .losses import cross_entropy_sum, forward_kl, get_divergence, masked_sum
+
+DSKD_S2T_CHOICES = ("kl", "row")
 
 
 @dataclass
@@ -18,12 +23,29 @@ class Context:
     """What a method needs besides the batch.
 
     ``n_vocab``: number of real token ids; logits beyond it (padded embedding rows, as in Qwen1.5) are cut off.
+    ``modules``: the method's trainable modules made by ``build`` (``None`` for methods without any).
+    ``dskd_s2t_divergence``: ``"kl"`` (the official v1 code: the teacher-space term is always forward KL) or
+    ``"row"`` (DSKDv2: the row's divergence).
     """
     n_vocab: int
     kd_rate: float = 0.5
     temperature: float = 2.0
     divergence: str | None = None
     teacher: torch.nn.Module | None = None
+    modules: torch.nn.Module | None = None
+    dskd_s2t_divergence: str = "kl"
+    divergence_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.dskd_s2t_divergence not in DSKD_S2T_CHOICES:
+            raise ValueError(f"dskd_s2t_divergence must be one of {DSKD_S2T_CHOICES}, "
+                             f"got {self.dskd_s2t_divergence!r}")
+
+    def divergence_fn(self):
+        """The row's divergence with its options bound (e.g. ``skew`` for ``skl``)."""
+        fn = get_divergence(self.divergence)
+        options = self.divergence_options.get(self.divergence, {})
+        return lambda s, t, tau: fn(s, t, tau, **options)
 
 
 def _logits(model, batch: dict, n_vocab: int) -> torch.Tensor:
@@ -31,17 +53,64 @@ def _logits(model, batch: dict, n_vocab: int) -> torch.Tensor:
     return out.logits[..., :n_vocab]
 
 
+def hidden_size(model) -> int:
+    """Width of the hidden states that ``model``'s output head reads (any causal LM)."""
+    return model.get_output_embeddings().weight.shape[1]
+
+
+def forward_with_hidden(model, batch: dict, n_vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [B,L,n_vocab] and the last hidden states [B,L,d] exactly as the output head receives them.
+
+    The hidden states are captured with a forward pre-hook on ``get_output_embeddings()``, so they are the
+    states after the final norm for every architecture (PAPER.md section 2: ``h_s``, ``h_t``), with no
+    model-specific attribute path.
+    """
+    captured = {}
+
+    def grab(_module, args):
+        captured["hidden"] = args[0]
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(grab)
+    try:
+        logits = _logits(model, batch, n_vocab)
+    finally:
+        handle.remove()
+    return logits, captured["hidden"]
+
+
+def head_logits(hidden: torch.Tensor, model, n_vocab: int, detach_head: bool) -> torch.Tensor:
+    """Apply ``model``'s output head (weight [V,d], optional bias) to ``hidden`` [...,d] -> [...,n_vocab].
+
+    ``detach_head``: the head takes no gradient (the student head in the student-space projection). Padded rows
+    beyond ``n_vocab`` are left out.
+    """
+    head = model.get_output_embeddings()
+    weight = head.weight[:n_vocab]
+    bias = head.bias[:n_vocab] if getattr(head, "bias", None) is not None else None
+    if detach_head:
+        weight = weight.detach()
+        bias = bias.detach() if bias is not None else None
+    return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
+
+
+def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    return projector(hidden.to(projector.weight.dtype))
+
+
 class SFT:
     """Supervised fine-tuning: token cross-entropy on the response (the "SFT" rows and the teacher row)."""
     needs_teacher = False
     needs_divergence = False
+
+    def build(self, student, teacher) -> torch.nn.Module | None:
+        return None
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         ce = cross_entropy_sum(_logits(student, batch, ctx.n_vocab), batch["labels"])
         return {"loss": ce, "ce": ce.detach()}
 
 
-class VanillaKD:
+class VanillaKD(SFT):
     """Vanilla white-box KD (the "KD" rows): ``(1 - a) CE + a * sum_m D(z_s, z_t)``, teacher detached."""
     needs_teacher = True
     needs_divergence = True
@@ -49,19 +118,72 @@ class VanillaKD:
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
             raise ValueError("method 'kd' needs a teacher model")
-        divergence = get_divergence(ctx.divergence)
         z_s = _logits(student, batch, ctx.n_vocab)
         with torch.no_grad():
             z_t = _logits(ctx.teacher, batch, ctx.n_vocab)
         ce = cross_entropy_sum(z_s, batch["labels"])
-        kd = masked_sum(divergence(z_s, z_t, ctx.temperature), batch["labels"])
+        kd = masked_sum(ctx.divergence_fn()(z_s, z_t, ctx.temperature), batch["labels"])
         loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+
+
+class DSKD(SFT):
+    """Dual-space KD for a shared vocabulary (the "w/ DSKD" rows; PAPER.md section 2).
+
+    Student space: ``z_t2s = P_t2s(h_t) W_s^T`` (student head detached); ``t2s_ce = CE(z_t2s, y)`` trains
+    ``P_t2s``; ``t2s_kd = sum_m D(z_s, z_t2s.detach())``. Teacher space: ``z_s2t = P_s2t(h_s) W_t^T`` (teacher head
+    frozen); ``s2t_kd = sum_m KL(p_t || p_s2t)`` (or the row's divergence, ``Context.dskd_s2t_divergence``).
+    ``KD = t2s_kd + t2s_ce + s2t_kd``; ``student_space_only`` drops ``s2t_kd`` (Table 3 ablation).
+    """
+    needs_teacher = True
+    needs_divergence = True
+
+    def __init__(self, student_space_only: bool = False):
+        self.student_space_only = student_space_only
+
+    def build(self, student, teacher) -> torch.nn.Module:
+        """The projectors: plain linear layers with bias and default init (``t2s``: d_t -> d_s, ``s2t``: d_s -> d_t)."""
+        d_s, d_t = hidden_size(student), hidden_size(teacher)
+        projectors = {"t2s": torch.nn.Linear(d_t, d_s)}
+        if not self.student_space_only:
+            projectors["s2t"] = torch.nn.Linear(d_s, d_t)
+        return torch.nn.ModuleDict(projectors).to(student.device)
+
+    def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        """Every loss term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``, plus the count
+        ``t2s_correct`` of response tokens that the projected teacher predicts right."""
+        if ctx.teacher is None or ctx.modules is None:
+            raise ValueError("method 'dskd' needs a teacher model and its projectors (Method.build)")
+        labels = batch["labels"]
+        divergence = ctx.divergence_fn()
+        z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
+        with torch.no_grad():
+            z_t, h_t = forward_with_hidden(ctx.teacher, batch, ctx.n_vocab)
+        z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
+        out = {
+            "ce": cross_entropy_sum(z_s, labels),
+            "t2s_ce": cross_entropy_sum(z_t2s, labels),
+            "t2s_kd": masked_sum(divergence(z_s, z_t2s.detach(), ctx.temperature), labels),
+            "t2s_correct": ((z_t2s.argmax(-1) == labels) & (labels != IGNORE)).sum().float(),
+        }
+        if not self.student_space_only:
+            z_s2t = head_logits(_project(ctx.modules["s2t"], h_s), ctx.teacher, ctx.n_vocab, detach_head=True)
+            s2t = forward_kl if ctx.dskd_s2t_divergence == "kl" else divergence
+            out["s2t_kd"] = masked_sum(s2t(z_s2t, z_t, ctx.temperature), labels)
+        return out
+
+    def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        terms = self.terms(student, batch, ctx)
+        kd = terms["t2s_kd"] + terms["t2s_ce"] + terms.get("s2t_kd", 0.0)
+        loss = (1 - ctx.kd_rate) * terms["ce"] + ctx.kd_rate * kd
+        return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
 METHODS = {
     "sft": SFT(),
     "kd": VanillaKD(),
+    "dskd": DSKD(),
+    "dskd_student_space": DSKD(student_space_only=True),
 }
 
 

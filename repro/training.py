@@ -36,14 +36,23 @@ class TrainSettings:
     seed: int = 10
     kd_rate: float = 0.5
     temperature: float = 2.0
+    projector_lr: float = 1e-3
+    dskd_s2t_divergence: str = "kl"
+    skew: float = 0.1
+    akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
                              f"micro_batch_size={self.micro_batch_size}")
-        if self.epochs < 1 or self.lr <= 0:
-            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        if self.epochs < 1 or self.lr <= 0 or self.projector_lr <= 0:
+            raise ValueError(f"need epochs >= 1 and positive learning rates, got epochs={self.epochs}, "
+                             f"lr={self.lr}, projector_lr={self.projector_lr}")
+
+    def divergence_options(self) -> dict:
+        """Per-divergence keyword options: the skew weight of skl/srkl and AKL's head/tail threshold."""
+        return {"skl": {"skew": self.skew}, "srkl": {"skew": self.skew}, "akl": {"threshold": self.akl_threshold}}
 
 
 def cosine_lr(step: int, total: int, peak: float, floor: float) -> float:
@@ -63,8 +72,13 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     out_dir = Path(out_dir)
     torch.manual_seed(settings.seed)
     encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length)
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
+    ctx.modules = method.build(student, ctx.teacher)
+    # The method's own modules (projectors) get their own group at projector_lr, on the same schedule.
+    groups = [{"params": [p for p in student.parameters() if p.requires_grad], "peak_lr": settings.lr}]
+    if ctx.modules is not None:
+        groups.append({"params": list(ctx.modules.parameters()), "peak_lr": settings.projector_lr})
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    trained = [p for group in groups for p in group["params"]]
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     order_rng = torch.Generator().manual_seed(settings.seed)
@@ -75,13 +89,15 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     started = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         student.train()
+        if ctx.modules is not None:
+            ctx.modules.train()
         order = torch.randperm(len(encoded), generator=order_rng).tolist()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{settings.epochs}", leave=False)
         for i in bar:
             batch_items = [encoded[j] for j in order[i * settings.batch_size:(i + 1) * settings.batch_size]]
             n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in batch_items)
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps, settings.lr, settings.min_lr)
+                group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
             sums: dict[str, float] = {}
             for k in range(0, len(batch_items), settings.micro_batch_size):
                 batch = collate(batch_items[k:k + settings.micro_batch_size], tokenizer.pad_token_id)
@@ -92,7 +108,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                     sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
             if not all(math.isfinite(v) for v in sums.values()):  # stop before a NaN reaches the weights
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step + 1}: {sums}")
-            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), settings.clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, settings.clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -90,7 +90,7 @@ def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
     model = load_model(tiny)
     before = [p.detach().clone() for p in model.parameters()]
 
-    class Broken:
+    class Broken(type(get_method("sft"))):
         def loss(self, student, batch, ctx):
             out = get_method("sft").loss(student, batch, ctx)
             return {**out, "loss": out["loss"] * float("nan")}
