@@ -84,15 +84,17 @@ def train_cell(cfg: CellConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     student = load_model(cfg.model).to(device)
     method = get_method(cfg.method)
+    settings = TrainSettings(**cfg.training)
     teacher = None
-    if method.needs_teacher:
+    if method.black_box:
+        train_rows = _teacher_targets(cfg, train_rows, settings, device)
+    elif method.needs_teacher:
         teacher_tok = load_tokenizer(cfg.teacher)
         if teacher_tok.get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
                              f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently")
         teacher = load_model(cfg.teacher).to(device).eval()
         teacher.requires_grad_(False)
-    settings = TrainSettings(**cfg.training)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
                   divergence=cfg.divergence or None, teacher=teacher,
                   dskd_s2t_divergence=settings.dskd_s2t_divergence,
@@ -102,6 +104,21 @@ def train_cell(cfg: CellConfig) -> dict:
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
     write_json(Path(cfg.out_dir) / "train_summary.json", summary)
     return summary
+
+
+def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device: str) -> list[dict]:
+    """SeqKD: the teacher (with its own tokenizer) answers every training prompt, by sampling with the dev decoding
+    settings and the training seed; the result is kept in ``out_dir/seqkd_train.jsonl``."""
+    from .generation import teacher_targets
+    from .io import write_jsonl
+    from .models import load_model
+    from .vocab import load_tokenizer
+
+    teacher = load_model(cfg.teacher).to(device)
+    targets = teacher_targets(teacher, load_tokenizer(cfg.teacher), rows, settings.seed,
+                              cfg.decode_settings(test=False))
+    write_jsonl(Path(cfg.out_dir) / "seqkd_train.jsonl", targets)
+    return targets
 
 
 def evaluate_cell(cfg: CellConfig) -> dict:

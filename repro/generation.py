@@ -63,6 +63,16 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
     return outputs
 
 
+def teacher_targets(model, tokenizer, rows: list[dict], seed: int, settings: DecodeSettings) -> list[dict]:
+    """SeqKD data: copies of ``rows`` whose ``output`` is ``model``'s sampled response to the row's prompt.
+
+    The original references are kept under ``reference`` for inspection. Empty responses are kept (the student
+    then learns to end at once, as the teacher did), so no example is dropped.
+    """
+    responses = generate(model, tokenizer, [r["prompt"] for r in rows], seed, settings, desc="teacher targets")
+    return [{**row, "output": response, "reference": row["output"]} for row, response in zip(rows, responses)]
+
+
 def score_rows(rows: list[dict], predictions: list[str]) -> list[float]:
     """Rouge-L of each prediction against its row's references."""
     return [rouge_l(pred, references(row)) for row, pred in zip(rows, predictions, strict=True)]

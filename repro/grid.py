@@ -12,7 +12,8 @@ from pathlib import Path
 
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
-METHOD_TITLES = {"sft": "SFT", "kd": "KD", "dskd": "KD w/ DSKD", "dskd_student_space": "DSKD, student space only"}
+METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD",
+                 "dskd_student_space": "DSKD, student space only"}
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
 DIVERGENCE_METHODS = ("kd", "dskd", "dskd_student_space")
 

@@ -101,6 +101,8 @@ class SFT:
     """Supervised fine-tuning: token cross-entropy on the response (the "SFT" rows and the teacher row)."""
     needs_teacher = False
     needs_divergence = False
+    # A black-box method uses the teacher's generated text only (any vocabulary); a white-box one its logits.
+    black_box = False
 
     def build(self, student, teacher) -> torch.nn.Module | None:
         return None
@@ -179,11 +181,19 @@ class DSKD(SFT):
         return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
+class SeqKD(SFT):
+    """Sequence-level KD (black box): SFT on the teacher's own responses to the training prompts
+    (PAPER.md section 2). The trainer's caller replaces the training targets (``repro.cells.train_cell``)."""
+    needs_teacher = True
+    black_box = True
+
+
 METHODS = {
     "sft": SFT(),
     "kd": VanillaKD(),
     "dskd": DSKD(),
     "dskd_student_space": DSKD(student_space_only=True),
+    "seqkd": SeqKD(),
 }
 
 

@@ -6,7 +6,7 @@ from repro.config import load_config
 def test_default_grid_cells():
     config = load_config(REPO / "config" / "config.yaml")
     ids = [c.id for c in grid.cells(config)]
-    assert ids == ["gpt2/teacher", "gpt2/sft", "gpt2/kd-kl"]
+    assert ids == ["gpt2/teacher", "gpt2/sft", "gpt2/kd-kl", "gpt2/dskd-kl"]
     kd = grid.find_cell(config, "gpt2", "kd-kl")
     assert kd.needs_teacher and kd.title == "KD (KL)"
     params = grid.cell_params(config, kd, threads=2)

@@ -28,7 +28,7 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 3), ("config/micro.yaml", 3)])
+@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 6)])
 def test_dry_run_job_counts(tmp_path, configfile, cells):
     result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
                    "--directory", str(tmp_path)], REPO)
@@ -62,10 +62,11 @@ def test_micro_run_end_to_end(tmp_path):
     results = tmp_path / "results"
     table = (results / "tables" / "table1.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| gpt2_teacher")]
-    assert [r.split("|")[2].strip() for r in rows] == ["Teacher (SFT)", "SFT", "KD (KL)"]
+    assert [r.split("|")[2].strip() for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)",
+                                                       "DSKD, student space only (KL)"]
     for row in rows:
         assert len(row.split("|")) == 10  # pair, method, five test sets, Avg
-    for cell in ("teacher", "sft", "kd-kl"):
+    for cell in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl"):
         run = results / "runs" / "gpt2" / cell
         scores = json.loads((run / "scores.json").read_text())
         assert set(scores["test_sets"]) == {"dolly", "selfinst", "vicuna", "sni", "unni"}
@@ -75,8 +76,15 @@ def test_micro_run_end_to_end(tmp_path):
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
         html = (run / "run_cell.html").read_text()
         assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
-    kd_log = [json.loads(line) for line in (results / "runs/gpt2/kd-kl/train_log.jsonl").read_text().splitlines()]
-    assert all("kd" in r for r in kd_log if "step" in r)
+    def steps(cell):
+        lines = (results / "runs" / "gpt2" / cell / "train_log.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "step" in r]
+
+    assert all("kd" in r for r in steps("kd-kl"))
+    assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_correct"} <= set(r) for r in steps("dskd-kl"))
+    assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
+    seqkd_data = [json.loads(line) for line in (results / "runs/gpt2/seqkd/seqkd_train.jsonl").read_text().splitlines()]
+    assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
     for name in ("prepare_data", "make_tables"):
         assert (results / "notebooks" / f"{name}.ipynb").exists()
         assert (results / "notebooks" / f"{name}.html").exists()
