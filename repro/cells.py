@@ -90,15 +90,18 @@ def train_cell(cfg: CellConfig) -> dict:
         train_rows = _teacher_targets(cfg, train_rows, settings, device)
     elif method.needs_teacher:
         teacher_tok = load_tokenizer(cfg.teacher)
-        if teacher_tok.get_vocab() != tokenizer.get_vocab():
+        if not method.cross_vocab and teacher_tok.get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
-                             f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently")
+                             f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently; use a "
+                             f"cross-vocabulary method (uld, dskd_cma, seqkd) for this pair")
         teacher = load_model(cfg.teacher).to(device).eval()
         teacher.requires_grad_(False)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
                   divergence=cfg.divergence or None, teacher=teacher,
                   dskd_s2t_divergence=settings.dskd_s2t_divergence,
                   divergence_options=settings.divergence_options())
+    if teacher is not None and method.cross_vocab:
+        ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})

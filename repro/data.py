@@ -48,8 +48,11 @@ def references(row: dict) -> list[str]:
 
 @dataclass
 class Encoded:
+    """One tokenised example; ``teacher`` holds the same example in the teacher's tokenizer when the two models
+    have different vocabularies (cross-vocabulary methods)."""
     input_ids: list[int]
     labels: list[int]
+    teacher: "Encoded | None" = None
 
 
 def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int) -> Encoded:
@@ -63,24 +66,39 @@ def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int
     return Encoded(input_ids=seq[:-1], labels=labels)
 
 
-def encode_dataset(rows: list[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[Encoded]:
-    """Tokenise all rows; rows whose response is cut away entirely raise an error (nothing is dropped silently)."""
+def encode_dataset(rows: list[dict], tokenizer, max_length: int, max_prompt_length: int,
+                   teacher_tokenizer=None) -> list[Encoded]:
+    """Tokenise all rows (also with ``teacher_tokenizer`` when given, into ``Encoded.teacher``); rows whose
+    response is cut away entirely raise an error (nothing is dropped silently)."""
     out = []
     for i, row in enumerate(rows):
         enc = encode_example(row, tokenizer, max_length, max_prompt_length)
-        if all(label == IGNORE for label in enc.labels):
-            raise ValueError(f"example {i} ({row['instruction'][:60]!r}): no response token fits in "
-                             f"max_length={max_length}")
+        if teacher_tokenizer is not None:
+            enc.teacher = encode_example(row, teacher_tokenizer, max_length, max_prompt_length)
+        for side in (enc, enc.teacher):
+            if side is not None and all(label == IGNORE for label in side.labels):
+                raise ValueError(f"example {i} ({row['instruction'][:60]!r}): no response token fits in "
+                                 f"max_length={max_length}")
         out.append(enc)
     return out
 
 
-def collate(batch: list[Encoded], pad_id: int):
+def collate(batch: list[Encoded], pad_id: int, teacher_pad_id: int | None = None):
     """Right-pad a list of encoded examples.
 
     Returns a dict of LongTensors ``input_ids`` [B,L], ``attention_mask`` [B,L], ``labels`` [B,L] (IGNORE on
-    prompt and padding).
+    prompt and padding); with teacher encodings also ``teacher_input_ids``, ``teacher_attention_mask``,
+    ``teacher_labels`` [B,T] (padded with ``teacher_pad_id``).
     """
+    out = _pad(batch, pad_id)
+    if batch[0].teacher is not None:
+        if teacher_pad_id is None:
+            raise ValueError("collate: teacher encodings need teacher_pad_id")
+        out.update({f"teacher_{k}": v for k, v in _pad([e.teacher for e in batch], teacher_pad_id).items()})
+    return out
+
+
+def _pad(batch: list[Encoded], pad_id: int) -> dict:
     import torch
 
     width = max(len(e.input_ids) for e in batch)

@@ -26,6 +26,8 @@ class Context:
     ``modules``: the method's trainable modules made by ``build`` (``None`` for methods without any).
     ``dskd_s2t_divergence``: ``"kl"`` (the official v1 code: the teacher-space term is always forward KL) or
     ``"row"`` (DSKDv2: the row's divergence).
+    ``teacher_tokenizer``, ``teacher_n_vocab``: the teacher's own tokenizer and number of real token ids, for the
+    cross-vocabulary methods (batches then also carry ``teacher_*`` tensors in the teacher's tokenisation).
     """
     n_vocab: int
     kd_rate: float = 0.5
@@ -35,6 +37,8 @@ class Context:
     modules: torch.nn.Module | None = None
     dskd_s2t_divergence: str = "kl"
     divergence_options: dict = field(default_factory=dict)
+    teacher_tokenizer: object = None
+    teacher_n_vocab: int | None = None
 
     def __post_init__(self):
         if self.dskd_s2t_divergence not in DSKD_S2T_CHOICES:
@@ -103,6 +107,8 @@ class SFT:
     needs_divergence = False
     # A black-box method uses the teacher's generated text only (any vocabulary); a white-box one its logits.
     black_box = False
+    # A cross-vocabulary method reads batches tokenised by both models (teacher_* tensors).
+    cross_vocab = False
 
     def build(self, student, teacher) -> torch.nn.Module | None:
         return None
@@ -188,12 +194,148 @@ class SeqKD(SFT):
     black_box = True
 
 
+def _teacher_batch(batch: dict) -> dict:
+    """The teacher-tokenised view of a cross-vocabulary batch, under the usual key names."""
+    return {"input_ids": batch["teacher_input_ids"], "attention_mask": batch["teacher_attention_mask"],
+            "labels": batch["teacher_labels"]}
+
+
+def _require_cross_vocab(name: str, batch: dict, ctx: Context) -> None:
+    if ctx.teacher is None or ctx.teacher_n_vocab is None or "teacher_input_ids" not in batch:
+        raise ValueError(f"method {name!r} needs a teacher, its vocabulary size and batches tokenised by both "
+                         f"models (teacher_* tensors)")
+
+
+def uld_distance_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor,
+                     teacher_labels: torch.Tensor) -> torch.Tensor:
+    """Universal Logit Distillation (Boizard et al. 2024; PAPER.md section 2), summed over aligned positions.
+
+    Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t], ``teacher_labels`` [B,T]. Per sequence the
+    response positions of both sides are paired by index from the first response token (the shorter side sets the
+    count); each distribution is a softmax WITHOUT temperature, sorted in decreasing order, the smaller vocabulary
+    padded with zeros; the distance is ``sum_v |p_s_sorted - p_t_sorted|``.
+    """
+    width = max(z_s.shape[-1], z_t.shape[-1])
+    total = z_s.new_zeros((), dtype=torch.float32)
+    for b in range(z_s.shape[0]):
+        s_pos = (labels[b] != IGNORE).nonzero().squeeze(-1)
+        t_pos = (teacher_labels[b] != IGNORE).nonzero().squeeze(-1)
+        n = min(len(s_pos), len(t_pos))
+        if n == 0:
+            continue
+        p_s = torch.softmax(z_s[b, s_pos[:n]].float(), -1).sort(-1, descending=True).values
+        p_t = torch.softmax(z_t[b, t_pos[:n]].float(), -1).sort(-1, descending=True).values
+        p_s = torch.nn.functional.pad(p_s, (0, width - p_s.shape[-1]))
+        p_t = torch.nn.functional.pad(p_t, (0, width - p_t.shape[-1]))
+        total = total + (p_s - p_t).abs().sum()
+    return total
+
+
+class ULD(SFT):
+    """ULD baseline for different vocabularies: ``(1 - a) CE + a * ULD`` (a = 0.5: the paper's 0.5 CE + 0.5 ULD)."""
+    needs_teacher = True
+    cross_vocab = True
+
+    def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        _require_cross_vocab("uld", batch, ctx)
+        z_s = _logits(student, batch, ctx.n_vocab)
+        with torch.no_grad():
+            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
+        ce = cross_entropy_sum(z_s, batch["labels"])
+        uld = uld_distance_sum(z_s, batch["labels"], z_t, batch["teacher_labels"])
+        loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * uld
+        return {"loss": loss, "ce": ce.detach(), "kd": uld.detach()}
+
+
+def _global_std(x: torch.Tensor) -> torch.Tensor:
+    """One scalar standard deviation over the whole tensor (CMA's normalisation)."""
+    return x.float().std()
+
+
+class DSKDCrossModelAttention(SFT):
+    """DSKD with cross-model attention for different vocabularies (the "DSKD-CMA" rows; PAPER.md section 2).
+
+    Only response positions take part (prompt and padding become token id 0 and are masked out of the attention).
+    Queries: ``P_query([e_s(x); e_s(y)])`` from the detached student embeddings of the current and next token;
+    keys: ``[e_t(x); e_t(y)]`` of the teacher, detached, divided by their global std. Teacher values:
+    ``P_t2s(h_t / std(h_t) + e_t(y) / std(e_t(y)))``; student values ``P_s2t(h_s)``. ``A = Q K^T / sqrt(2 d_t)``
+    with -1e5 where either side is masked. Student space: softmax over the teacher axis, values, then the detached
+    student head give ``z_t2s``; ``t2s_ce = CE(z_t2s, y)``; ``t2s_kd = D(z_s, z_t2s.detach())`` on the positions
+    where ``argmax z_t2s == y``. Teacher space: softmax of ``A^T`` over the student axis, student values, the
+    frozen teacher head give ``z_s2t``; ``s2t_kd = KL(p_t || p_s2t)`` on the teacher's response positions.
+    ``KD = t2s_ce + t2s_kd + s2t_kd``. Embeddings and heads come from ``get_input_embeddings()`` and
+    ``get_output_embeddings()``, so any causal LM (a GPT-2 teacher included) works on either side.
+    """
+    needs_teacher = True
+    needs_divergence = True
+    cross_vocab = True
+
+    def build(self, student, teacher) -> torch.nn.Module:
+        d_s, d_t = hidden_size(student), hidden_size(teacher)
+        return torch.nn.ModuleDict({
+            "query": torch.nn.Linear(2 * d_s, 2 * d_t),
+            "t2s": torch.nn.Linear(d_t, d_s),
+            "s2t": torch.nn.Linear(d_s, d_t),
+        }).to(student.device)
+
+    def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        """Every term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; diagnostics
+        ``t2s_correct`` (response tokens the attended teacher predicts right) and ``attention_entropy`` (entropy of
+        the student-to-teacher attention, summed over response positions)."""
+        _require_cross_vocab("dskd_cma", batch, ctx)
+        if ctx.modules is None:
+            raise ValueError("method 'dskd_cma' needs its projectors (Method.build)")
+        proj = ctx.modules
+        labels, t_labels = batch["labels"], batch["teacher_labels"]
+        s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
+        z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
+        with torch.no_grad():
+            z_t, h_t = forward_with_hidden(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
+            s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
+            s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
+                                 s_embed(labels.masked_fill(~s_mask, 0))], -1)
+            t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
+            t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
+            keys = (t_index / _global_std(t_index)).float()
+            t_values_in = h_t / _global_std(h_t) + t_target / _global_std(t_target)
+        queries = _project(proj["query"], s_index).float()
+        t_values = _project(proj["t2s"], t_values_in).float()
+        s_values = _project(proj["s2t"], h_s).float()
+        d_t = hidden_size(ctx.teacher)
+        scores = queries @ keys.transpose(-1, -2) / (2 * d_t) ** 0.5
+        both = s_mask.unsqueeze(-1) & t_mask.unsqueeze(1)
+        scores = scores + (~both).float() * -1e5
+        t2s_weights = torch.softmax(scores, -1)
+        z_t2s = head_logits(t2s_weights @ t_values, student, ctx.n_vocab, detach_head=True)
+        s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
+        z_s2t = head_logits(s2t_weights @ s_values, ctx.teacher, ctx.teacher_n_vocab, detach_head=True)
+        correct = (z_t2s.argmax(-1) == labels) & s_mask
+        kd_labels = labels.masked_fill(~correct, IGNORE)
+        entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
+        return {
+            "ce": cross_entropy_sum(z_s, labels),
+            "t2s_ce": cross_entropy_sum(z_t2s, labels),
+            "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
+            "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
+            "t2s_correct": correct.sum().float(),
+            "attention_entropy": masked_sum(entropy.detach(), labels),
+        }
+
+    def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        terms = self.terms(student, batch, ctx)
+        kd = terms["t2s_ce"] + terms["t2s_kd"] + terms["s2t_kd"]
+        loss = (1 - ctx.kd_rate) * terms["ce"] + ctx.kd_rate * kd
+        return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+
 METHODS = {
     "sft": SFT(),
     "kd": VanillaKD(),
     "dskd": DSKD(),
     "dskd_student_space": DSKD(student_space_only=True),
     "seqkd": SeqKD(),
+    "uld": ULD(),
+    "dskd_cma": DSKDCrossModelAttention(),
 }
 
 

@@ -71,7 +71,10 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     """
     out_dir = Path(out_dir)
     torch.manual_seed(settings.seed)
-    encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length)
+    teacher_tokenizer = ctx.teacher_tokenizer if method.cross_vocab else None
+    encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
+                             teacher_tokenizer=teacher_tokenizer)
+    teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
     ctx.modules = method.build(student, ctx.teacher)
     # The method's own modules (projectors) get their own group at projector_lr, on the same schedule.
     groups = [{"params": [p for p in student.parameters() if p.requires_grad], "peak_lr": settings.lr}]
@@ -100,7 +103,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                 group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
             sums: dict[str, float] = {}
             for k in range(0, len(batch_items), settings.micro_batch_size):
-                batch = collate(batch_items[k:k + settings.micro_batch_size], tokenizer.pad_token_id)
+                batch = collate(batch_items[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)
                 batch = {name: t.to(student.device) for name, t in batch.items()}
                 terms = method.loss(student, batch, ctx)
                 (terms["loss"] / n_tokens).backward()

@@ -1,0 +1,169 @@
+"""Cross-vocabulary methods (ULD, DSKD-CMA) on tiny teacher/student pairs with different tokenizers."""
+import pytest
+import torch
+
+from repro.data import IGNORE, collate, encode_dataset
+from repro.methods import Context, get_method, uld_distance_sum
+from repro.models import init_model, load_model
+from repro.vocab import load_tokenizer
+
+# (teacher arch, teacher tokenizer) -> (student arch, student tokenizer): the paper's two cross-vocabulary pairs,
+# and a GPT-2 teacher, which the official CMA code cannot use.
+PAIRS = {
+    "qwen_to_gpt2": (("qwen2", "qwen"), ("gpt2", "gpt2")),
+    "mistral_to_llama": (("mistral", "mistral"), ("llama", "llama")),
+    "gpt2_to_llama": (("gpt2", "gpt2"), ("llama", "llama")),
+}
+CROSS_METHODS = ["uld", "dskd_cma"]
+
+
+@pytest.fixture(scope="module")
+def cross_pairs(tmp_path_factory, trained_tokenizers):
+    root = tmp_path_factory.mktemp("cross")
+    out = {}
+    for name, ((t_arch, t_tok), (s_arch, s_tok)) in PAIRS.items():
+        paths = []
+        for role, arch, tok_name, hidden in (("teacher", t_arch, t_tok, 48), ("student", s_arch, s_tok, 32)):
+            tok = load_tokenizer(trained_tokenizers[tok_name])
+            spec = {"arch": arch, "layers": 1, "hidden": hidden, "heads": 2, "max_positions": 256, "dropout": 0.0}
+            if arch == "qwen2":
+                spec["pad_vocab_to_multiple_of"] = 64
+            init_model(spec, tok, root / f"{name}_{role}", seed=3)
+            paths.append(root / f"{name}_{role}")
+        out[name] = tuple(paths)
+    return out
+
+
+def _setup(paths, splits, method_name, divergence="kl", n=6):
+    teacher_path, student_path = paths
+    s_tok, t_tok = load_tokenizer(student_path), load_tokenizer(teacher_path)
+    assert s_tok.get_vocab() != t_tok.get_vocab()
+    teacher = load_model(teacher_path).eval()
+    teacher.requires_grad_(False)
+    student = load_model(student_path)
+    encoded = encode_dataset(splits["train"][:n], s_tok, 256, 128, teacher_tokenizer=t_tok)
+    batch = collate(encoded, s_tok.pad_token_id, t_tok.pad_token_id)
+    method = get_method(method_name)
+    ctx = Context(n_vocab=len(s_tok), divergence=divergence, teacher=teacher, teacher_tokenizer=t_tok,
+                  teacher_n_vocab=len(t_tok))
+    ctx.modules = method.build(student, teacher)
+    return student, teacher, batch, method, ctx
+
+
+def test_batches_carry_both_tokenisations(cross_pairs, small_splits):
+    _, _, batch, _, _ = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "uld")
+    assert batch["input_ids"].shape[0] == batch["teacher_input_ids"].shape[0] == 6
+    assert batch["input_ids"].shape != batch["teacher_input_ids"].shape or \
+        not torch.equal(batch["input_ids"], batch["teacher_input_ids"])
+    assert ((batch["teacher_labels"] != IGNORE).sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+@pytest.mark.parametrize("method_name", CROSS_METHODS)
+def test_cross_vocab_methods_train(cross_pairs, small_splits, pair, method_name):
+    torch.manual_seed(0)
+    student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, method_name)
+    params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+    n_tokens = (batch["labels"] != IGNORE).sum()
+    losses = []
+    for _ in range(6):
+        terms = method.loss(student, batch, ctx)
+        assert all(torch.isfinite(v).all() for v in terms.values()), terms
+        (terms["loss"] / n_tokens).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(terms["loss"].item() / n_tokens.item())
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_cma_projector_shapes_and_diagnostics(cross_pairs, small_splits):
+    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma")
+    assert ctx.modules["query"].weight.shape == (2 * 48, 2 * 32)
+    assert ctx.modules["t2s"].weight.shape == (32, 48) and ctx.modules["s2t"].weight.shape == (48, 32)
+    terms = method.terms(student, batch, ctx)
+    n_tokens = (batch["labels"] != IGNORE).sum()
+    assert 0 <= terms["t2s_correct"] <= n_tokens
+    t_width = batch["teacher_input_ids"].shape[1]
+    assert 0 <= terms["attention_entropy"] / n_tokens <= torch.log(torch.tensor(float(t_width)))
+
+
+@pytest.mark.parametrize("pair", ["qwen_to_gpt2", "gpt2_to_llama"])
+def test_cma_gradient_paths(cross_pairs, small_splits, pair):
+    student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, "dskd_cma")
+    # train the projectors a little so that the attended teacher is right somewhere (t2s_kd is then non-zero)
+    optimizer = torch.optim.Adam(ctx.modules.parameters(), lr=1e-2)
+    for _ in range(40):
+        method.terms(student, batch, ctx)["t2s_ce"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        student.zero_grad(set_to_none=True)
+    assert method.terms(student, batch, ctx)["t2s_correct"] > 0
+    teacher.requires_grad_(True)
+    head = student.get_output_embeddings().weight
+    body = [p for p in student.parameters() if p is not head]
+
+    def has(params):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+    expectations = {
+        # term: (student body, query projector, t2s projector, s2t projector)
+        "t2s_ce": (False, True, True, False),
+        "t2s_kd": (True, False, False, False),
+        "s2t_kd": (True, True, False, True),
+    }
+    for term, (want_body, want_query, want_t2s, want_s2t) in expectations.items():
+        for module in (student, teacher, ctx.modules):
+            module.zero_grad(set_to_none=True)
+        method.terms(student, batch, ctx)[term].backward()
+        assert has(body) == want_body, term
+        assert has(ctx.modules["query"].parameters()) == want_query, term
+        assert has(ctx.modules["t2s"].parameters()) == want_t2s, term
+        assert has(ctx.modules["s2t"].parameters()) == want_s2t, term
+        assert not has(teacher.parameters()), term
+        if not student.config.tie_word_embeddings:
+            # the student head is detached in z_t2s and only reads h_s in s2t: only t2s_kd reaches it
+            assert (head.grad is not None and head.grad.abs().sum() > 0) == (term == "t2s_kd"), term
+
+
+def test_cma_student_space_kd_only_where_the_teacher_is_right(cross_pairs, small_splits, monkeypatch):
+    """t2s_kd sums the divergence over exactly the response positions where argmax(z_t2s) == y."""
+    import repro.methods as methods
+
+    student, teacher, batch, method, ctx = _setup(cross_pairs["mistral_to_llama"], small_splits, "dskd_cma")
+    seen = {}
+    real_masked_sum = methods.masked_sum
+
+    def spy(values, labels):
+        seen.setdefault("labels", []).append(labels.clone())
+        return real_masked_sum(values, labels)
+
+    monkeypatch.setattr(methods, "masked_sum", spy)
+    terms = method.terms(student, batch, ctx)
+    kd_labels = seen["labels"][0]  # the first masked_sum is t2s_kd
+    assert ((kd_labels != IGNORE).sum() == terms["t2s_correct"]).item()
+    assert ((kd_labels == batch["labels"]) | (kd_labels == IGNORE)).all()
+
+
+def test_uld_by_hand():
+    # one sequence; student vocabulary 3, teacher vocabulary 2; one aligned response position each
+    z_s = torch.log(torch.tensor([[[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]]]))
+    labels = torch.tensor([[IGNORE, 2]])
+    z_t = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.3, 0.7]]]))
+    t_labels = torch.tensor([[IGNORE, 0, 1]])
+    # aligned: student position 1 with teacher position 1 (the first response token of each); the teacher's second
+    # response token has no partner. Sorted: s = (0.8, 0.1, 0.1), t = (0.9, 0.1, 0) -> |.| = 0.1 + 0 + 0.1
+    assert uld_distance_sum(z_s, labels, z_t, t_labels).item() == pytest.approx(0.2, abs=1e-6)
+    # no temperature: scaling logits changes the value
+    assert uld_distance_sum(2 * z_s, labels, z_t, t_labels).item() != pytest.approx(0.2, abs=1e-3)
+
+
+def test_uld_padded_teacher_rows_do_not_matter(cross_pairs, small_splits):
+    """The Qwen-like teacher has padded embedding rows; ULD and CMA read only the tokenizer's ids."""
+    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "uld")
+    rows = teacher.get_output_embeddings().weight.shape[0]
+    assert rows > ctx.teacher_n_vocab
+    with torch.no_grad():
+        base = method.loss(student, batch, ctx)["loss"]
+        teacher.get_output_embeddings().weight[ctx.teacher_n_vocab:] = 100.0
+        assert torch.allclose(method.loss(student, batch, ctx)["loss"], base)
