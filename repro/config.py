@@ -13,6 +13,10 @@ from pathlib import Path
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+# Methods that compare logits token by token, so teacher and student must share a vocabulary.
+SAME_VOCAB_METHODS = ("kd", "dskd", "dskd_student_space")
+# Methods that run once per divergence of the config (a table row each).
+DIVERGENCE_METHODS = ("kd", "dskd", "dskd_student_space", "dskd_cma")
 
 
 class ConfigError(ValueError):
@@ -82,12 +86,24 @@ def _check_references(config: dict) -> list[str]:
             problems.append(f"config key 'models.{name}.tokenizer': {spec['tokenizer']!r} is not a key of "
                             f"'tokenizers' ({', '.join(sorted(config['tokenizers'])) or 'none defined'})")
     for name, pair in config["pairs"].items():
-        for role in ("teacher", "student"):
-            if pair[role] not in config["models"]:
-                problems.append(f"config key 'pairs.{name}.{role}': {pair[role]!r} is not a key of 'models' "
-                                f"({', '.join(sorted(config['models']))})")
-    if "kd" in config["methods"] and not config["divergences"]:
-        problems.append("config key 'divergences': method 'kd' needs at least one divergence")
+        missing = [role for role in ("teacher", "student") if pair[role] not in config["models"]]
+        for role in missing:
+            problems.append(f"config key 'pairs.{name}.{role}': {pair[role]!r} is not a key of 'models' "
+                            f"({', '.join(sorted(config['models']))})")
+        if missing:
+            continue
+        teacher, student = (config["models"][pair[role]] for role in ("teacher", "student"))
+        if "tokenizer" in teacher and "tokenizer" in student and teacher["tokenizer"] != student["tokenizer"]:
+            key = f"pairs.{name}.methods" if "methods" in pair else "methods"
+            white_box = sorted(set(pair.get("methods", config["methods"])) & set(SAME_VOCAB_METHODS))
+            if white_box:
+                problems.append(f"config key '{key}': {white_box} need a shared vocabulary, but pair {name!r} "
+                                f"has tokenizers {teacher['tokenizer']!r} and {student['tokenizer']!r}; use "
+                                f"seqkd, uld or dskd_cma for it")
+    used = set(config["methods"]).union(*(p.get("methods", []) for p in config["pairs"].values()))
+    if used & set(DIVERGENCE_METHODS) and not config["divergences"]:
+        problems.append(f"config key 'divergences': methods {sorted(used & set(DIVERGENCE_METHODS))} need at "
+                        f"least one divergence")
     training = config["training"]
     if training["batch_size"] % training["micro_batch_size"]:
         problems.append(f"config key 'training.micro_batch_size': must divide training.batch_size "

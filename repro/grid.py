@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import DIVERGENCE_METHODS
+
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
 METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD",
-                 "dskd_student_space": "DSKD, student space only"}
+                 "dskd_student_space": "DSKD, student space only", "uld": "ULD", "dskd_cma": "DSKD-CMA"}
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
-DIVERGENCE_METHODS = ("kd", "dskd", "dskd_student_space")
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ class Cell:
 def cells(config: dict) -> list[Cell]:
     """Every table cell of ``config``, teacher rows first within each pair."""
     out = []
-    for pair in config["pairs"]:
+    for pair, spec in config["pairs"].items():
         out.append(Cell(pair, "sft", role="teacher"))
-        for method in config["methods"]:
+        for method in spec.get("methods", config["methods"]):
             if method in DIVERGENCE_METHODS:
                 out += [Cell(pair, method, divergence=d) for d in config["divergences"]]
             else:

@@ -28,6 +28,11 @@ def test_default_config_is_valid(config):
     (lambda c: c["models"]["gpt2_student"].update(layer=3), "config key 'models.gpt2_student.layer' is unknown"),
     (lambda c: c["models"]["gpt2_student"].update(hidden=-1), "config key 'models.gpt2_student.hidden'"),
     (lambda c: c["training"].update(micro_batch_size=5), "config key 'training.micro_batch_size': must divide"),
+    (lambda c: c["models"]["gpt2_student"].update(tokenizer="llama"),
+     "config key 'methods': ['dskd', 'kd'] need a shared vocabulary, but pair 'gpt2' has tokenizers 'gpt2' and "
+     "'llama'"),
+    (lambda c: c["pairs"]["gpt2"].update(methods=["uld", "mined"]), "config key 'pairs.gpt2.methods.1': 'mined'"),
+    (lambda c: c.update(divergences=[]), "config key 'divergences': methods ['dskd', 'kd'] need at least one"),
 ])
 def test_bad_config_names_the_key(config, mutate, expected):
     mutate(config)

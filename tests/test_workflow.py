@@ -28,7 +28,7 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 6)])
+@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 10)])
 def test_dry_run_job_counts(tmp_path, configfile, cells):
     result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
                    "--directory", str(tmp_path)], REPO)
@@ -66,8 +66,12 @@ def test_micro_run_end_to_end(tmp_path):
                                                        "DSKD, student space only (KL)"]
     for row in rows:
         assert len(row.split("|")) == 10  # pair, method, five test sets, Avg
-    for cell in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl"):
-        run = results / "runs" / "gpt2" / cell
+    cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
+    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "DSKD-CMA (KL)"]
+    cells = [("gpt2", c) for c in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl")]
+    cells += [("qwen_gpt2", c) for c in ("teacher", "seqkd", "uld", "dskd_cma-kl")]
+    for pair, cell in cells:
+        run = results / "runs" / pair / cell
         scores = json.loads((run / "scores.json").read_text())
         assert set(scores["test_sets"]) == {"dolly", "selfinst", "vicuna", "sni", "unni"}
         assert (run / "model" / "config.json").exists()
@@ -76,10 +80,12 @@ def test_micro_run_end_to_end(tmp_path):
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
         html = (run / "run_cell.html").read_text()
         assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
-    def steps(cell):
-        lines = (results / "runs" / "gpt2" / cell / "train_log.jsonl").read_text().splitlines()
+    def steps(cell, pair="gpt2"):
+        lines = (results / "runs" / pair / cell / "train_log.jsonl").read_text().splitlines()
         return [r for r in map(json.loads, lines) if "step" in r]
 
+    assert all({"t2s_ce", "t2s_kd", "s2t_kd", "attention_entropy"} <= set(r) for r in steps("dskd_cma-kl", "qwen_gpt2"))
+    assert all("kd" in r for r in steps("uld", "qwen_gpt2"))
     assert all("kd" in r for r in steps("kd-kl"))
     assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_correct"} <= set(r) for r in steps("dskd-kl"))
     assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
