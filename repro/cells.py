@@ -93,7 +93,7 @@ def train_cell(cfg: CellConfig) -> dict:
         if not method.cross_vocab and teacher_tok.get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
                              f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently; use a "
-                             f"cross-vocabulary method (uld, dskd_cma, seqkd) for this pair")
+                             f"cross-vocabulary method (seqkd, uld, mined, dskd_cma) for this pair")
         teacher = load_model(cfg.teacher).to(device).eval()
         teacher.requires_grad_(False)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,

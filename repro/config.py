@@ -99,7 +99,7 @@ def _check_references(config: dict) -> list[str]:
             if white_box:
                 problems.append(f"config key '{key}': {white_box} need a shared vocabulary, but pair {name!r} "
                                 f"has tokenizers {teacher['tokenizer']!r} and {student['tokenizer']!r}; use "
-                                f"seqkd, uld or dskd_cma for it")
+                                f"seqkd, uld, mined or dskd_cma for it")
     used = set(config["methods"]).union(*(p.get("methods", []) for p in config["pairs"].values()))
     if used & set(DIVERGENCE_METHODS) and not config["divergences"]:
         problems.append(f"config key 'divergences': methods {sorted(used & set(DIVERGENCE_METHODS))} need at "

@@ -53,6 +53,8 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     teacher: "Encoded | None" = None
+    # MinED: for every position, the teacher position aligned to it one-to-one, else -1
+    teacher_positions: list[int] | None = None
 
 
 def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int) -> Encoded:
@@ -95,6 +97,13 @@ def collate(batch: list[Encoded], pad_id: int, teacher_pad_id: int | None = None
         if teacher_pad_id is None:
             raise ValueError("collate: teacher encodings need teacher_pad_id")
         out.update({f"teacher_{k}": v for k, v in _pad([e.teacher for e in batch], teacher_pad_id).items()})
+    if batch[0].teacher_positions is not None:
+        import torch
+
+        positions = torch.full_like(out["labels"], -1)
+        for i, e in enumerate(batch):
+            positions[i, :len(e.teacher_positions)] = torch.tensor(e.teacher_positions)
+        out["teacher_positions"] = positions
     return out
 
 

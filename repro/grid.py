@@ -15,7 +15,8 @@ from .config import DIVERGENCE_METHODS
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
 METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD",
-                 "dskd_student_space": "DSKD, student space only", "uld": "ULD", "dskd_cma": "DSKD-CMA"}
+                 "dskd_student_space": "DSKD, student space only", "uld": "ULD", "mined": "MinED",
+                 "dskd_cma": "DSKD-CMA"}
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
 
 

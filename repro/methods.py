@@ -39,6 +39,8 @@ class Context:
     divergence_options: dict = field(default_factory=dict)
     teacher_tokenizer: object = None
     teacher_n_vocab: int | None = None
+    vocab_map: torch.Tensor | None = None
+    aligned_share: float | None = None
 
     def __post_init__(self):
         if self.dskd_s2t_divergence not in DSKD_S2T_CHOICES:
@@ -112,6 +114,9 @@ class SFT:
 
     def build(self, student, teacher) -> torch.nn.Module | None:
         return None
+
+    def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
+        """Annotate the encoded training set once before training (MinED's alignments); nothing by default."""
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         ce = cross_entropy_sum(_logits(student, batch, ctx.n_vocab), batch["labels"])
@@ -328,6 +333,84 @@ class DSKDCrossModelAttention(SFT):
         return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
+def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer) -> float:
+    """Set ``Encoded.teacher_positions`` of every example by DTW over the response tokens of both tokenisations;
+    return the share of student response positions aligned one-to-one."""
+    from .alignment import dtw_align, token_strings
+
+    s_strings, t_strings = token_strings(student_tokenizer), token_strings(teacher_tokenizer)
+    aligned = total = 0
+    for enc in encoded:
+        s_pos = [i for i, label in enumerate(enc.labels) if label != IGNORE]
+        t_pos = [j for j, label in enumerate(enc.teacher.labels) if label != IGNORE]
+        pairs = dtw_align([s_strings[enc.labels[i]] for i in s_pos], [t_strings[enc.teacher.labels[j]] for j in t_pos])
+        enc.teacher_positions = [-1] * len(enc.labels)
+        for i, k in zip(s_pos, pairs):
+            if k >= 0:
+                enc.teacher_positions[i] = t_pos[k]
+                aligned += 1
+        total += len(s_pos)
+    return aligned / max(total, 1)
+
+
+def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, teacher_positions: torch.Tensor,
+                 vocab_map: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MinED's KD term (PAPER.md section 2), summed over the student's response positions; and the count of
+    one-to-one aligned positions.
+
+    Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t], ``teacher_positions`` [B,L] (-1: none),
+    ``vocab_map`` [V_t] (teacher id -> student id). At an aligned position the target is the teacher's
+    distribution ``softmax(z_t / tau)`` carried into the student vocabulary through ``vocab_map`` (the
+    probabilities of teacher ids that map to the same student id add up; student ids that no teacher id maps to
+    get probability 0, i.e. logit -1e5); elsewhere it is one-hot on the gold token. The term is the forward KL
+    ``sum_v q (log q - log p_s)`` with ``p_s = softmax(z_s / tau)``.
+    """
+    log_ps = torch.log_softmax(z_s.float() / temperature, -1)
+    response = labels != IGNORE
+    aligned = response & (teacher_positions >= 0)
+    gold = response & ~aligned
+    one_hot = -log_ps.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    total = one_hot[gold].sum()
+    if aligned.any():
+        b, i = aligned.nonzero(as_tuple=True)
+        p_t = torch.softmax(z_t[b, teacher_positions[b, i]].float() / temperature, -1)
+        q = torch.zeros(len(b), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)
+        support = q > 0
+        terms = torch.where(support, q * (torch.log(q.clamp_min(1e-30)) - log_ps[b, i]), 0.0)
+        total = total + terms.sum()
+    return total, aligned.sum().float()
+
+
+class MinED(SFT):
+    """MinED baseline for different vocabularies (FuseLLM's minimum-edit-distance alignment): forward KL at
+    tau 2 to the teacher's distribution carried into the student vocabulary, on DTW-aligned positions."""
+    needs_teacher = True
+    cross_vocab = True
+
+    def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
+        from .alignment import vocab_mapping
+
+        if ctx.teacher_tokenizer is None:
+            raise ValueError("method 'mined' needs the teacher's tokenizer (Context.teacher_tokenizer)")
+        mapping = vocab_mapping(ctx.teacher_tokenizer, tokenizer)[: ctx.teacher_n_vocab]
+        device = ctx.teacher.device if ctx.teacher is not None else "cpu"
+        ctx.vocab_map = torch.as_tensor(mapping, device=device)
+        ctx.aligned_share = align_dataset(encoded, tokenizer, ctx.teacher_tokenizer)
+
+    def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+        _require_cross_vocab("mined", batch, ctx)
+        if "teacher_positions" not in batch or ctx.vocab_map is None:
+            raise ValueError("method 'mined' needs aligned batches and a vocabulary map (MinED.prepare)")
+        z_s = _logits(student, batch, ctx.n_vocab)
+        with torch.no_grad():
+            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
+        ce = cross_entropy_sum(z_s, batch["labels"])
+        kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
+                                   ctx.temperature)
+        loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
+        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "aligned": aligned}
+
+
 METHODS = {
     "sft": SFT(),
     "kd": VanillaKD(),
@@ -336,6 +419,7 @@ METHODS = {
     "seqkd": SeqKD(),
     "uld": ULD(),
     "dskd_cma": DSKDCrossModelAttention(),
+    "mined": MinED(),
 }
 
 

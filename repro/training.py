@@ -75,6 +75,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
                              teacher_tokenizer=teacher_tokenizer)
     teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
+    method.prepare(encoded, tokenizer, ctx)
     ctx.modules = method.build(student, ctx.teacher)
     # The method's own modules (projectors) get their own group at projector_lr, on the same schedule.
     groups = [{"params": [p for p in student.parameters() if p.requires_grad], "peak_lr": settings.lr}]

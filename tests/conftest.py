@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 # Tests never touch the network: without these, every hub call retries for up to a minute before failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MinED's vocabulary maps are cached on disk; tests keep theirs out of the user's home.
+os.environ.setdefault("REPRO_CACHE", tempfile.mkdtemp(prefix="repro-cache-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -31,7 +31,7 @@ def test_default_config_is_valid(config):
     (lambda c: c["models"]["gpt2_student"].update(tokenizer="llama"),
      "config key 'methods': ['dskd', 'kd'] need a shared vocabulary, but pair 'gpt2' has tokenizers 'gpt2' and "
      "'llama'"),
-    (lambda c: c["pairs"]["gpt2"].update(methods=["uld", "mined"]), "config key 'pairs.gpt2.methods.1': 'mined'"),
+    (lambda c: c["pairs"]["gpt2"].update(methods=["uld", "minedd"]), "config key 'pairs.gpt2.methods.1': 'minedd'"),
     (lambda c: c.update(divergences=[]), "config key 'divergences': methods ['dskd', 'kd'] need at least one"),
 ])
 def test_bad_config_names_the_key(config, mutate, expected):

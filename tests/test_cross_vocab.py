@@ -14,7 +14,7 @@ PAIRS = {
     "mistral_to_llama": (("mistral", "mistral"), ("llama", "llama")),
     "gpt2_to_llama": (("gpt2", "gpt2"), ("llama", "llama")),
 }
-CROSS_METHODS = ["uld", "dskd_cma"]
+CROSS_METHODS = ["uld", "mined", "dskd_cma"]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,12 @@ def _setup(paths, splits, method_name, divergence="kl", n=6):
     teacher.requires_grad_(False)
     student = load_model(student_path)
     encoded = encode_dataset(splits["train"][:n], s_tok, 256, 128, teacher_tokenizer=t_tok)
-    batch = collate(encoded, s_tok.pad_token_id, t_tok.pad_token_id)
     method = get_method(method_name)
     ctx = Context(n_vocab=len(s_tok), divergence=divergence, teacher=teacher, teacher_tokenizer=t_tok,
                   teacher_n_vocab=len(t_tok))
     ctx.modules = method.build(student, teacher)
+    method.prepare(encoded, s_tok, ctx)
+    batch = collate(encoded, s_tok.pad_token_id, t_tok.pad_token_id)
     return student, teacher, batch, method, ctx
 
 

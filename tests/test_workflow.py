@@ -28,7 +28,7 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 10)])
+@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 11)])
 def test_dry_run_job_counts(tmp_path, configfile, cells):
     result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
                    "--directory", str(tmp_path)], REPO)
@@ -67,9 +67,10 @@ def test_micro_run_end_to_end(tmp_path):
     for row in rows:
         assert len(row.split("|")) == 10  # pair, method, five test sets, Avg
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
-    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "DSKD-CMA (KL)"]
+    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED",
+                                                        "DSKD-CMA (KL)"]
     cells = [("gpt2", c) for c in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl")]
-    cells += [("qwen_gpt2", c) for c in ("teacher", "seqkd", "uld", "dskd_cma-kl")]
+    cells += [("qwen_gpt2", c) for c in ("teacher", "seqkd", "uld", "mined", "dskd_cma-kl")]
     for pair, cell in cells:
         run = results / "runs" / pair / cell
         scores = json.loads((run / "scores.json").read_text())
@@ -86,6 +87,7 @@ def test_micro_run_end_to_end(tmp_path):
 
     assert all({"t2s_ce", "t2s_kd", "s2t_kd", "attention_entropy"} <= set(r) for r in steps("dskd_cma-kl", "qwen_gpt2"))
     assert all("kd" in r for r in steps("uld", "qwen_gpt2"))
+    assert all(0 < r["aligned"] <= 1 for r in steps("mined", "qwen_gpt2"))
     assert all("kd" in r for r in steps("kd-kl"))
     assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_correct"} <= set(r) for r in steps("dskd-kl"))
     assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
