@@ -163,8 +163,9 @@ class DSKD(SFT):
         return torch.nn.ModuleDict(projectors).to(student.device)
 
     def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
-        """Every loss term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``, plus the count
-        ``t2s_correct`` of response tokens that the projected teacher predicts right."""
+        """Every loss term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; and ``t2s_acc``,
+        the count of response tokens that the projected teacher predicts right (the trainer's division by the
+        response tokens turns it into the projector's accuracy)."""
         if ctx.teacher is None or ctx.modules is None:
             raise ValueError("method 'dskd' needs a teacher model and its projectors (Method.build)")
         labels = batch["labels"]
@@ -177,7 +178,7 @@ class DSKD(SFT):
             "ce": cross_entropy_sum(z_s, labels),
             "t2s_ce": cross_entropy_sum(z_t2s, labels),
             "t2s_kd": masked_sum(divergence(z_s, z_t2s.detach(), ctx.temperature), labels),
-            "t2s_correct": ((z_t2s.argmax(-1) == labels) & (labels != IGNORE)).sum().float(),
+            "t2s_acc": ((z_t2s.argmax(-1) == labels) & (labels != IGNORE)).sum().float(),
         }
         if not self.student_space_only:
             z_s2t = head_logits(_project(ctx.modules["s2t"], h_s), ctx.teacher, ctx.n_vocab, detach_head=True)
@@ -285,8 +286,9 @@ class DSKDCrossModelAttention(SFT):
 
     def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         """Every term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; diagnostics
-        ``t2s_correct`` (response tokens the attended teacher predicts right) and ``attention_entropy`` (entropy of
-        the student-to-teacher attention, summed over response positions)."""
+        ``t2s_acc`` (count of response tokens the attended teacher predicts right: an accuracy after the trainer's
+        division) and ``attention_entropy`` (entropy of the student-to-teacher attention, summed over response
+        positions)."""
         _require_cross_vocab("dskd_cma", batch, ctx)
         if ctx.modules is None:
             raise ValueError("method 'dskd_cma' needs its projectors (Method.build)")
@@ -322,7 +324,7 @@ class DSKDCrossModelAttention(SFT):
             "t2s_ce": cross_entropy_sum(z_t2s, labels),
             "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
             "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
-            "t2s_correct": correct.sum().float(),
+            "t2s_acc": correct.sum().float(),
             "attention_entropy": masked_sum(entropy.detach(), labels),
         }
 

@@ -84,7 +84,7 @@ def test_cma_projector_shapes_and_diagnostics(cross_pairs, small_splits):
     assert ctx.modules["t2s"].weight.shape == (32, 48) and ctx.modules["s2t"].weight.shape == (48, 32)
     terms = method.terms(student, batch, ctx)
     n_tokens = (batch["labels"] != IGNORE).sum()
-    assert 0 <= terms["t2s_correct"] <= n_tokens
+    assert 0 <= terms["t2s_acc"] <= n_tokens
     t_width = batch["teacher_input_ids"].shape[1]
     assert 0 <= terms["attention_entropy"] / n_tokens <= torch.log(torch.tensor(float(t_width)))
 
@@ -99,7 +99,7 @@ def test_cma_gradient_paths(cross_pairs, small_splits, pair):
         optimizer.step()
         optimizer.zero_grad()
         student.zero_grad(set_to_none=True)
-    assert method.terms(student, batch, ctx)["t2s_correct"] > 0
+    assert method.terms(student, batch, ctx)["t2s_acc"] > 0
     teacher.requires_grad_(True)
     head = student.get_output_embeddings().weight
     body = [p for p in student.parameters() if p is not head]
@@ -142,7 +142,7 @@ def test_cma_student_space_kd_only_where_the_teacher_is_right(cross_pairs, small
     monkeypatch.setattr(methods, "masked_sum", spy)
     terms = method.terms(student, batch, ctx)
     kd_labels = seen["labels"][0]  # the first masked_sum is t2s_kd
-    assert ((kd_labels != IGNORE).sum() == terms["t2s_correct"]).item()
+    assert ((kd_labels != IGNORE).sum() == terms["t2s_acc"]).item()
     assert ((kd_labels == batch["labels"]) | (kd_labels == IGNORE)).all()
 
 

@@ -145,7 +145,7 @@ def test_dskd_total_and_diagnostics(pairs, small_splits):
     kd = terms["t2s_kd"] + terms["t2s_ce"] + terms["s2t_kd"]
     assert torch.allclose(out["loss"], 0.5 * terms["ce"] + 0.5 * kd)
     n_tokens = (batch["labels"] != IGNORE).sum()
-    assert 0 <= out["t2s_correct"] <= n_tokens
+    assert 0 <= out["t2s_acc"] <= n_tokens
     ablation = get_method("dskd_student_space").loss(student, batch, ctx)
     assert "s2t_kd" not in ablation
 

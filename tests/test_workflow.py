@@ -89,7 +89,7 @@ def test_micro_run_end_to_end(tmp_path):
     assert all("kd" in r for r in steps("uld", "qwen_gpt2"))
     assert all(0 < r["aligned"] <= 1 for r in steps("mined", "qwen_gpt2"))
     assert all("kd" in r for r in steps("kd-kl"))
-    assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_correct"} <= set(r) for r in steps("dskd-kl"))
+    assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_acc"} <= set(r) for r in steps("dskd-kl"))
     assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
     seqkd_data = [json.loads(line) for line in (results / "runs/gpt2/seqkd/seqkd_train.jsonl").read_text().splitlines()]
     assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
