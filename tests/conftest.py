@@ -19,6 +19,27 @@ SMALL_SIZES = dict(seed=3, n_people=12, n_train=240, n_dev=12, n_test=dict(dolly
                                                                              unni=8))
 
 
+def train_steps(method, student, batch, ctx, steps=6, lr=3e-3):
+    """A few AdamW steps of ``method`` on one repeated batch; every logged term must stay finite. Returns the
+    per-token losses, for the caller to check that they fall."""
+    import torch
+
+    from repro.data import IGNORE
+
+    params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    n_tokens = (batch["labels"] != IGNORE).sum()
+    losses = []
+    for _ in range(steps):
+        terms = method.loss(student, batch, ctx)
+        assert all(torch.isfinite(v).all() for v in terms.values()), terms
+        (terms["loss"] / n_tokens).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(terms["loss"].item() / n_tokens.item())
+    return losses
+
+
 @pytest.fixture(scope="session")
 def small_splits():
     from repro.synthetic import generate

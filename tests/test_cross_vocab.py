@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import train_steps
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import Context, get_method, uld_distance_sum
 from repro.models import init_model, load_model
@@ -64,17 +65,7 @@ def test_batches_carry_both_tokenisations(cross_pairs, small_splits):
 def test_cross_vocab_methods_train(cross_pairs, small_splits, pair, method_name):
     torch.manual_seed(0)
     student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, method_name)
-    params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=3e-3)
-    n_tokens = (batch["labels"] != IGNORE).sum()
-    losses = []
-    for _ in range(6):
-        terms = method.loss(student, batch, ctx)
-        assert all(torch.isfinite(v).all() for v in terms.values()), terms
-        (terms["loss"] / n_tokens).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(terms["loss"].item() / n_tokens.item())
+    losses = train_steps(method, student, batch, ctx)
     assert losses[-1] < losses[0] - 0.05, losses
 
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import train_steps
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import Context, forward_with_hidden, get_method, hidden_size
 from repro.models import ARCHS, init_model, load_model
@@ -47,17 +48,7 @@ def _setup(pair, splits, method_name, divergence="kl", **ctx_options):
 def test_every_method_trains_every_family(pairs, small_splits, arch, method_name):
     torch.manual_seed(0)
     student, _, batch, method, ctx = _setup(pairs[arch], small_splits, method_name)
-    params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=3e-3)
-    n_tokens = (batch["labels"] != IGNORE).sum()
-    losses = []
-    for _ in range(6):
-        terms = method.loss(student, batch, ctx)
-        assert all(torch.isfinite(v).all() for v in terms.values())
-        (terms["loss"] / n_tokens).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(terms["loss"].item() / n_tokens.item())
+    losses = train_steps(method, student, batch, ctx)
     assert losses[-1] < losses[0] - 0.1, losses
 
 
