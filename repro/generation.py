@@ -92,7 +92,8 @@ def evaluate_set(model, tokenizer, rows: list[dict], seeds: list[int], settings:
         per_seed[seed] = sum(scores) / len(scores)
         if out_dir is not None:
             write_jsonl(Path(out_dir) / f"{name}_seed{seed}.jsonl",
-                        [{"instruction": r["instruction"], "input": r["input"], "references": references(r),
-                          "prediction": p, "rougeL": s} for r, p, s in zip(rows, preds, scores)])
+                        [{"prompt": r["prompt"], "instruction": r["instruction"], "input": r["input"],
+                          "references": references(r), "prediction": p, "seed": seed, "rougeL": s}
+                         for r, p, s in zip(rows, preds, scores)])
     return {"per_seed": per_seed, **mean_std(list(per_seed.values())), "n": len(rows),
             "decoding": asdict(settings)}

@@ -61,6 +61,22 @@ def cosine_lr(step: int, total: int, peak: float, floor: float) -> float:
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
 
 
+def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
+    """AdamW parameter groups (PAPER.md section 3): weight decay on matrices only (no decay on biases and norm
+    weights, i.e. on parameters with fewer than 2 dimensions); the method's own modules (projectors) in groups of
+    their own at ``projector_lr``. Each group carries its ``peak_lr`` for the cosine schedule."""
+    groups = []
+    for params, peak in ((student.parameters(), settings.lr),
+                         (modules.parameters() if modules is not None else [], settings.projector_lr)):
+        params = [p for p in params if p.requires_grad]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim >= 2) == decay]
+            if chosen:
+                groups.append({"params": chosen, "peak_lr": peak,
+                               "weight_decay": settings.weight_decay if decay else 0.0})
+    return groups
+
+
 def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
           settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike) -> dict:
     """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model``.
@@ -77,11 +93,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
     method.prepare(encoded, tokenizer, ctx)
     ctx.modules = method.build(student, ctx.teacher)
-    # The method's own modules (projectors) get their own group at projector_lr, on the same schedule.
-    groups = [{"params": [p for p in student.parameters() if p.requires_grad], "peak_lr": settings.lr}]
-    if ctx.modules is not None:
-        groups.append({"params": list(ctx.modules.parameters()), "peak_lr": settings.projector_lr})
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    groups = param_groups(student, ctx.modules, settings)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
     trained = [p for group in groups for p in group["params"]]
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs

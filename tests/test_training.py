@@ -82,6 +82,7 @@ def test_generation_is_seeded_and_scored(tiny, small_splits, tmp_path):
     assert set(result["per_seed"]) == {10, 20} and result["n"] == 4
     rows = read_jsonl(tmp_path / "dev_seed10.jsonl")
     assert [r["prediction"] for r in rows] == a
+    assert all(r["seed"] == 10 and r["prompt"].endswith("### Response:\n") for r in rows)
     assert result["per_seed"][10] == pytest.approx(sum(r["rougeL"] for r in rows) / 4)
 
 
@@ -111,3 +112,23 @@ def test_generation_leaves_the_global_random_state_alone(tiny, small_splits):
     torch.manual_seed(123)
     generate(model, tok, [small_splits["dev"][0]["prompt"]], 10, DecodeSettings(max_new_tokens=3))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_parameter_groups(tiny):
+    """No weight decay on biases and norm weights; projectors in their own groups at projector_lr."""
+    from repro.training import param_groups
+
+    model = load_model(tiny)
+    projectors = torch.nn.ModuleDict({"t2s": torch.nn.Linear(4, 3)})
+    settings = TrainSettings(lr=2e-3, epochs=1, projector_lr=1e-3, weight_decay=0.01)
+    groups = param_groups(model, projectors, settings)
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in list(model.parameters()) + list(projectors.parameters()))
+    for g in groups:
+        assert all((p.ndim >= 2) == (g["weight_decay"] == 0.01) for p in g["params"])
+    norms = [m.weight for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert norms and all(id(w) in no_decay for w in norms)
+    assert [g["peak_lr"] for g in groups if any(p is projectors["t2s"].weight for p in g["params"])] == [1e-3]
+    embedding = model.get_input_embeddings().weight
+    assert [g["peak_lr"] for g in groups if any(p is embedding for p in g["params"])] == [2e-3]
