@@ -144,4 +144,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                 tokenizer.save_pretrained(tmp)
         write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
-            "steps": step, "train_seconds": time.perf_counter() - started}
+            "steps": step, "train_seconds": time.perf_counter() - started,
+            "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
+                         "gradient_accumulation": settings.batch_size // settings.micro_batch_size,
+                         "processes": 1}}
