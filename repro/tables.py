@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import sys
 from pathlib import Path
 
 from . import grid
@@ -29,8 +31,22 @@ def collect(config: dict, table: int) -> list[dict]:
             row[f"{t}_std"] = scores["test_sets"][t]["std"]
         row["avg"] = scores["avg"]["mean"]
         row["avg_std"] = scores["avg"]["std"]
+        row["dev"] = scores["best_dev_rougeL"]
         rows.append(row)
     return rows
+
+
+def teacher_warnings(rows: list[dict]) -> list[str]:
+    """The teacher quality gate: one warning per pair whose SFT teacher does not beat the student SFT row on the
+    dev set (best dev Rouge-L of each); such a teacher has nothing to distil, and its rows mean little."""
+    warnings = []
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        by_cell = {r["cell"]: r for r in rows if r["pair"] == pair}
+        teacher, sft = by_cell.get(f"{pair}/teacher"), by_cell.get(f"{pair}/sft")
+        if teacher and sft and teacher["dev"] <= sft["dev"]:
+            warnings.append(f"WARNING: the teacher of pair {pair!r} ({teacher['teacher']}) does not beat the student "
+                            f"SFT baseline on the dev set: dev Rouge-L {teacher['dev']:.2f} <= {sft['dev']:.2f}")
+    return warnings
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
@@ -41,6 +57,7 @@ def to_markdown(rows: list[dict], title: str) -> str:
         cells = [f"{r[t]:.2f}" for t in grid.TEST_SETS] + [f"{r['avg']:.2f}"]
         lines.append("| " + " | ".join([pair, r["row"]] + cells) + " |")
     lines += ["", "Rouge-L (x100), mean over evaluation seeds; Avg is the mean of the five test-set means."]
+    lines += [f"\n**{w}**" for w in teacher_warnings(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -58,6 +75,9 @@ def write_tables(config: dict) -> list[Path]:
     written = []
     for n in grid.tables(config):
         rows = collect(config, n)
+        for warning in teacher_warnings(rows):
+            logging.getLogger("repro").warning(warning)
+            print(warning, file=sys.stderr)
         md, csv_path = out / f"table{n}.md", out / f"table{n}.csv"
         write_text(md, to_markdown(rows, f"Table {n}"))
         write_text(csv_path, to_csv(rows))

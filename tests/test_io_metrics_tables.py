@@ -51,7 +51,7 @@ def test_mean_std():
 def _fake_scores(cell_id, base):
     sets = {t: {"mean": base + i, "std": 0.5, "per_seed": {"10": base + i}, "n": 3}
             for i, t in enumerate(["dolly", "selfinst", "vicuna", "sni", "unni"])}
-    return {"cell": cell_id, "test_sets": sets, "avg": {"mean": base + 2, "std": 0.1}}
+    return {"cell": cell_id, "test_sets": sets, "avg": {"mean": base + 2, "std": 0.1}, "best_dev_rougeL": base}
 
 
 def test_tables_from_scores(tmp_path):
@@ -65,7 +65,8 @@ def test_tables_from_scores(tmp_path):
     with pytest.raises(FileNotFoundError, match="cell gpt2/teacher has no scores yet"):
         tables.write_tables(config)
     for k, cell in enumerate(cells):
-        write_json(grid.scores_file(config, cell), _fake_scores(cell.id, 10.0 * (k + 1)))
+        best_dev = {"best_dev_rougeL": 99.0} if cell.role == "teacher" else {}
+        write_json(grid.scores_file(config, cell), _fake_scores(cell.id, 10.0 * (k + 1)) | best_dev)
     paths = tables.write_tables(config)
     assert [p.name for p in paths] == ["table1.md", "table1.csv"]
     md = paths[0].read_text().splitlines()
@@ -75,3 +76,9 @@ def test_tables_from_scores(tmp_path):
     csv_lines = paths[1].read_text().splitlines()
     assert csv_lines[0].startswith("pair,teacher,student,row,cell,dolly,dolly_std")
     assert len(csv_lines) == 1 + len(cells)
+    assert "WARNING" not in paths[0].read_text()
+    # the teacher quality gate: a teacher below the student SFT on dev is flagged loudly
+    write_json(grid.scores_file(config, cells[0]), _fake_scores(cells[0].id, 100.0) | {"best_dev_rougeL": 5.0})
+    tables.write_tables(config)
+    assert "WARNING: the teacher of pair 'gpt2' (gpt2_teacher) does not beat the student SFT baseline on the dev " \
+           "set: dev Rouge-L 5.00 <= 20.00" in paths[0].read_text()
