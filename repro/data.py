@@ -6,38 +6,69 @@ EOS) carry labels. Sequences are stored already shifted: ``input_ids[t]`` predic
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import read_jsonl
 from .prompts import build_prompt
 
 IGNORE = -100
 REQUIRED_FIELDS = ("instruction", "input", "output", "prompt")
 
 
-def load_examples(path: str | os.PathLike) -> list[dict]:
-    """Read a processed JSONL file and check every row's fields.
+def _check_row(row, where: str) -> dict:
+    """Validate one parsed row (filling ``input``/``prompt`` when absent); raise ValueError naming ``where``."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row.setdefault("input", "")
+    if "prompt" not in row and isinstance(row.get("instruction"), str) and isinstance(row["input"], str):
+        row["prompt"] = build_prompt(row["instruction"], row["input"])
+    for field in REQUIRED_FIELDS:
+        if field not in row:
+            raise ValueError(f"{where}: missing field {field!r}")
+    for field in ("instruction", "input", "prompt"):
+        if not isinstance(row[field], str):
+            raise ValueError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
+    out = row["output"]
+    if not (isinstance(out, str) or (isinstance(out, list) and out and all(isinstance(o, str) for o in out))):
+        raise ValueError(f"{where}: field 'output' must be a string or a non-empty list of strings")
+    if not all(o.strip() for o in references(row)):
+        raise ValueError(f"{where}: empty response in field 'output'")
+    return row
 
-    ``input`` may be missing (taken as empty); ``prompt`` may be missing (built with the paper's template). Any other
-    missing or mistyped field raises an error naming the file and line.
+
+def read_examples(path: str | os.PathLike, skip_malformed: bool = False) -> tuple[list[dict], list[str]]:
+    """Read a processed JSONL file; return ``(rows, skipped)``.
+
+    Every row is checked: valid JSON object, the fields ``instruction``, ``input`` (may be missing: empty),
+    ``output`` (a non-empty string or non-empty list of non-empty strings) and ``prompt`` (may be missing: built
+    with the paper's template). A malformed row raises an error naming the file and line, unless
+    ``skip_malformed``, in which case it is left out and its problem listed in ``skipped``.
     """
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, 1):
-        where = f"{Path(path)}, line {lineno}"
-        row.setdefault("input", "")
-        if "prompt" not in row and isinstance(row.get("instruction"), str) and isinstance(row["input"], str):
-            row["prompt"] = build_prompt(row["instruction"], row["input"])
-        for field in REQUIRED_FIELDS:
-            if field not in row:
-                raise ValueError(f"{where}: missing field {field!r}")
-        for field in ("instruction", "input", "prompt"):
-            if not isinstance(row[field], str):
-                raise ValueError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
-        out = row["output"]
-        if not (isinstance(out, str) or (isinstance(out, list) and out and all(isinstance(o, str) for o in out))):
-            raise ValueError(f"{where}: field 'output' must be a string or a non-empty list of strings")
+    rows, skipped = [], []
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{Path(path)}, line {lineno}"
+            try:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+                rows.append(_check_row(row, where))
+            except ValueError as problem:
+                if not skip_malformed:
+                    raise
+                skipped.append(str(problem))
+    return rows, skipped
+
+
+def load_examples(path: str | os.PathLike, skip_malformed: bool = False) -> list[dict]:
+    """The rows of a processed JSONL file (see ``read_examples``); skipped rows are reported as a warning."""
+    rows, skipped = read_examples(path, skip_malformed)
+    if skipped:
+        logging.getLogger("repro").warning("%s: skipped %d malformed rows, first: %s", path, len(skipped), skipped[0])
     return rows
 
 

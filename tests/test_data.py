@@ -77,3 +77,21 @@ def test_real_processed_files_load(name, rows):
     examples = load_examples(SHARED / "data" / "minillm" / name)
     assert len(examples) == rows
     assert all(references(r) for r in examples)
+
+
+def test_malformed_rows_stop_or_are_skipped_and_counted(tmp_path):
+    from repro.data import read_examples
+
+    good = {"instruction": "Say hi.", "input": "", "output": "hi", "prompt": "P"}
+    lines = [json.dumps(good), "{broken", json.dumps({**good, "output": " "}),
+             json.dumps({**good, "output": ["a", ""]}), json.dumps([1, 2]), json.dumps({**good, "instruction": 3}),
+             json.dumps(good)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"d.jsonl, line 2: invalid JSON"):
+        read_examples(path)
+    rows, skipped = read_examples(path, skip_malformed=True)
+    assert len(rows) == 2 and len(skipped) == 5
+    assert [s.split(": ", 1)[0].rsplit("line ", 1)[1] for s in skipped] == ["2", "3", "4", "5", "6"]
+    assert "empty response" in skipped[1] and "expected a JSON object" in skipped[3]
+    assert len(load_examples(path, skip_malformed=True)) == 2
