@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ class TrainSettings:
     kd_rate: float = 0.5
     temperature: float = 2.0
     projector_lr: float = 1e-3
+    checkpoint_every: int = 0
     dskd_s2t_divergence: str = "kl"
     skew: float = 0.1
     akl_threshold: float = 0.5
@@ -84,6 +85,11 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch; rewritten after every
     epoch). Returns a summary with the best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends
     holding the LAST epoch's weights: evaluate the saved best checkpoint by loading ``out_dir/model``.
+
+    Resumable: after every epoch, and every ``checkpoint_every`` optimiser steps when that is positive, the whole
+    training state (student, projectors, optimiser, step, position in the epoch's data order, random states, best
+    checkpoint, logs) is saved to ``out_dir/resume/state.pt``; a call that finds that file continues from it, so an
+    interrupted run ends with the same weights as an uninterrupted one. The file is removed when training ends.
     """
     out_dir = Path(out_dir)
     torch.manual_seed(settings.seed)
@@ -102,14 +108,49 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     log: list[dict] = []
     history: list[dict] = []
     best = {"epoch": None, "dev_rougeL": -math.inf}
-    step = 0
+    step, start_epoch, start_i, order = 0, 1, 0, None
     started = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
+    state_path = out_dir / "resume" / "state.pt"
+
+    def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
+        state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                 "modules": ctx.modules.state_dict() if ctx.modules is not None else None,
+                 "step": step, "epoch": epoch, "next_i": next_i, "order": order, "order_rng": order_rng.get_state(),
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "best": best, "history": history, "log": log, "elapsed": time.perf_counter() - started,
+                 "fingerprint": fingerprint}
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
+
+    # What must not change between an interrupted run and its continuation.
+    method_kind = next((c.__name__ for c in type(method).__mro__ if c.__module__ == "repro.methods"),
+                       type(method).__name__)
+    fingerprint = {"settings": asdict(settings), "examples": len(encoded), "method": method_kind,
+                   "divergence": ctx.divergence}
+    if state_path.exists():
+        state = torch.load(state_path, map_location=student.device, weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"{state_path}: this resume state was written by a run with other settings or data "
+                             f"({state.get('fingerprint')}); delete it to start afresh")
+        student.load_state_dict(state["student"])
+        if ctx.modules is not None:
+            ctx.modules.load_state_dict(state["modules"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch, start_i, order = state["step"], state["epoch"], state["next_i"], state["order"]
+        best, history, log = state["best"], state["history"], state["log"]
+        order_rng.set_state(state["order_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        started -= state["elapsed"]
+    for epoch in range(start_epoch, settings.epochs + 1):
         student.train()
         if ctx.modules is not None:
             ctx.modules.train()
-        order = torch.randperm(len(encoded), generator=order_rng).tolist()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{settings.epochs}", leave=False)
+        if order is None:
+            order = torch.randperm(len(encoded), generator=order_rng).tolist()
+        bar = tqdm(range(start_i, steps_per_epoch), desc=f"epoch {epoch}/{settings.epochs}", leave=False)
         for i in bar:
             batch_items = [encoded[j] for j in order[i * settings.batch_size:(i + 1) * settings.batch_size]]
             n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in batch_items)
@@ -132,6 +173,9 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             log.append({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                         "grad_norm": float(grad_norm), **sums})
             bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and i + 1 < steps_per_epoch:
+                save_state(epoch, i + 1, order)
+        start_i, order = 0, None
         dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
         record = {"epoch": epoch, "dev_rougeL": dev["mean"], "train_loss": log[-1]["loss"],
                   "elapsed_s": time.perf_counter() - started}
@@ -143,6 +187,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                 student.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
         write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
+        save_state(epoch + 1, 0, None)
+    state_path.unlink(missing_ok=True)
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
             "steps": step, "train_seconds": time.perf_counter() - started,
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,

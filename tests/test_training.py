@@ -1,4 +1,5 @@
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -133,3 +134,64 @@ def test_parameter_groups(tiny):
     assert [g["peak_lr"] for g in groups if any(p is projectors["t2s"].weight for p in g["params"])] == [1e-3]
     embedding = model.get_input_embeddings().weight
     assert [g["peak_lr"] for g in groups if any(p is embedding for p in g["params"])] == [2e-3]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method_name, stop_at", [("sft", 5), ("dskd", 3)])
+def test_interrupted_run_resumes_to_the_same_weights(trained_tokenizers, small_splits, tmp_path, method_name,
+                                                     stop_at):
+    """Interrupt after some steps, train again in the same folder: the final weights (student and projectors)
+    equal those of an uninterrupted run. Dropout is on, so the random state must be restored too."""
+    tok = load_tokenizer(trained_tokenizers["gpt2"])
+    tiny = tmp_path / "model"
+    init_model({"arch": "gpt2", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 256, "dropout": 0.1}, tok,
+               tiny, seed=0)
+    settings = TrainSettings(lr=3e-3, epochs=2, batch_size=8, micro_batch_size=4, max_length=256,
+                             max_prompt_length=128, checkpoint_every=2)
+    decode = DecodeSettings(max_new_tokens=3, no_repeat_ngram_size=0)
+    rows, dev = small_splits["train"][:40], small_splits["dev"][:2]
+    method = get_method(method_name)
+
+    def run(out, method):
+        model = load_model(tiny)
+        teacher = load_model(tiny).eval() if method_name == "dskd" else None
+        ctx = Context(n_vocab=len(tok), divergence="kl", teacher=teacher)
+        summary = train(model, tok, rows, dev, method, ctx, settings, decode, out)
+        return model, ctx, summary
+
+    reference, ref_ctx, ref_summary = run(tmp_path / "straight", method)
+
+    class Breaks(type(method)):
+        calls = 0
+
+        def loss(self, student, batch, ctx):
+            Breaks.calls += 1
+            if Breaks.calls > stop_at * 2:  # two micro-batches per step
+                raise _Interrupted
+            return super().loss(student, batch, ctx)
+
+    with pytest.raises(_Interrupted):
+        run(tmp_path / "resumed", Breaks())
+    assert (tmp_path / "resumed" / "resume" / "state.pt").exists()
+    resumed, res_ctx, res_summary = run(tmp_path / "resumed", method)
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    if ref_ctx.modules is not None:
+        for a, b in zip(ref_ctx.modules.parameters(), res_ctx.modules.parameters()):
+            assert torch.equal(a, b)
+    assert res_summary["steps"] == ref_summary["steps"]
+    assert [h["dev_rougeL"] for h in res_summary["history"]] == [h["dev_rougeL"] for h in ref_summary["history"]]
+    assert not (tmp_path / "resumed" / "resume" / "state.pt").exists()
+    straight_log = [r["loss"] for r in read_jsonl(tmp_path / "straight" / "train_log.jsonl") if "step" in r]
+    resumed_log = [r["loss"] for r in read_jsonl(tmp_path / "resumed" / "train_log.jsonl") if "step" in r]
+    assert straight_log == resumed_log
+    # a resume state written with other settings is refused, not silently continued
+    Breaks.calls = 0
+    with pytest.raises(_Interrupted):
+        run(tmp_path / "changed", Breaks())
+    settings = TrainSettings(**{**asdict(settings), "lr": 1e-3})
+    with pytest.raises(ValueError, match="resume state was written by a run with other settings"):
+        run(tmp_path / "changed", method)
