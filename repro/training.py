@@ -189,6 +189,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
         write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
         save_state(epoch + 1, 0, None)
     state_path.unlink(missing_ok=True)
+    if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
+        state_path.parent.rmdir()
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
             "steps": step, "train_seconds": time.perf_counter() - started,
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
