@@ -103,6 +103,13 @@ def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     return projector(hidden.to(projector.weight.dtype))
 
 
+def total_loss(ctx: Context, ce: torch.Tensor, kd: torch.Tensor, **logged: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The objective of every KD row, ``(1 - kd_rate) * CE + kd_rate * KD`` (PAPER.md section 2), with CE, KD and
+    the ``logged`` terms detached for the log."""
+    loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
+    return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in logged.items()}}
+
+
 class SFT:
     """Supervised fine-tuning: token cross-entropy on the response (the "SFT" rows and the teacher row)."""
     needs_teacher = False
@@ -136,8 +143,7 @@ class VanillaKD(SFT):
             z_t = _logits(ctx.teacher, batch, ctx.n_vocab)
         ce = cross_entropy_sum(z_s, batch["labels"])
         kd = masked_sum(ctx.divergence_fn()(z_s, z_t, ctx.temperature), batch["labels"])
-        loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
-        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        return total_loss(ctx, ce, kd)
 
 
 class DSKD(SFT):
@@ -189,8 +195,7 @@ class DSKD(SFT):
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         terms = self.terms(student, batch, ctx)
         kd = terms["t2s_kd"] + terms["t2s_ce"] + terms.get("s2t_kd", 0.0)
-        loss = (1 - ctx.kd_rate) * terms["ce"] + ctx.kd_rate * kd
-        return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return total_loss(ctx, terms.pop("ce"), kd, **terms)
 
 
 class SeqKD(SFT):
@@ -249,8 +254,7 @@ class ULD(SFT):
             z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
         ce = cross_entropy_sum(z_s, batch["labels"])
         uld = uld_distance_sum(z_s, batch["labels"], z_t, batch["teacher_labels"])
-        loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * uld
-        return {"loss": loss, "ce": ce.detach(), "kd": uld.detach()}
+        return total_loss(ctx, ce, uld)
 
 
 def _global_std(x: torch.Tensor) -> torch.Tensor:
@@ -331,8 +335,7 @@ class DSKDCrossModelAttention(SFT):
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         terms = self.terms(student, batch, ctx)
         kd = terms["t2s_ce"] + terms["t2s_kd"] + terms["s2t_kd"]
-        loss = (1 - ctx.kd_rate) * terms["ce"] + ctx.kd_rate * kd
-        return {"loss": loss, "kd": kd.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return total_loss(ctx, terms.pop("ce"), kd, **terms)
 
 
 def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer) -> float:
@@ -409,8 +412,7 @@ class MinED(SFT):
         ce = cross_entropy_sum(z_s, batch["labels"])
         kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
                                    ctx.temperature)
-        loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
-        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "aligned": aligned}
+        return total_loss(ctx, ce, kd, aligned=aligned)
 
 
 METHODS = {
