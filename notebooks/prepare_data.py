@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Miniature data, tokenizers and base models
+# # Data, miniature tokenizers and base models
 #
 # The offline stand-in for the paper's data and pretrained models (PAPER.md sections 3-4): the synthetic
 # instruction data (training set, dev set and the five test-set roles), the miniature tokenizers of the paper's
@@ -27,7 +27,7 @@ import torch
 
 from repro import grid, prepare
 from repro.config import load_config, validate_config
-from repro.io import read_jsonl
+from repro.io import read_json, read_jsonl
 
 torch.set_num_threads(threads)
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")
@@ -40,10 +40,16 @@ sizes = prepare.make_data(config)
 pd.Series(sizes, name="examples")
 
 # %%
-families = {split: pd.Series([r["family"] for r in read_jsonl(path)]).value_counts()
-            for split, path in zip(["train", "dev"] + [f"test/{t}" for t in grid.TEST_SETS],
-                                   grid.data_files(config))}
-pd.DataFrame(families).fillna(0).astype(int)
+# Task families (synthetic data) or Dolly categories (real data) per split.
+splits = dict(zip(["train", "dev"] + [f"test/{t}" for t in grid.TEST_SETS], grid.data_files(config)))
+kinds = {split: pd.Series([r.get("family", r.get("topic", "")) or "-" for r in read_jsonl(path)]).value_counts()
+         for split, path in splits.items()}
+pd.DataFrame(kinds).fillna(0).astype(int).head(20)
+
+# %%
+# Imported data: source file, rows kept and malformed rows skipped per split (data/sources.json).
+report_file = grid.data_dir(config) / "sources.json"
+pd.DataFrame(read_json(report_file)).T if config["data"]["source"] != "synthetic" else "synthetic data: generated"
 
 # %% [markdown]
 # ## Tokenizers

@@ -1,4 +1,5 @@
-"""The preparation step of the miniature workflow: data, tokenizers, and randomly initialised base models."""
+"""The preparation step of the workflow: data (synthetic, processed files or hub Dolly), the miniature tokenizers,
+and the randomly initialised base models of the miniature configuration."""
 from __future__ import annotations
 
 from . import grid
@@ -7,10 +8,15 @@ from .synthetic import generate, write_splits
 
 
 def make_data(config: dict) -> dict:
-    """Generate the synthetic splits into the config's data folder; return ``{split: n_rows}``."""
+    """Write every split into the config's data folder (``data.source``: ``synthetic`` generates the project's
+    data; ``processed`` and ``hub`` import the paper's, see ``repro.sources``); return ``{split: n_rows}``."""
     d = config["data"]
     if d["source"] != "synthetic":
-        raise ValueError(f"config key 'data.source': only 'synthetic' is generated here, got {d['source']!r}")
+        from .sources import import_real_data
+
+        report = import_real_data(config)
+        return {split: r["rows"] for split, r in report.items() if "rows" in r} | (
+            {split: report["hub"][f"{split}_rows"] for split in ("train", "dev", "dolly")} if "hub" in report else {})
     splits = generate(d["seed"], d["n_people"], d["n_train"], d["n_dev"], d["n_test"])
     write_splits(splits, grid.data_dir(config))
     return {name: len(rows) for name, rows in splits.items()}
