@@ -73,7 +73,7 @@ def train_cell(cfg: CellConfig) -> dict:
     from .data import load_examples
     from .io import write_json
     from .methods import Context, get_method
-    from .models import count_parameters, load_model
+    from .models import add_lora, count_parameters, load_model, merge_lora
     from .training import TrainSettings, train
     from .vocab import load_tokenizer
 
@@ -82,9 +82,12 @@ def train_cell(cfg: CellConfig) -> dict:
     train_rows = load_examples(data / "train.jsonl")
     dev_rows = load_examples(data / "dev.jsonl")
     tokenizer = load_tokenizer(cfg.model)
-    student = load_model(cfg.model).to(device)
-    method = get_method(cfg.method)
     settings = TrainSettings(**cfg.training)
+    student = load_model(cfg.model)
+    if settings.lora:
+        student = add_lora(student, settings.lora)
+    student = student.to(device)
+    method = get_method(cfg.method)
     teacher = None
     if method.black_box:
         train_rows = _teacher_targets(cfg, train_rows, settings, device)
@@ -104,6 +107,8 @@ def train_cell(cfg: CellConfig) -> dict:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir)
+    if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
+        merge_lora(cfg.model, summary["checkpoint"], Path(cfg.out_dir) / "model", tokenizer)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
     write_json(Path(cfg.out_dir) / "train_summary.json", summary)
     return summary

@@ -91,3 +91,34 @@ def load_model(name_or_path: str | os.PathLike, dtype: str = "float32"):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+LORA_KEYS = ("rank", "alpha", "dropout", "target_modules")
+
+
+def add_lora(model, spec: dict):
+    """Wrap ``model`` with LoRA adapters (peft): ``spec`` holds ``rank``, ``alpha``, ``dropout`` and
+    ``target_modules`` (module names, e.g. ``["q_proj", "v_proj"]`` for LLaMA, ``["c_attn"]`` for GPT-2). Only the
+    adapters are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    unknown = set(spec) - set(LORA_KEYS)
+    missing = set(LORA_KEYS) - set(spec)
+    if unknown or missing:
+        raise ValueError(f"lora settings: expected keys {list(LORA_KEYS)}, got unknown {sorted(unknown)} and "
+                         f"missing {sorted(missing)}")
+    config = LoraConfig(r=spec["rank"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                        target_modules=list(spec["target_modules"]), task_type="CAUSAL_LM",
+                        fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D stores W transposed
+    return get_peft_model(model, config)
+
+
+def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike, tokenizer) -> None:
+    """Load ``base``, apply the LoRA adapter saved in ``adapter``, merge it into the weights and save the plain
+    model (with ``tokenizer``) to ``out_dir``, atomically: a LoRA teacher is merged before distillation."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload()
+    with atomic_path(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)

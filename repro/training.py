@@ -42,6 +42,7 @@ class TrainSettings:
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
+    lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
@@ -80,7 +81,8 @@ def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
 
 def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
           settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike) -> dict:
-    """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model``.
+    """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model`` (for a
+    peft LoRA model: its adapter, in ``out_dir/adapter``; ``repro.models.merge_lora`` makes the full model).
 
     Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch; rewritten after every
     epoch). Returns a summary with the best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends
@@ -111,6 +113,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     step, start_epoch, start_i, order = 0, 1, 0, None
     started = time.perf_counter()
     state_path = out_dir / "resume" / "state.pt"
+    best_dir = out_dir / ("adapter" if hasattr(student, "peft_config") else "model")
 
     def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
         state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
@@ -183,7 +186,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
         log.append({"event": "epoch_end", **record})
         if dev["mean"] > best["dev_rougeL"]:
             best = {"epoch": epoch, "dev_rougeL": dev["mean"]}
-            with atomic_path(out_dir / "model") as tmp:
+            with atomic_path(best_dir) as tmp:
                 student.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
         write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
@@ -192,7 +195,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
         state_path.parent.rmdir()
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
-            "steps": step, "train_seconds": time.perf_counter() - started,
+            "steps": step, "train_seconds": time.perf_counter() - started, "checkpoint": str(best_dir),
+            "trainable_parameters": sum(p.numel() for p in trained),
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
                          "gradient_accumulation": settings.batch_size // settings.micro_batch_size,
                          "processes": 1}}
