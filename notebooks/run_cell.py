@@ -38,7 +38,7 @@ threads: int = 1  # torch threads of this job
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from repro.cells import CellConfig, evaluate_cell, train_cell
+from repro.cells import CellConfig, evaluate_cell, run_training
 from repro.io import read_jsonl
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
@@ -50,7 +50,7 @@ cfg
 # ## Training
 
 # %%
-summary = train_cell(cfg)
+summary = run_training(cfg)  # several data-parallel processes when training.processes > 1
 pd.DataFrame(summary["history"])
 
 # %%

@@ -74,15 +74,18 @@ def train_cell(cfg: CellConfig) -> dict:
     from .io import write_json
     from .methods import Context, get_method
     from .models import add_lora, count_parameters, load_model, merge_lora
-    from .training import TrainSettings, train
+    from .training import TrainSettings, make_accelerator, train
     from .vocab import load_tokenizer
 
-    device = _setup(cfg)
+    _setup(cfg)
+    settings = TrainSettings(**cfg.training)
+    accelerator = make_accelerator(settings)
+    device = accelerator.device
+    dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"  # frozen teachers only
     data = Path(cfg.data_dir)
     train_rows = load_examples(data / "train.jsonl")
     dev_rows = load_examples(data / "dev.jsonl")
     tokenizer = load_tokenizer(cfg.model)
-    settings = TrainSettings(**cfg.training)
     student = load_model(cfg.model)
     if settings.lora:
         student = add_lora(student, settings.lora)
@@ -90,14 +93,14 @@ def train_cell(cfg: CellConfig) -> dict:
     method = get_method(cfg.method)
     teacher = None
     if method.black_box:
-        train_rows = _teacher_targets(cfg, train_rows, settings, device)
+        train_rows = _teacher_targets(cfg, train_rows, settings, device, dtype, accelerator.is_main_process)
     elif method.needs_teacher:
         teacher_tok = load_tokenizer(cfg.teacher)
         if not method.cross_vocab and teacher_tok.get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
                              f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently; use a "
                              f"cross-vocabulary method (seqkd, uld, mined, dskd_cma) for this pair")
-        teacher = load_model(cfg.teacher).to(device).eval()
+        teacher = load_model(cfg.teacher, dtype).to(device).eval()
         teacher.requires_grad_(False)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
                   divergence=cfg.divergence or None, teacher=teacher,
@@ -106,15 +109,17 @@ def train_cell(cfg: CellConfig) -> dict:
     if teacher is not None and method.cross_vocab:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
-                    cfg.decode_settings(test=False), cfg.out_dir)
+                    cfg.decode_settings(test=False), cfg.out_dir, accelerator)
+    summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
+    if not accelerator.is_main_process:
+        return summary
     if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
         merge_lora(cfg.model, summary["checkpoint"], Path(cfg.out_dir) / "model", tokenizer)
-    summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
     write_json(Path(cfg.out_dir) / "train_summary.json", summary)
     return summary
 
 
-def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device: str) -> list[dict]:
+def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device, dtype: str, main: bool) -> list[dict]:
     """SeqKD: the teacher (with its own tokenizer) answers every training prompt, by sampling with the dev decoding
     settings and the training seed; the result is kept in ``out_dir/seqkd_train.jsonl``."""
     from .generation import teacher_targets
@@ -122,10 +127,12 @@ def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device: str) -
     from .models import load_model
     from .vocab import load_tokenizer
 
-    teacher = load_model(cfg.teacher).to(device)
+    teacher = load_model(cfg.teacher, dtype).to(device)
+    # Every process samples the same targets (same seed, same model); the main one keeps them.
     targets = teacher_targets(teacher, load_tokenizer(cfg.teacher), rows, settings.seed,
                               cfg.decode_settings(test=False))
-    write_jsonl(Path(cfg.out_dir) / "seqkd_train.jsonl", targets)
+    if main:
+        write_jsonl(Path(cfg.out_dir) / "seqkd_train.jsonl", targets)
     return targets
 
 
@@ -135,18 +142,23 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     Writes generations to ``out_dir/generations/`` and the scores to ``out_dir/scores.json`` (written last: its
     presence marks a finished cell). Returns the scores.
     """
+    import torch
+
     from .data import load_examples
     from .generation import evaluate_set
     from .io import read_json, write_json
     from .metrics import mean_std
     from .models import load_model
+    from .training import TrainSettings
     from .vocab import load_tokenizer
 
-    device = _setup(cfg)
+    _setup(cfg)
+    on_gpu = torch.cuda.is_available()
+    dtype = "bfloat16" if TrainSettings(**cfg.training).mixed_precision(on_gpu) == "bf16" else "float32"
     out = Path(cfg.out_dir)
     checkpoint = out / "model"
     tokenizer = load_tokenizer(checkpoint)
-    model = load_model(checkpoint).to(device)
+    model = load_model(checkpoint, dtype).to("cuda" if on_gpu else "cpu")
     decode = cfg.decode_settings(test=True)
     results = {}
     for name in cfg.test_sets:
@@ -165,3 +177,57 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     write_json(out / "scores.json", scores)
     return scores
 
+
+
+def run_training(cfg: CellConfig) -> dict:
+    """``train_cell`` in this process, or, when ``training.processes`` > 1, in that many data-parallel processes
+    (``accelerate launch --multi_gpu`` on a GPU machine, ``torchrun`` on a CPU; ``accelerate.Accelerator`` sets up
+    the process group from either). The cell's settings travel in ``out_dir/cell_config.json``. Returns the
+    training summary."""
+    import subprocess
+    import sys
+
+    from .io import read_json, write_json
+    from .training import TrainSettings
+
+    settings = TrainSettings(**cfg.training)
+    processes = settings.processes
+    if processes == 1:
+        return train_cell(cfg)
+    config_file = Path(cfg.out_dir) / "cell_config.json"
+    write_json(config_file, asdict(cfg))
+    if _has_gpu():
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision",
+                   settings.mixed_precision(True)]
+    else:  # accelerate launches several CPU processes only through MPI; torchrun's environment serves Accelerator
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command += ["-m", "repro.cells", "train", str(config_file)]
+    subprocess.run(command, check=True)
+    return read_json(Path(cfg.out_dir) / "train_summary.json")
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m repro.cells {train,evaluate} CELL_CONFIG_JSON``: one step of a cell, as the launcher runs it."""
+    import argparse
+
+    from .io import read_json
+
+    parser = argparse.ArgumentParser(prog="python -m repro.cells", description=main.__doc__)
+    parser.add_argument("step", choices=["train", "evaluate"])
+    parser.add_argument("cell_config", help="JSON file with the fields of repro.cells.CellConfig")
+    args = parser.parse_args(argv)
+    values = read_json(args.cell_config)
+    values["test_sets"] = tuple(values.get("test_sets", TEST_SETS))
+    cfg = CellConfig(**values)
+    (train_cell if args.step == "train" else evaluate_cell)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -105,9 +105,14 @@ def _check_references(config: dict) -> list[str]:
         problems.append(f"config key 'divergences': methods {sorted(used & set(DIVERGENCE_METHODS))} need at "
                         f"least one divergence")
     training = config["training"]
-    if training["batch_size"] % training["micro_batch_size"]:
-        problems.append(f"config key 'training.micro_batch_size': must divide training.batch_size "
-                        f"({training['batch_size']}), got {training['micro_batch_size']}")
+    for name, pair in config["pairs"].items():
+        for role in ("teacher", "student"):
+            merged = {**training, **pair[f"{role}_training"]}
+            share = merged["micro_batch_size"] * merged.get("processes", 1)
+            if merged["batch_size"] % share:
+                problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "
+                                f"({merged['micro_batch_size']} x {merged.get('processes', 1)}) must divide "
+                                f"training.batch_size ({merged['batch_size']})")
     return problems
 
 

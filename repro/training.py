@@ -43,14 +43,28 @@ class TrainSettings:
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
     lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
+    precision: str = "auto"  # bf16 autocast ("bf16"), none ("fp32"), or "auto": bf16 on a GPU, fp32 on a CPU
+    processes: int = 1  # data-parallel processes of the job (GPUs); the global batch is split among them
 
     def __post_init__(self):
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
-                             f"micro_batch_size={self.micro_batch_size}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.batch_size % (self.micro_batch_size * self.processes):
+            raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size x processes = "
+                             f"{self.micro_batch_size} x {self.processes}")
         if self.epochs < 1 or self.lr <= 0 or self.projector_lr <= 0:
             raise ValueError(f"need epochs >= 1 and positive learning rates, got epochs={self.epochs}, "
                              f"lr={self.lr}, projector_lr={self.projector_lr}")
+
+    @property
+    def gradient_accumulation(self) -> int:
+        """Micro batches per process and optimiser step: global batch / (micro batch x processes)."""
+        return self.batch_size // (self.micro_batch_size * self.processes)
+
+    def mixed_precision(self, on_gpu: bool) -> str:
+        """The accelerate ``mixed_precision`` value: ``bf16`` or ``no`` (fp16 is not offered: it gives infinite
+        DSKD losses, PAPER.md section 3)."""
+        return "bf16" if self.precision == "bf16" or (self.precision == "auto" and on_gpu) else "no"
 
     def divergence_options(self) -> dict:
         """Per-divergence keyword options: the skew weight of skl/srkl and AKL's head/tail threshold."""
@@ -79,8 +93,22 @@ def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
     return groups
 
 
+def make_accelerator(settings: TrainSettings):
+    """The ``accelerate.Accelerator`` of a training job: device and process group (set up from the environment that
+    ``accelerate launch`` or ``torchrun`` gives; one process otherwise) and bf16 autocast where asked for."""
+    from accelerate import Accelerator
+
+    on_gpu = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision(on_gpu), cpu=not on_gpu)
+    if accelerator.num_processes != settings.processes:
+        raise ValueError(f"training.processes is {settings.processes} but this job runs as "
+                         f"{accelerator.num_processes} processes; launch it with --num_processes {settings.processes}")
+    return accelerator
+
+
 def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
-          settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike) -> dict:
+          settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike,
+          accelerator=None) -> dict:
     """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model`` (for a
     peft LoRA model: its adapter, in ``out_dir/adapter``; ``repro.models.merge_lora`` makes the full model).
 
@@ -92,8 +120,15 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     training state (student, projectors, optimiser, step, position in the epoch's data order, random states, best
     checkpoint, logs) is saved to ``out_dir/resume/state.pt``; a call that finds that file continues from it, so an
     interrupted run ends with the same weights as an uninterrupted one. The file is removed when training ends.
+
+    Data parallel (``settings.processes`` > 1, launched by ``accelerate launch``): every process takes its share of
+    each global batch, gradients are summed across processes before clipping, so every process takes the same
+    step as one process with the whole batch would; the main process alone evaluates on the dev set and writes
+    files. The model must already sit on ``accelerator.device``.
     """
     out_dir = Path(out_dir)
+    accelerator = accelerator or make_accelerator(settings)
+    n_procs, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     torch.manual_seed(settings.seed)
     teacher_tokenizer = ctx.teacher_tokenizer if method.cross_vocab else None
     encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
@@ -116,6 +151,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     best_dir = out_dir / ("adapter" if hasattr(student, "peft_config") else "model")
 
     def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
+        if not main:
+            return
         state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
                  "modules": ctx.modules.state_dict() if ctx.modules is not None else None,
                  "step": step, "epoch": epoch, "next_i": next_i, "order": order, "order_rng": order_rng.get_state(),
@@ -160,13 +197,17 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
             sums: dict[str, float] = {}
-            for k in range(0, len(batch_items), settings.micro_batch_size):
-                batch = collate(batch_items[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)
+            local = batch_items[rank::n_procs]  # this process's share of the global batch
+            for k in range(0, len(local), settings.micro_batch_size):
+                batch = collate(local[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)
                 batch = {name: t.to(student.device) for name, t in batch.items()}
-                terms = method.loss(student, batch, ctx)
+                with accelerator.autocast():
+                    terms = method.loss(student, batch, ctx)
                 (terms["loss"] / n_tokens).backward()
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
+            if n_procs > 1:
+                sums = _sum_across_processes(accelerator, trained, sums)
             if not all(math.isfinite(v) for v in sums.values()):  # stop before a NaN reaches the weights
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step + 1}: {sums}")
             grad_norm = torch.nn.utils.clip_grad_norm_(trained, settings.clip)
@@ -179,24 +220,58 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and i + 1 < steps_per_epoch:
                 save_state(epoch, i + 1, order)
         start_i, order = 0, None
-        dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
-        record = {"epoch": epoch, "dev_rougeL": dev["mean"], "train_loss": log[-1]["loss"],
+        dev_score = None
+        if main:
+            with accelerator.autocast():
+                dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
+            dev_score = dev["mean"]
+        if n_procs > 1:
+            from accelerate.utils import broadcast_object_list
+
+            dev_score = broadcast_object_list([dev_score])[0]
+        record = {"epoch": epoch, "dev_rougeL": dev_score, "train_loss": log[-1]["loss"],
                   "elapsed_s": time.perf_counter() - started}
         history.append(record)
         log.append({"event": "epoch_end", **record})
-        if dev["mean"] > best["dev_rougeL"]:
-            best = {"epoch": epoch, "dev_rougeL": dev["mean"]}
-            with atomic_path(best_dir) as tmp:
-                student.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-        write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
+        if dev_score > best["dev_rougeL"]:
+            best = {"epoch": epoch, "dev_rougeL": dev_score}
+            if main:
+                with atomic_path(best_dir) as tmp:
+                    student.save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
+        if main:
+            write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
         save_state(epoch + 1, 0, None)
-    state_path.unlink(missing_ok=True)
-    if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
-        state_path.parent.rmdir()
+        accelerator.wait_for_everyone()
+    if main:
+        state_path.unlink(missing_ok=True)
+        if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
+            state_path.parent.rmdir()
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
             "steps": step, "train_seconds": time.perf_counter() - started, "checkpoint": str(best_dir),
             "trainable_parameters": sum(p.numel() for p in trained),
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
-                         "gradient_accumulation": settings.batch_size // settings.micro_batch_size,
-                         "processes": 1}}
+                         "gradient_accumulation": settings.gradient_accumulation, "processes": n_procs,
+                         "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}}
+
+
+def _sum_across_processes(accelerator, params, sums: dict[str, float]) -> dict[str, float]:
+    """Sum every trained parameter's gradient (a missing one counts as zero) and the logged loss terms over all
+    processes, in place for the gradients; return the summed terms."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+    gathered: list = [None] * accelerator.num_processes
+    dist.all_gather_object(gathered, sorted(sums))  # a process whose share of a short last batch is empty has none
+    names = sorted(set().union(*gathered))
+    values = torch.tensor([sums.get(n, 0.0) for n in names], dtype=torch.float64, device=flat.device)
+    dist.all_reduce(values)
+    return dict(zip(names, values.tolist()))

@@ -27,7 +27,10 @@ def test_default_config_is_valid(config):
      "config key 'models.gpt2_student.tokenizer': 'nope' is not a key of 'tokenizers'"),
     (lambda c: c["models"]["gpt2_student"].update(layer=3), "config key 'models.gpt2_student.layer' is unknown"),
     (lambda c: c["models"]["gpt2_student"].update(hidden=-1), "config key 'models.gpt2_student.hidden'"),
-    (lambda c: c["training"].update(micro_batch_size=5), "config key 'training.micro_batch_size': must divide"),
+    (lambda c: c["training"].update(micro_batch_size=5),
+     "'pairs.gpt2.teacher_training': micro_batch_size x processes (5 x 1) must divide training.batch_size (32)"),
+    (lambda c: c["pairs"]["gpt2"]["student_training"].update(processes=3),
+     "'pairs.gpt2.student_training': micro_batch_size x processes (32 x 3)"),
     (lambda c: c["models"]["gpt2_student"].update(tokenizer="llama"),
      "config key 'methods': ['dskd', 'kd'] need a shared vocabulary, but pair 'gpt2' has tokenizers 'gpt2' and "
      "'llama'"),

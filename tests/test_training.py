@@ -45,7 +45,8 @@ def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
     summary = train(model, tok, small_splits["train"][:64], small_splits["dev"][:6], get_method("sft"),
                     Context(n_vocab=len(tok)), settings, decode, tmp_path)
     assert summary["steps"] == 2 * math.ceil(64 / 16)
-    assert summary["batching"] == {"global_batch": 16, "micro_batch": 8, "gradient_accumulation": 2, "processes": 1}
+    assert summary["batching"] == {"global_batch": 16, "micro_batch": 8, "gradient_accumulation": 2, "processes": 1,
+                                   "mixed_precision": "no", "device": "cpu"}
     assert len(summary["history"]) == 2
     best = max(summary["history"], key=lambda h: h["dev_rougeL"])
     assert summary["best_epoch"] == best["epoch"]

@@ -1,0 +1,56 @@
+"""Data-parallel training through accelerate: two CPU processes take the same steps as one process with the
+whole global batch."""
+import dataclasses
+
+import pytest
+import torch
+
+from repro.cells import CellConfig, run_training
+from repro.io import read_json, read_jsonl
+from repro.models import init_model, load_model
+from repro.synthetic import write_splits
+from repro.training import TrainSettings
+from repro.vocab import load_tokenizer
+
+
+def test_settings_split_the_global_batch_among_processes():
+    s = TrainSettings(lr=1e-3, epochs=1, batch_size=32, micro_batch_size=4, processes=2)
+    assert s.gradient_accumulation == 4
+    with pytest.raises(ValueError, match="micro_batch_size x processes"):
+        TrainSettings(lr=1e-3, epochs=1, batch_size=32, micro_batch_size=8, processes=3)
+    with pytest.raises(ValueError, match="precision"):
+        TrainSettings(lr=1e-3, epochs=1, precision="fp16")
+    assert s.mixed_precision(on_gpu=True) == "bf16" and s.mixed_precision(on_gpu=False) == "no"
+    assert dataclasses.replace(s, precision="fp32").mixed_precision(on_gpu=True) == "no"
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(tmp_path, trained_tokenizers, small_splits):
+    splits = {"train": small_splits["train"][:40], "dev": small_splits["dev"][:3],
+              **{k: v[:2] for k, v in small_splits.items() if k not in ("train", "dev")}}
+    write_splits(splits, tmp_path / "data")
+    tok = load_tokenizer(trained_tokenizers["gpt2"])
+    for name, width in (("teacher", 48), ("student", 32)):
+        init_model({"arch": "gpt2", "layers": 1, "hidden": width, "heads": 2, "max_positions": 256,
+                    "dropout": 0.0}, tok, tmp_path / name, seed=1)
+
+    def cell(name, processes):
+        # 40 examples in global batches of 16: the last batch (8) splits 4/4, micro batches of 4.
+        training = {"lr": 5e-3, "epochs": 1, "batch_size": 16, "micro_batch_size": 4, "max_length": 256,
+                    "max_prompt_length": 128, "dev_seeds": [10], "processes": processes}
+        return CellConfig(cell_id=f"p/{name}", pair="p", method="dskd", role="student", divergence="kl",
+                          model=str(tmp_path / "student"), teacher=str(tmp_path / "teacher"),
+                          data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / name), training=training,
+                          evaluation={"seeds": [10], "max_new_tokens": 4, "batch_size": 4})
+
+    one = run_training(cell("one", 1))
+    two = run_training(cell("two", 2))
+    assert two["batching"]["processes"] == 2 and two["batching"]["gradient_accumulation"] == 2
+    assert one["batching"]["gradient_accumulation"] == 4 and one["steps"] == two["steps"] == 3
+    logs = [[r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "step" in r] for name in ("one", "two")]
+    for a, b in zip(*logs):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["kd"] == pytest.approx(a["kd"], rel=1e-5)
+    weights = [load_model(tmp_path / name / "model").state_dict() for name in ("one", "two")]
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, atol=2e-5, rtol=1e-4)
+    assert read_json(tmp_path / "two" / "train_summary.json")["config"]["training"]["processes"] == 2
