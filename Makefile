@@ -34,7 +34,7 @@ dry-run: $(STAMP)
 	$(BIN)/snakemake -n
 
 lint: $(STAMP)
-	$(BIN)/ruff check repro tests notebooks
+	$(BIN)/ruff check repro tests notebooks scripts
 	$(BIN)/snakemake --lint
 
 clean:

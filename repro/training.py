@@ -45,6 +45,7 @@ class TrainSettings:
     lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
     precision: str = "auto"  # bf16 autocast ("bf16"), none ("fp32"), or "auto": bf16 on a GPU, fp32 on a CPU
     processes: int = 1  # data-parallel processes of the job (GPUs); the global batch is split among them
+    shard_optimizer: bool = False  # ZeRO stage 1 with several processes: AdamW state split across processes
 
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -137,7 +138,12 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     method.prepare(encoded, tokenizer, ctx)
     ctx.modules = method.build(student, ctx.teacher)
     groups = param_groups(student, ctx.modules, settings)
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+    if settings.shard_optimizer and n_procs > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=settings.lr)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=settings.lr)
     trained = [p for group in groups for p in group["params"]]
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
@@ -151,6 +157,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     best_dir = out_dir / ("adapter" if hasattr(student, "peft_config") else "model")
 
     def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
+        if hasattr(optimizer, "consolidate_state_dict"):  # sharded: every process sends its part to the main one
+            optimizer.consolidate_state_dict(to=0)
         if not main:
             return
         state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),

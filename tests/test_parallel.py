@@ -34,10 +34,10 @@ def test_two_processes_train_like_one(tmp_path, trained_tokenizers, small_splits
         init_model({"arch": "gpt2", "layers": 1, "hidden": width, "heads": 2, "max_positions": 256,
                     "dropout": 0.0}, tok, tmp_path / name, seed=1)
 
-    def cell(name, processes):
+    def cell(name, processes, **extra):
         # 40 examples in global batches of 16: the last batch (8) splits 4/4, micro batches of 4.
         training = {"lr": 5e-3, "epochs": 1, "batch_size": 16, "micro_batch_size": 4, "max_length": 256,
-                    "max_prompt_length": 128, "dev_seeds": [10], "processes": processes}
+                    "max_prompt_length": 128, "dev_seeds": [10], "processes": processes, **extra}
         return CellConfig(cell_id=f"p/{name}", pair="p", method="dskd", role="student", divergence="kl",
                           model=str(tmp_path / "student"), teacher=str(tmp_path / "teacher"),
                           data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / name), training=training,
@@ -45,12 +45,18 @@ def test_two_processes_train_like_one(tmp_path, trained_tokenizers, small_splits
 
     one = run_training(cell("one", 1))
     two = run_training(cell("two", 2))
+    # ZeRO stage 1: the optimiser state is split, and gathered into the resume state every step.
+    zero = run_training(cell("zero", 2, shard_optimizer=True, checkpoint_every=1))
+    assert zero["steps"] == 3
     assert two["batching"]["processes"] == 2 and two["batching"]["gradient_accumulation"] == 2
     assert one["batching"]["gradient_accumulation"] == 4 and one["steps"] == two["steps"] == 3
-    logs = [[r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "step" in r] for name in ("one", "two")]
-    for a, b in zip(*logs):
+    logs = [[r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "step" in r]
+            for name in ("one", "two", "zero")]
+    for a, b, c in zip(*logs):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["kd"] == pytest.approx(a["kd"], rel=1e-5)
-    weights = [load_model(tmp_path / name / "model").state_dict() for name in ("one", "two")]
+        assert c["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    weights = [load_model(tmp_path / name / "model").state_dict() for name in ("one", "two", "zero")]
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(weights[2][key], value, atol=2e-5, rtol=1e-4)
     assert read_json(tmp_path / "two" / "train_summary.json")["config"]["training"]["processes"] == 2

@@ -6,6 +6,6 @@ from conftest import REPO
 
 
 def test_ruff_is_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "repro", "tests", "notebooks"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "repro", "tests", "notebooks", "scripts"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
