@@ -1,11 +1,16 @@
 # DSKD reproduction workflow: configuration -> data -> table cells -> tables.
-# Run through the README's command (make repro) or `snakemake -c2`; a different config with
-# `--configfile FILE --replace-workflow-config`. Machine settings live in profiles/.
+# Run through the README's command (make repro) or `snakemake -c2`; a different config with `--configfile FILE`
+# (used instead of config/config.yaml, never merged into it). Machine settings live in profiles/.
 from pathlib import Path
 
 from repro.config import validate_config
 
-configfile: Path(workflow.basedir) / "config" / "config.yaml"
+# The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
+# are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
 
 # Stop before any job runs if the config is wrong; the message names every bad key.
 validate_config(config)

@@ -17,6 +17,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 SAME_VOCAB_METHODS = ("kd", "dskd", "dskd_student_space")
 # Methods that run once per divergence of the config (a table row each).
 DIVERGENCE_METHODS = ("kd", "dskd", "dskd_student_space", "dskd_cma")
+# The rows of Table 3, the ablation: different spaces (vanilla KD), student space only, dual space.
+ABLATION_METHODS = ("kd", "dskd_student_space", "dskd")
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,14 @@ def _check_references(config: dict) -> list[str]:
     if used & set(DIVERGENCE_METHODS) and not config["divergences"]:
         problems.append(f"config key 'divergences': methods {sorted(used & set(DIVERGENCE_METHODS))} need at "
                         f"least one divergence")
+    for name in config.get("ablation", []):
+        if name not in config["pairs"]:
+            problems.append(f"config key 'ablation': {name!r} is not a key of 'pairs'")
+            continue
+        missing = [m for m in ABLATION_METHODS if m not in config["pairs"][name].get("methods", config["methods"])]
+        if missing:
+            problems.append(f"config key 'ablation': pair {name!r} lacks the Table 3 methods {missing} (it needs "
+                            f"{list(ABLATION_METHODS)} in its methods)")
     training = config["training"]
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):

@@ -3,20 +3,25 @@
 No torch import: the Snakefile calls this while building the DAG, which must stay instant.
 
 A cell is one table row of one pair: the teacher row (``{pair}/teacher``, SFT of the teacher), the student SFT row
-(``{pair}/sft``) and one row per KD method and divergence (``{pair}/kd-kl``, ...).
+(``{pair}/sft``) and one row per KD method and divergence (``{pair}/kd-kl``, ...). Tables 1 and 2 hold the cells of
+the pairs assigned to them (``pairs.<pair>.table``); Table 3, the ablation, re-uses the KD and DSKD cells of the
+pairs listed in ``ablation`` beside their ``dskd_student_space`` cells.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DIVERGENCE_METHODS
+from .config import ABLATION_METHODS, DIVERGENCE_METHODS
 
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
 TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
 METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD",
                  "dskd_student_space": "DSKD, student space only", "uld": "ULD", "mined": "MinED",
                  "dskd_cma": "DSKD-CMA"}
+# Table 3 (PAPER.md section 5): KD in different spaces (vanilla KD), in the student space only, in both spaces.
+ABLATION_TITLES = {"kd": "Different spaces (KD)", "dskd_student_space": "Student space only",
+                   "dskd": "Dual space (DSKD)"}
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
 
 
@@ -48,6 +53,11 @@ class Cell:
     @property
     def needs_teacher(self) -> bool:
         return self.role == "student" and self.method != "sft"
+
+    @property
+    def notebook(self) -> str:
+        """The notebook that trains this cell: ``sft`` (teacher and student SFT rows), ``distill`` (the rest)."""
+        return "sft" if self.method == "sft" else "distill"
 
 
 def cells(config: dict) -> list[Cell]:
@@ -118,23 +128,68 @@ def teacher_cell(cell: Cell) -> Cell:
     return Cell(cell.pair, "sft", role="teacher")
 
 
+def train_summary_file(config: dict, cell: Cell) -> Path:
+    """Written when a cell's training has finished (its best checkpoint is in place)."""
+    return run_dir(config, cell) / "train_summary.json"
+
+
+def separate_evaluation(config: dict) -> bool:
+    """Whether evaluation runs as its own job per cell (``evaluation.separate_jobs``; the paper configuration) or
+    inside the training job (the miniature: one notebook kernel per cell)."""
+    return bool(config["evaluation"].get("separate_jobs", False))
+
+
 def tables(config: dict) -> list[int]:
-    return sorted({pair["table"] for pair in config["pairs"].values()})
+    """The paper tables this config fills: 1 and/or 2 from the pairs, 3 when ``ablation`` names pairs."""
+    numbers = {pair["table"] for pair in config["pairs"].values()}
+    return sorted(numbers | ({3} if config.get("ablation") else set()))
+
+
+def table_cells(config: dict, table: int) -> list[Cell]:
+    """The rows of ``table``, in order. Tables 1-2: every cell of their pairs except the student-space ablation;
+    Table 3: per ablation pair and divergence, the KD, student-space-only and DSKD cells."""
+    if table == 3:
+        return [Cell(pair, method, divergence=d) for pair in config.get("ablation", [])
+                for d in config["divergences"] for method in ABLATION_METHODS]
+    return [c for c in cells(config) if config["pairs"][c.pair]["table"] == table
+            and c.method != "dskd_student_space"]
+
+
+def row_title(cell: Cell, table: int) -> str:
+    if table == 3:
+        return f"{ABLATION_TITLES[cell.method]} ({DIVERGENCE_TITLES.get(cell.divergence, cell.divergence)})"
+    return cell.title
+
+
+def sft_cell(config: dict, pair: str) -> Cell | None:
+    """The student SFT cell that serves ``pair``: its own, or that of another pair with the same student model
+    and student training (the paper shows one SFT row per student)."""
+    spec = config["pairs"][pair]
+    for name, other in [(pair, spec)] + list(config["pairs"].items()):
+        if (other["student"] == spec["student"] and other["student_training"] == spec["student_training"]
+                and "sft" in other.get("methods", config["methods"])):
+            return Cell(name, "sft")
+    return None
 
 
 def table_files(config: dict) -> list[Path]:
     d = results_dir(config) / "tables"
-    return [d / f"table{n}.{ext}" for n in tables(config) for ext in ("md", "csv")]
+    return [d / f"table{n}.{ext}" for n in tables(config) for ext in ("md", "tex", "csv")]
+
+
+def cell_training(config: dict, cell: Cell) -> dict:
+    """The training settings of a cell: the global ``training`` section with its pair role's overrides."""
+    return {**config["training"], **config["pairs"][cell.pair][f"{cell.role}_training"]}
 
 
 def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
     """The papermill parameters of one cell's notebook (plain YAML-able values; no secrets)."""
     pair = config["pairs"][cell.pair]
     model_key = pair[cell.role]
-    training = dict(config["training"])
-    training.update(pair[f"{cell.role}_training"])
+    training = cell_training(config, cell)
     evaluation = dict(config["evaluation"])
     training["dev_seeds"] = evaluation.pop("dev_seeds")
+    evaluation.pop("separate_jobs", None)
     return {
         "cell_id": cell.id,
         "pair": cell.pair,

@@ -260,7 +260,9 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             "trainable_parameters": sum(p.numel() for p in trained),
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
                          "gradient_accumulation": settings.gradient_accumulation, "processes": n_procs,
-                         "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}}
+                         "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)},
+            "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+                                    if accelerator.device.type == "cuda" else None)}
 
 
 def _sum_across_processes(accelerator, params, sums: dict[str, float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ TABLES = [str(p) for p in grid.table_files(config)]
 TOKENIZER_FILES = [str(grid.tokenizer_dir(config, name) / "tokenizer.json") for name in config["tokenizers"]]
 BASE_MODEL_FILES = [str(grid.base_model_dir(config, name) / "config.json") for name in grid.built_models(config)]
 CELL_NAMES = "|".join(sorted({c.name for c in CELLS}))
+SEPARATE_EVALUATION = grid.separate_evaluation(config)
 PAIR_NAMES = "|".join(sorted(config["pairs"]))
 
 
@@ -70,18 +71,42 @@ def export_html(notebook, target):
     write_text(target, body)
 
 
-def cell_params(wildcards, threads):
-    """The notebook parameters of cell {pair}/{cell}."""
-    return grid.cell_params(config, grid.find_cell(config, wildcards.pair, wildcards.cell), threads)
+def cell_of(wildcards):
+    return grid.find_cell(config, wildcards.pair, wildcards.cell)
+
+
+def cell_params(wildcards, threads, evaluate):
+    """The notebook parameters of cell {pair}/{cell}; `evaluate`: also evaluate in the training notebook."""
+    return {**grid.cell_params(config, cell_of(wildcards), threads), "evaluate": evaluate}
+
+
+def cell_notebook(wildcards):
+    """The notebook that trains the cell: sft (teacher and student SFT rows) or distill."""
+    return cell_of(wildcards).notebook
+
+
+def cell_gpus(wildcards):
+    """GPUs a training job holds (its data-parallel processes); declared so that `--resources gpu=N` never
+    oversubscribes a machine's GPUs. CPU runs set no limit."""
+    return grid.cell_training(config, cell_of(wildcards)).get("processes", 1)
+
+
+def cell_runtime(wildcards, step):
+    """Minutes to request for a job on a cluster: the paper-scale estimate of `python -m repro.estimate`, with
+    margin (ignored by local runs)."""
+    from repro.estimate import job_minutes
+
+    return job_minutes(config, cell_of(wildcards), step)
 
 
 def cell_inputs(wildcards):
-    """Inputs of one cell job: data, the base model it trains (when built here), the teacher it distils from."""
-    cell = grid.find_cell(config, wildcards.pair, wildcards.cell)
-    inputs = {"notebook": source_notebook("run_cell"), "data": DATA_FILES}
+    """Inputs of one cell job: its notebook, the data, the base model it trains (when built here), and the trained
+    teacher it distils from."""
+    cell = cell_of(wildcards)
+    inputs = {"notebook": source_notebook(cell.notebook), "data": DATA_FILES}
     model = config["pairs"][cell.pair][cell.role]
     if model in grid.built_models(config):
         inputs["model"] = str(grid.base_model_dir(config, model) / "config.json")
     if cell.needs_teacher:
-        inputs["teacher"] = str(grid.scores_file(config, grid.teacher_cell(cell)))
+        inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_cell(cell)))
     return inputs

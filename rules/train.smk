@@ -1,16 +1,70 @@
-# One job per table cell: train the row's model, keep the best dev checkpoint, evaluate it on the five test sets.
+# One job per table cell: train the row's model (sft or distill notebook) and keep the best dev checkpoint, then
+# evaluate it on the five test sets: in the same job (the miniature: one notebook kernel per cell) or, with
+# evaluation.separate_jobs (the paper configuration), in an evaluate job of its own.
 
+if SEPARATE_EVALUATION:
 
-rule run_cell:
-    """Train and evaluate one table cell ({pair}/{cell}, e.g. gpt2/kd-kl) through notebooks/run_cell.py."""
-    input:
-        unpack(cell_inputs),
-    output:
-        scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
-        notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/run_cell.ipynb",
-        html=f"{RESULTS}/runs/{{pair}}/{{cell}}/run_cell.html",
-    log:
-        f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}.log",
-    threads: 1
-    run:
-        render_notebook("run_cell", cell_params(wildcards, threads), output.notebook, log[0])
+    rule train_cell:
+        """Train one table cell ({pair}/{cell}, e.g. gpt2/kd-kl) through notebooks/sft.py or distill.py."""
+        input:
+            unpack(cell_inputs),
+        output:
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.html",
+        log:
+            f"{RESULTS}/logs/train_cell/{{pair}}/{{cell}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train_cell/{{pair}}/{{cell}}.tsv"
+        threads: 1
+        resources:
+            gpu=cell_gpus,
+            runtime=lambda wildcards: cell_runtime(wildcards, "train"),
+        run:
+            render_notebook(cell_notebook(wildcards), cell_params(wildcards, threads, evaluate=False),
+                            output.notebook, log[0])
+
+    rule evaluate_cell:
+        """Evaluate the best checkpoint of one table cell on the five test sets through notebooks/evaluate.py."""
+        input:
+            notebook=source_notebook("evaluate"),
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
+        output:
+            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/evaluate.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/evaluate.html",
+        log:
+            f"{RESULTS}/logs/evaluate_cell/{{pair}}/{{cell}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/evaluate_cell/{{pair}}/{{cell}}.tsv"
+        threads: 1
+        resources:
+            gpu=1,
+            runtime=lambda wildcards: cell_runtime(wildcards, "evaluate"),
+        run:
+            params = cell_params(wildcards, threads)
+            params.pop("evaluate")
+            render_notebook("evaluate", params, output.notebook, log[0])
+
+else:
+
+    rule run_cell:
+        """Train one table cell ({pair}/{cell}) through notebooks/sft.py or distill.py and evaluate it there."""
+        input:
+            unpack(cell_inputs),
+        output:
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
+            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.html",
+        log:
+            f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/run_cell/{{pair}}/{{cell}}.tsv"
+        threads: 1
+        resources:
+            gpu=cell_gpus,
+            runtime=lambda wildcards: cell_runtime(wildcards, "train") + cell_runtime(wildcards, "evaluate"),
+        run:
+            render_notebook(cell_notebook(wildcards), cell_params(wildcards, threads, evaluate=True),
+                            output.notebook, log[0])

@@ -46,39 +46,3 @@ def test_rouge_l():
 def test_mean_std():
     assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0}
     assert mean_std([5.0]) == {"mean": 5.0, "std": 0.0}
-
-
-def _fake_scores(cell_id, base):
-    sets = {t: {"mean": base + i, "std": 0.5, "per_seed": {"10": base + i}, "n": 3}
-            for i, t in enumerate(["dolly", "selfinst", "vicuna", "sni", "unni"])}
-    return {"cell": cell_id, "test_sets": sets, "avg": {"mean": base + 2, "std": 0.1}, "best_dev_rougeL": base}
-
-
-def test_tables_from_scores(tmp_path):
-    from conftest import REPO
-    from repro import grid, tables
-    from repro.config import load_config
-
-    config = load_config(REPO / "config" / "config.yaml")
-    config["results_dir"] = str(tmp_path)
-    cells = grid.cells(config)
-    with pytest.raises(FileNotFoundError, match="cell gpt2/teacher has no scores yet"):
-        tables.write_tables(config)
-    for k, cell in enumerate(cells):
-        best_dev = {"best_dev_rougeL": 99.0} if cell.role == "teacher" else {}
-        write_json(grid.scores_file(config, cell), _fake_scores(cell.id, 10.0 * (k + 1)) | best_dev)
-    paths = tables.write_tables(config)
-    assert [p.name for p in paths] == ["table1.md", "table1.csv"]
-    md = paths[0].read_text().splitlines()
-    assert md[2] == "| Pair | Method | Dolly | SelfInst | VicunaEval | S-NI | UnNI | Avg |"
-    assert md[4] == "| gpt2_teacher -> gpt2_student | Teacher (SFT) | 10.00 | 11.00 | 12.00 | 13.00 | 14.00 | 12.00 |"
-    assert md[6].startswith("| gpt2_teacher -> gpt2_student | KD (KL) | 30.00")
-    csv_lines = paths[1].read_text().splitlines()
-    assert csv_lines[0].startswith("pair,teacher,student,row,cell,dolly,dolly_std")
-    assert len(csv_lines) == 1 + len(cells)
-    assert "WARNING" not in paths[0].read_text()
-    # the teacher quality gate: a teacher below the student SFT on dev is flagged loudly
-    write_json(grid.scores_file(config, cells[0]), _fake_scores(cells[0].id, 100.0) | {"best_dev_rougeL": 5.0})
-    tables.write_tables(config)
-    assert "WARNING: the teacher of pair 'gpt2' (gpt2_teacher) does not beat the student SFT baseline on the dev " \
-           "set: dev Rouge-L 5.00 <= 20.00" in paths[0].read_text()

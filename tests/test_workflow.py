@@ -28,14 +28,47 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 4), ("config/micro.yaml", 11)])
+@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 54), ("config/micro.yaml", 11)])
 def test_dry_run_job_counts(tmp_path, configfile, cells):
     result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    assert counts == {"convert_notebook": 3, "prepare_data": 1, "run_cell": cells, "make_tables": 1, "all": 1,
-                      "total": cells + 6}
+    assert counts == {"convert_notebook": 4, "prepare_data": 1, "run_cell": cells, "make_tables": 1, "all": 1,
+                      "total": cells + 7}
+
+
+def test_paper_configuration_lists_every_cell_offline(tmp_path):
+    """The paper grid: Tables 1-3 as 54 training and 54 evaluation jobs, built without the hub."""
+    from repro import grid
+    from repro.config import load_config
+
+    result = _run(["-n", "--configfile", str(REPO / "config" / "paper.yaml"), "--replace-workflow-config",
+                   "--directory", str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert _job_counts(output) == {"convert_notebook": 5, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
+                                   "make_tables": 1, "all": 1, "total": 116}
+    config = load_config(REPO / "config" / "paper.yaml")
+    for table in (1, 2, 3):
+        for cell in grid.table_cells(config, table):
+            assert f"pair={cell.pair}, cell={cell.name}" in output
+    assert "results-paper/tables/table3.tex" in output
+
+
+def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
+    result = _run(["-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
+                   str(REPO / "config" / "paper.yaml"), "--replace-workflow-config", "--directory", str(tmp_path)],
+                  REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    jobs = (result.stdout + result.stderr).split("\nrule ")
+    teacher = next(j for j in jobs if j.startswith("train_cell") and "pair=llama, cell=teacher" in j)
+    assert "slurm_partition=gpu" in teacher and "gpu=1" in teacher and "gpu_model=a100" in teacher
+    runtime = int(re.search(r"runtime=(\d+)", teacher).group(1))
+    student = next(j for j in jobs if j.startswith("train_cell") and "pair=gpt2, cell=kd-kl" in j)
+    assert runtime > int(re.search(r"runtime=(\d+)", student).group(1)) >= 10
+    tables = next(j for j in jobs if j.startswith("make_tables"))
+    assert "slurm_partition=cpu" in tables and "gpu=" not in tables
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -61,14 +94,19 @@ def test_micro_run_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = tmp_path / "results"
     table = (results / "tables" / "table1.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| gpt2_teacher")]
-    assert [r.split("|")[2].strip() for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)",
-                                                       "DSKD, student space only (KL)"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| gpt2_teacher")]
+    assert [r[1] for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)"]
     for row in rows:
-        assert len(row.split("|")) == 10  # pair, method, five test sets, Avg
+        assert len(row) == 11  # pair, method, five test sets, Avg, paper Avg, difference from KD, p-value
+    assert re.fullmatch(r"[+-]\d+\.\d\d", rows[-1][9]) and re.fullmatch(r"<?[01]\.\d+", rows[-1][10])
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
-    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED",
-                                                        "DSKD-CMA (KL)"]
+    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED", "DSKD-CMA (KL)"]
+    table3 = (results / "tables" / "table3.md").read_text()
+    assert [line.split("|")[2].strip() for line in table3.splitlines() if line.startswith("| gpt2_teacher")] == [
+        "Different spaces (KD) (KL)", "Student space only (KL)", "Dual space (DSKD) (KL)"]
+    for ext in ("tex", "csv"):
+        assert (results / "tables" / f"table1.{ext}").exists() and (results / "tables" / f"table3.{ext}").exists()
     cells = [("gpt2", c) for c in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl")]
     cells += [("qwen_gpt2", c) for c in ("teacher", "seqkd", "uld", "mined", "dskd_cma-kl")]
     for pair, cell in cells:
@@ -77,10 +115,12 @@ def test_micro_run_end_to_end(tmp_path):
         assert set(scores["test_sets"]) == {"dolly", "selfinst", "vicuna", "sni", "unni"}
         assert (run / "model" / "config.json").exists()
         assert (run / "generations" / "unni_seed10.jsonl").exists()
-        notebook = json.loads((run / "run_cell.ipynb").read_text())
+        notebook = json.loads((run / "train.ipynb").read_text())
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
-        html = (run / "run_cell.html").read_text()
+        html = (run / "train.html").read_text()
         assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
+        bench = (results / "benchmarks" / "run_cell" / pair / f"{cell}.tsv").read_text().splitlines()
+        assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and float(bench[1].split("\t")[0]) > 0
     def steps(cell, pair="gpt2"):
         lines = (results / "runs" / pair / cell / "train_log.jsonl").read_text().splitlines()
         return [r for r in map(json.loads, lines) if "step" in r]
@@ -102,6 +142,11 @@ def test_micro_run_end_to_end(tmp_path):
         if path.is_file() and path.suffix in {".ipynb", ".yaml", ".json", ".jsonl", ".log", ".md", ".csv"}:
             assert secret not in path.read_text(errors="ignore"), path
     # a second run has nothing to do
-    again = _run(["--cores", "2", "-n", "--configfile", str(REPO / "config" / "micro.yaml"),
-                  "--replace-workflow-config", "--directory", str(tmp_path)], REPO)
+    micro = ["--configfile", str(REPO / "config" / "micro.yaml"), "--replace-workflow-config",
+             "--directory", str(tmp_path)]
+    again = _run(["--cores", "2", "-n"] + micro, REPO)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # an unfinished cell (here: its scores removed) is redone, with the tables, and nothing else
+    (results / "runs" / "gpt2" / "kd-kl" / "scores.json").unlink()
+    redo = _run(["--cores", "2", "-n"] + micro, REPO)
+    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "all": 1, "total": 3}

@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Evaluation of one table cell on the five test sets
+#
+# The best checkpoint of a table cell (PAPER.md section 4) samples on Dolly, SelfInst, VicunaEval, S-NI and UnNI
+# with every evaluation seed (temperature 1.0, top_p 1.0, top_k 0, no_repeat_ngram_size 6, left-padded prompts);
+# each prediction is scored with Rouge-L against its references (max over references), averaged over examples,
+# then over seeds. Used as a job of its own when `evaluation.separate_jobs` is on (the paper configuration).
+
+# %% tags=["parameters"]
+cell_id: str = "gpt2/kd-kl"  # table cell id, {pair}/{row}
+pair: str = "gpt2"  # teacher/student pair key of the config
+method: str = "kd"  # method key of the row
+role: str = "student"  # "teacher" or "student"
+divergence: str = "kl"  # divergence key, "" when none
+model: str = "results/models/base/gpt2_student"  # the base model the cell trained (recorded only)
+teacher: str = "results/runs/gpt2/teacher/model"  # the teacher the cell distilled from (recorded only)
+data_dir: str = "results/data"  # folder with test/<set>.jsonl
+out_dir: str = "results/runs/gpt2/kd-kl"  # the cell's folder: model/ is evaluated, scores.json written
+training: dict = {"lr": 2e-3, "epochs": 5, "dev_seeds": [10]}  # the cell's training settings (precision is used)
+evaluation: dict = {"seeds": [10, 20, 30], "max_new_tokens": 64, "batch_size": 50}  # decoding settings
+threads: int = 1  # torch threads of this job
+
+# %%
+import pandas as pd
+
+from repro.cells import CellConfig, evaluate_cell
+
+cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
+                 teacher=teacher, data_dir=data_dir, out_dir=out_dir, training=training, evaluation=evaluation,
+                 threads=threads)
+cfg
+
+# %%
+scores = evaluate_cell(cfg)
+table = pd.DataFrame({name: {"mean": r["mean"], "std": r["std"], "examples": r["n"]}
+                      for name, r in scores["test_sets"].items()}).T
+table.loc["Avg"] = [scores["avg"]["mean"], scores["avg"]["std"], table["examples"].sum()]
+table.round(2)
+
+# %% [markdown]
+# Rouge-L per seed (rows: test sets).
+
+# %%
+pd.DataFrame({name: r["per_seed"] for name, r in scores["test_sets"].items()}).T.round(2)

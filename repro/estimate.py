@@ -1,0 +1,127 @@
+"""Estimated GPU time of every job of a configuration, before anything runs (no torch import: the Snakefile uses
+this for the cluster runtime it requests).
+
+    python -m repro.estimate config/paper.yaml [--peak-tflops 312 --train-mfu 0.35 --generate-mfu 0.10]
+
+The estimate is a FLOP count divided by a sustained rate: training costs 6 N FLOPs per token for a fully trained
+model of N parameters (4 N with LoRA: no weight gradients for the frozen base), a frozen teacher 2 N per token; the
+dev evaluation after every epoch and the test evaluation cost 2 N per prompt and generated token, at a lower
+utilisation (sampling is memory-bound). Defaults: an A100's 312 bf16 TFLOP/s at 35% for training and 10% for
+generation. It is a planning number, within a factor of about two; measured times are recorded per job by
+Snakemake's ``benchmark:`` files under ``results/benchmarks/``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import grid
+
+# Parameters of the paper's models (the hub is not asked: planning must work offline).
+KNOWN_PARAMETERS = {
+    "gpt2": 124e6,
+    "gpt2-xl": 1.558e9,
+    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": 1.100e9,
+    "meta-llama/Llama-2-7b-hf": 6.738e9,
+    "Qwen/Qwen1.5-1.8B": 1.837e9,
+    "mistralai/Mistral-7B-v0.1": 7.242e9,
+}
+# Data sizes of the paper's data when they cannot be read from the config (PAPER.md section 4).
+PAPER_TRAIN_EXAMPLES = 11_400
+PAPER_TEST_EXAMPLES = {"dolly": 500, "selfinst": 242, "vicuna": 80, "sni": 1694, "unni": 10_000}
+TOKENS_PER_EXAMPLE = {"synthetic": 60, "real": 230}  # prompt + response, training
+PROMPT_TOKENS = {"synthetic": 30, "real": 120}  # prompt only, generation
+
+
+@dataclass(frozen=True)
+class Rates:
+    peak_tflops: float = 312.0
+    train_mfu: float = 0.35
+    generate_mfu: float = 0.10
+
+
+def parameters(config: dict, model: str) -> float:
+    """Parameter count of a config model: known hub ids, or the size of a miniature architecture."""
+    spec = config["models"][model]
+    if "id" in spec:
+        if spec["id"] not in KNOWN_PARAMETERS:
+            raise ValueError(f"config key 'models.{model}.id': no parameter count known for {spec['id']!r} "
+                             f"(known: {', '.join(KNOWN_PARAMETERS)}); add it to repro.estimate.KNOWN_PARAMETERS")
+        return KNOWN_PARAMETERS[spec["id"]]
+    vocab = config["tokenizers"][spec["tokenizer"]]["vocab_size"]
+    return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"]
+
+
+def _data(config: dict) -> tuple[int, int, dict[str, int], str]:
+    data = config["data"]
+    if data["source"] == "synthetic":
+        return data["n_train"], data["n_dev"], dict(data["n_test"]), "synthetic"
+    hub = data.get("hub", {})
+    tests = {**PAPER_TEST_EXAMPLES, **data.get("limits", {})}
+    return PAPER_TRAIN_EXAMPLES, hub.get("dev_size", 1000), {t: tests[t] for t in grid.TEST_SETS}, "real"
+
+
+def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[str, float]:
+    """Estimated GPU-seconds of a cell's training job (``train``: training and the dev evaluations) and of its
+    test evaluation (``evaluate``), summed over its processes."""
+    pair = config["pairs"][cell.pair]
+    training = grid.cell_training(config, cell)
+    n_train, n_dev, n_test, kind = _data(config)
+    model = parameters(config, pair[cell.role])
+    tokens = n_train * TOKENS_PER_EXAMPLE[kind] * training["epochs"]
+    flops = (4 if training.get("lora") else 6) * model * tokens
+    generated = 0.5 * config["evaluation"]["max_new_tokens"]  # samples stop at EOS; about half the limit
+    per_prompt = 2 * model * (PROMPT_TOKENS[kind] + generated)
+    dev = per_prompt * n_dev * len(config["evaluation"]["dev_seeds"]) * training["epochs"]
+    if cell.needs_teacher:
+        teacher = parameters(config, pair["teacher"])
+        if cell.method == "seqkd":  # the teacher answers every training prompt once (sampling)
+            dev += 2 * teacher * (PROMPT_TOKENS[kind] + generated) * n_train
+        else:  # a frozen teacher forward on every training token
+            flops += 2 * teacher * tokens
+    test = per_prompt * sum(n_test.values()) * len(config["evaluation"]["seeds"])
+    train_rate = rates.peak_tflops * 1e12 * rates.train_mfu
+    generate_rate = rates.peak_tflops * 1e12 * rates.generate_mfu
+    return {"train": flops / train_rate + dev / generate_rate, "evaluate": test / generate_rate}
+
+
+def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, floor: int = 10) -> int:
+    """Wall-clock minutes to request for a job (``step``: ``train`` or ``evaluate``): the estimate over the job's
+    GPUs, with ``margin``, at least ``floor``."""
+    gpus = grid.cell_training(config, cell).get("processes", 1) if step == "train" else 1
+    return max(floor, math.ceil(job_seconds(config, cell)[step] / gpus * margin / 60))
+
+
+def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
+    """One row per job: cell, step, estimated GPU-hours and the minutes a cluster job would request."""
+    rows = []
+    for cell in grid.cells(config):
+        seconds = job_seconds(config, cell, rates)
+        for step in ("train", "evaluate"):
+            rows.append({"cell": cell.id, "step": step, "gpu_hours": seconds[step] / 3600,
+                         "request_minutes": job_minutes(config, cell, step)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from .config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m repro.estimate",
+                                     description="Estimated GPU-hours of every job of a configuration.")
+    parser.add_argument("config", help="workflow configuration YAML, e.g. config/paper.yaml")
+    parser.add_argument("--peak-tflops", type=float, default=Rates.peak_tflops, help="GPU peak bf16 TFLOP/s")
+    parser.add_argument("--train-mfu", type=float, default=Rates.train_mfu, help="sustained share when training")
+    parser.add_argument("--generate-mfu", type=float, default=Rates.generate_mfu, help="... when sampling")
+    args = parser.parse_args(argv)
+    rows = estimate(load_config(args.config), Rates(args.peak_tflops, args.train_mfu, args.generate_mfu))
+    width = max(len(r["cell"]) for r in rows)
+    print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}")
+    for r in rows:
+        print(f"{r['cell']:{width}}  {r['step']:8}  {r['gpu_hours']:9.2f}  {r['request_minutes']:17d}")
+    print(f"{'total':{width}}  {'':8}  {sum(r['gpu_hours'] for r in rows):9.1f}")
+
+
+if __name__ == "__main__":
+    main()
