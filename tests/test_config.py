@@ -32,10 +32,14 @@ def test_default_config_is_valid(config):
     (lambda c: c["pairs"]["gpt2"]["student_training"].update(processes=3),
      "'pairs.gpt2.student_training': micro_batch_size x processes (32 x 3)"),
     (lambda c: c["models"]["gpt2_student"].update(tokenizer="llama"),
-     "config key 'methods': ['dskd', 'kd'] need a shared vocabulary, but pair 'gpt2' has tokenizers 'gpt2' and "
-     "'llama'"),
+     "config key 'pairs.gpt2.methods': ['dskd', 'dskd_student_space', 'kd'] need a shared vocabulary, but pair "
+     "'gpt2' has tokenizers 'gpt2' and 'llama'"),
     (lambda c: c["pairs"]["gpt2"].update(methods=["uld", "minedd"]), "config key 'pairs.gpt2.methods.1': 'minedd'"),
-    (lambda c: c.update(divergences=[]), "config key 'divergences': methods ['dskd', 'kd'] need at least one"),
+    (lambda c: c.update(ablation=["nope"]), "config key 'ablation': 'nope' is not a key of 'pairs'"),
+    (lambda c: c.update(ablation=["llama"]), "config key 'ablation': pair 'llama' lacks the Table 3 methods "
+                                             "['dskd_student_space']"),
+    (lambda c: c.update(divergences=[]),
+     "config key 'divergences': methods ['dskd', 'dskd_cma', 'dskd_student_space', 'kd'] need at least one"),
 ])
 def test_bad_config_names_the_key(config, mutate, expected):
     mutate(config)

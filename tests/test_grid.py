@@ -6,7 +6,21 @@ from repro.config import load_config
 def test_default_grid_cells():
     config = load_config(REPO / "config" / "config.yaml")
     ids = [c.id for c in grid.cells(config)]
-    assert ids == ["gpt2/teacher", "gpt2/sft", "gpt2/kd-kl", "gpt2/dskd-kl"]
+    divergences = ["kl", "rkl", "js", "skl", "srkl", "akl"]
+    assert len(ids) == 54 and ids[:4] == ["gpt2/teacher", "gpt2/sft", "gpt2/kd-kl", "gpt2/kd-rkl"]
+    assert [i for i in ids if i.startswith("qwen_gpt2/")] == (
+        ["qwen_gpt2/teacher", "qwen_gpt2/seqkd", "qwen_gpt2/mined", "qwen_gpt2/uld"]
+        + [f"qwen_gpt2/dskd_cma-{d}" for d in divergences])
+    assert sum(i.startswith("llama/") for i in ids) == 14 and sum(i.startswith("mistral_tinyllama/") for i in ids) == 10
+    # Tables 1-2 leave out the ablation rows; Table 3 is the ablation, per divergence
+    assert [c.id for c in grid.table_cells(config, 3)][:3] == ["gpt2/kd-kl", "gpt2/dskd_student_space-kl",
+                                                               "gpt2/dskd-kl"]
+    assert len(grid.table_cells(config, 3)) == 18
+    assert not any(c.method == "dskd_student_space" for c in grid.table_cells(config, 1))
+    assert len(grid.table_cells(config, 1)) == 14 + 10 and len(grid.table_cells(config, 2)) == 14 + 10
+    assert grid.sft_cell(config, "mistral_tinyllama") == grid.Cell("llama", "sft")
+    assert grid.find_cell(config, "gpt2", "teacher").notebook == "sft"
+    assert grid.find_cell(config, "gpt2", "dskd-js").notebook == "distill"
     kd = grid.find_cell(config, "gpt2", "kd-kl")
     assert kd.needs_teacher and kd.title == "KD (KL)"
     params = grid.cell_params(config, kd, threads=2)
@@ -17,7 +31,8 @@ def test_default_grid_cells():
     assert "dev_seeds" not in params["evaluation"]
     teacher = grid.find_cell(config, "gpt2", "teacher")
     assert not teacher.needs_teacher and grid.cell_params(config, teacher)["teacher"] == ""
-    assert [p.name for p in grid.table_files(config)] == ["table1.md", "table1.csv"]
+    names = [p.name for p in grid.table_files(config)]
+    assert names == [f"table{n}.{e}" for n in (1, 2, 3) for e in ("md", "tex", "csv")]
 
 
 def test_hub_models_are_not_built():
