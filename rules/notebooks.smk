@@ -1,4 +1,5 @@
-# The notebooks are kept as jupytext py:percent sources; papermill runs the .ipynb made from them.
+# The notebooks are kept as jupytext py:percent sources; papermill runs the .ipynb made from them. The .ipynb are
+# kept (not temporary): re-making one would make every job that ran it look out of date.
 
 
 rule convert_notebook:
@@ -6,7 +7,7 @@ rule convert_notebook:
     input:
         Path(workflow.basedir) / "notebooks" / "{notebook}.py",
     output:
-        temp(f"{RESULTS}/.notebooks/{{notebook}}.ipynb"),
+        f"{RESULTS}/.notebooks/{{notebook}}.ipynb",
     log:
         f"{RESULTS}/logs/convert_notebook/{{notebook}}.log",
     run:

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -146,7 +147,8 @@ def test_micro_run_end_to_end(tmp_path):
              "--directory", str(tmp_path)]
     again = _run(["--cores", "2", "-n"] + micro, REPO)
     assert "Nothing to be done" in again.stdout + again.stderr
-    # an unfinished cell (here: its scores removed) is redone, with the tables, and nothing else
+    # a run interrupted before one cell and the tables were done redoes that cell and the tables, nothing else
     (results / "runs" / "gpt2" / "kd-kl" / "scores.json").unlink()
+    shutil.rmtree(results / "tables")
     redo = _run(["--cores", "2", "-n"] + micro, REPO)
     assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "all": 1, "total": 3}
