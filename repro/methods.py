@@ -99,6 +99,15 @@ def head_logits(hidden: torch.Tensor, model, n_vocab: int, detach_head: bool) ->
     return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
 
 
+def response_rows(labels: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The response positions (label not IGNORE) of ``labels`` [B,L] and of each tensor [B,L,...] -> [N] and
+    [N,...]. Every KD term is a sum over these positions only (PAPER.md section 2), so computing projections, heads
+    and divergences there alone gives the same values at a fraction of the cost (prompt and padding positions are
+    most of a batch)."""
+    mask = labels != IGNORE
+    return [labels[mask]] + [t[mask] for t in tensors]
+
+
 def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     return projector(hidden.to(projector.weight.dtype))
 
@@ -142,7 +151,8 @@ class VanillaKD(SFT):
         with torch.no_grad():
             z_t = _logits(ctx.teacher, batch, ctx.n_vocab)
         ce = cross_entropy_sum(z_s, batch["labels"])
-        kd = masked_sum(ctx.divergence_fn()(z_s, z_t, ctx.temperature), batch["labels"])
+        _, z_s_r, z_t_r = response_rows(batch["labels"], z_s, z_t)
+        kd = ctx.divergence_fn()(z_s_r, z_t_r, ctx.temperature).sum()
         return total_loss(ctx, ce, kd)
 
 
@@ -179,17 +189,19 @@ class DSKD(SFT):
         z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
         with torch.no_grad():
             z_t, h_t = forward_with_hidden(ctx.teacher, batch, ctx.n_vocab)
+        ce = cross_entropy_sum(z_s, labels)
+        y, z_s, h_s, z_t, h_t = response_rows(labels, z_s, h_s, z_t, h_t)  # [N], [N,V], [N,d_s], [N,V], [N,d_t]
         z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
         out = {
-            "ce": cross_entropy_sum(z_s, labels),
-            "t2s_ce": cross_entropy_sum(z_t2s, labels),
-            "t2s_kd": masked_sum(divergence(z_s, z_t2s.detach(), ctx.temperature), labels),
-            "t2s_acc": ((z_t2s.argmax(-1) == labels) & (labels != IGNORE)).sum().float(),
+            "ce": ce,
+            "t2s_ce": cross_entropy_sum(z_t2s[None], y[None]),
+            "t2s_kd": divergence(z_s, z_t2s.detach(), ctx.temperature).sum(),
+            "t2s_acc": (z_t2s.argmax(-1) == y).sum().float(),
         }
         if not self.student_space_only:
             z_s2t = head_logits(_project(ctx.modules["s2t"], h_s), ctx.teacher, ctx.n_vocab, detach_head=True)
             s2t = forward_kl if ctx.dskd_s2t_divergence == "kl" else divergence
-            out["s2t_kd"] = masked_sum(s2t(z_s2t, z_t, ctx.temperature), labels)
+            out["s2t_kd"] = s2t(z_s2t, z_t, ctx.temperature).sum()
         return out
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:

@@ -29,8 +29,11 @@ def build_config(arch: str, vocab_size: int, layers: int, hidden: int, heads: in
     special = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     if arch == "gpt2":
         drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+        # gelu_pytorch_tanh is GPT-2's own tanh-approximated GELU (gelu_new) as one fused kernel: the same function,
+        # about a quarter faster on a CPU
         return transformers.GPT2Config(vocab_size=vocab_size, n_positions=max_positions, n_embd=hidden,
-                                       n_layer=layers, n_head=heads, n_inner=intermediate, **special, **drop)
+                                       n_layer=layers, n_head=heads, n_inner=intermediate,
+                                       activation_function="gelu_pytorch_tanh", **special, **drop)
     kv_heads = kv_heads or heads
     if heads % kv_heads:
         raise ValueError(f"heads={heads} must be divisible by kv_heads={kv_heads}")

@@ -31,7 +31,7 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 54), ("config/micro.yaml", 11)])
 def test_dry_run_job_counts(tmp_path, configfile, cells):
-    result = _run(["-n", "--configfile", str(REPO / configfile), "--replace-workflow-config",
+    result = _run(["-n", "--configfile", str(REPO / configfile),
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
@@ -44,6 +44,7 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
     from repro import grid
     from repro.config import load_config
 
+    # the command of the issue's acceptance, flag included (harmless: a --configfile is never merged here)
     result = _run(["-n", "--configfile", str(REPO / "config" / "paper.yaml"), "--replace-workflow-config",
                    "--directory", str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -59,7 +60,7 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
 
 def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
     result = _run(["-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
-                   str(REPO / "config" / "paper.yaml"), "--replace-workflow-config", "--directory", str(tmp_path)],
+                   str(REPO / "config" / "paper.yaml"), "--directory", str(tmp_path)],
                   REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
     jobs = (result.stdout + result.stderr).split("\nrule ")
@@ -78,7 +79,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
     config["evaluation"]["seeds"] = "10"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
-    result = _run(["-n", "--configfile", str(bad), "--replace-workflow-config", "--directory", str(tmp_path)], REPO)
+    result = _run(["-n", "--configfile", str(bad), "--directory", str(tmp_path)], REPO)
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "config key 'training.learning_rate' is unknown" in message
@@ -90,7 +91,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def test_micro_run_end_to_end(tmp_path):
     """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables."""
     secret = "sk-test-do-not-leak-0123456789"
-    result = _run(["--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"), "--replace-workflow-config",
+    result = _run(["--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"),
                    "--directory", str(tmp_path)], REPO, env={"OPENAI_API_KEY": secret})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = tmp_path / "results"
@@ -143,7 +144,7 @@ def test_micro_run_end_to_end(tmp_path):
         if path.is_file() and path.suffix in {".ipynb", ".yaml", ".json", ".jsonl", ".log", ".md", ".csv"}:
             assert secret not in path.read_text(errors="ignore"), path
     # a second run has nothing to do
-    micro = ["--configfile", str(REPO / "config" / "micro.yaml"), "--replace-workflow-config",
+    micro = ["--configfile", str(REPO / "config" / "micro.yaml"),
              "--directory", str(tmp_path)]
     again = _run(["--cores", "2", "-n"] + micro, REPO)
     assert "Nothing to be done" in again.stdout + again.stderr
