@@ -84,6 +84,25 @@ def forward_with_hidden(model, batch: dict, n_vocab: int) -> tuple[torch.Tensor,
     return logits, captured["hidden"]
 
 
+def final_hidden(model, batch: dict) -> torch.Tensor:
+    """The last hidden states [B,L,d] as the output head reads them (after the final norm), without running the
+    head: the model's decoder (``base_model``, a generic Hugging Face property; through a peft wrapper too)."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return core.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+
+
+def response_outputs(model, batch: dict, n_vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gold tokens [N], logits [N,n_vocab] and hidden states [N,d] at the N response positions of ``batch``.
+
+    Every loss term is a sum over response positions (PAPER.md section 2), so the output head (and the softmax
+    after it) runs there only: the same values as slicing the full logits, at a fraction of the cost when prompts
+    are most of a sequence or the vocabulary is large.
+    """
+    hidden = final_hidden(model, batch)
+    y, h = response_rows(batch["labels"], hidden)
+    return y, head_logits(h, model, n_vocab, detach_head=False), h
+
+
 def head_logits(hidden: torch.Tensor, model, n_vocab: int, detach_head: bool) -> torch.Tensor:
     """Apply ``model``'s output head (weight [V,d], optional bias) to ``hidden`` [...,d] -> [...,n_vocab].
 
@@ -135,7 +154,8 @@ class SFT:
         """Annotate the encoded training set once before training (MinED's alignments); nothing by default."""
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
-        ce = cross_entropy_sum(_logits(student, batch, ctx.n_vocab), batch["labels"])
+        y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
+        ce = cross_entropy_sum(z_s[None], y[None])
         return {"loss": ce, "ce": ce.detach()}
 
 
@@ -147,12 +167,11 @@ class VanillaKD(SFT):
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
             raise ValueError("method 'kd' needs a teacher model")
-        z_s = _logits(student, batch, ctx.n_vocab)
+        y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
         with torch.no_grad():
-            z_t = _logits(ctx.teacher, batch, ctx.n_vocab)
-        ce = cross_entropy_sum(z_s, batch["labels"])
-        _, z_s_r, z_t_r = response_rows(batch["labels"], z_s, z_t)
-        kd = ctx.divergence_fn()(z_s_r, z_t_r, ctx.temperature).sum()
+            _, z_t, _ = response_outputs(ctx.teacher, batch, ctx.n_vocab)
+        ce = cross_entropy_sum(z_s[None], y[None])
+        kd = ctx.divergence_fn()(z_s, z_t, ctx.temperature).sum()
         return total_loss(ctx, ce, kd)
 
 
@@ -184,13 +203,11 @@ class DSKD(SFT):
         response tokens turns it into the projector's accuracy)."""
         if ctx.teacher is None or ctx.modules is None:
             raise ValueError("method 'dskd' needs a teacher model and its projectors (Method.build)")
-        labels = batch["labels"]
         divergence = ctx.divergence_fn()
-        z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
+        y, z_s, h_s = response_outputs(student, batch, ctx.n_vocab)  # [N], [N,V], [N,d_s]
         with torch.no_grad():
-            z_t, h_t = forward_with_hidden(ctx.teacher, batch, ctx.n_vocab)
-        ce = cross_entropy_sum(z_s, labels)
-        y, z_s, h_s, z_t, h_t = response_rows(labels, z_s, h_s, z_t, h_t)  # [N], [N,V], [N,d_s], [N,V], [N,d_t]
+            _, z_t, h_t = response_outputs(ctx.teacher, batch, ctx.n_vocab)  # [N,V], [N,d_t]
+        ce = cross_entropy_sum(z_s[None], y[None])
         z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
         out = {
             "ce": ce,

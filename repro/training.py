@@ -205,7 +205,9 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
             sums: dict[str, float] = {}
-            local = batch_items[rank::n_procs]  # this process's share of the global batch
+            # This process's share of the global batch, by length: micro batches of similar lengths waste little
+            # on padding, and the gradient is the same (a sum over examples, divided by the global token count).
+            local = sorted(batch_items[rank::n_procs], key=lambda e: len(e.input_ids))
             for k in range(0, len(local), settings.micro_batch_size):
                 batch = collate(local[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)
                 batch = {name: t.to(student.device) for name, t in batch.items()}

@@ -200,12 +200,24 @@ def test_kd_gradient_reaches_student_only():
     labels = torch.tensor([[1, 2, IGNORE], [IGNORE, 3, 4]])
 
     class Fixed(torch.nn.Module):
+        """A stand-in causal LM whose final hidden states are the given logits and whose head is the identity."""
+
         def __init__(self, logits):
             super().__init__()
             self.logits = logits
+            self.head = torch.nn.Linear(5, 5, bias=False)
+            self.head.weight.data = torch.eye(5)
+            self.head.requires_grad_(False)
+
+        @property
+        def base_model(self):
+            return self
+
+        def get_output_embeddings(self):
+            return self.head
 
         def forward(self, input_ids, attention_mask):
-            return type("Out", (), {"logits": self.logits})()
+            return type("Out", (), {"logits": self.logits, "last_hidden_state": self.logits})()
 
     terms = VanillaKD().loss(Fixed(z_s), {"input_ids": None, "attention_mask": None, "labels": labels},
                              Context(n_vocab=5, divergence="kl", teacher=Fixed(z_t)))

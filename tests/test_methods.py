@@ -164,3 +164,27 @@ def test_padded_vocabulary_rows_do_not_change_the_loss(pairs, small_splits, meth
     ctx.teacher = _with_padded_rows(teacher, 40)
     padded = method.loss(_with_padded_rows(student, 24), batch, ctx)["loss"]
     assert torch.allclose(base, padded, atol=1e-5), (base, padded)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("lora", [False, True])
+def test_response_outputs_equal_the_full_forward_at_response_positions(pairs, small_splits, arch, lora):
+    """The head runs on response positions only; logits and hidden states equal the full model's there."""
+    from repro.methods import response_outputs
+    from repro.models import add_lora
+
+    tok = load_tokenizer(pairs[arch][1])
+    model = load_model(pairs[arch][1]).eval()
+    if lora:
+        targets = ["c_attn"] if arch == "gpt2" else ["q_proj", "v_proj"]
+        model = add_lora(model, {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": targets})
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+    batch = collate(encode_dataset(small_splits["train"][:5], tok, 256, 128), tok.pad_token_id)
+    z_full, h_full = forward_with_hidden(model, batch, len(tok))
+    y, z, h = response_outputs(model, batch, len(tok))
+    mask = batch["labels"] != IGNORE
+    assert torch.equal(y, batch["labels"][mask])
+    torch.testing.assert_close(z, z_full[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, h_full[mask], atol=1e-6, rtol=1e-6)
