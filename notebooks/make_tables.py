@@ -11,10 +11,13 @@
 # ---
 
 # %% [markdown]
-# # Tables 1-2: Rouge-L of every method on the five test sets
+# # Tables 1-3: Rouge-L of every method on the five test sets
 #
 # Aggregates the scores of every finished table cell (PAPER.md section 5): one row per method, the columns Dolly,
-# SelfInst, VicunaEval, S-NI, UnNI and their average, mean over the evaluation seeds.
+# SelfInst, VicunaEval, S-NI, UnNI and their average, mean ± std over the evaluation seeds, the paper's number where
+# PAPER.md gives one, and for every DSKD row (every Table 3 row) the paired difference from the KD row of the same
+# divergence with its p-value. Table 1: GPT-2 students; Table 2: TinyLLaMA students; Table 3: the ablation (KD in
+# different spaces, in the student space only, in both spaces). Written as Markdown, LaTeX and CSV.
 
 # %% tags=["parameters"]
 workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml

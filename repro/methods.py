@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE
-from .losses import cross_entropy_sum, forward_kl, get_divergence, masked_sum
+from .losses import cross_entropy_sum, forward_kl, get_divergence
 
 DSKD_S2T_CHOICES = ("kl", "row")
 
@@ -328,9 +328,14 @@ class DSKDCrossModelAttention(SFT):
         proj = ctx.modules
         labels, t_labels = batch["labels"], batch["teacher_labels"]
         s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
-        z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
+        y = labels[s_mask]  # [N_s]
+        # Heads run on response positions only (the terms are sums over them): student rows [N_s,V_s], teacher rows
+        # [N_t,V_t]; the attention itself spans whole sequences, masked.
+        h_s = final_hidden(student, batch)
+        z_s = head_logits(h_s[s_mask], student, ctx.n_vocab, detach_head=False)
         with torch.no_grad():
-            z_t, h_t = forward_with_hidden(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
+            h_t = final_hidden(ctx.teacher, _teacher_batch(batch))
+            z_t = head_logits(h_t[t_mask], ctx.teacher, ctx.teacher_n_vocab, detach_head=False)
             s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
             s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
                                  s_embed(labels.masked_fill(~s_mask, 0))], -1)
@@ -346,19 +351,18 @@ class DSKDCrossModelAttention(SFT):
         both = s_mask.unsqueeze(-1) & t_mask.unsqueeze(1)
         scores = scores + (~both).float() * -1e5
         t2s_weights = torch.softmax(scores, -1)
-        z_t2s = head_logits(t2s_weights @ t_values, student, ctx.n_vocab, detach_head=True)
+        z_t2s = head_logits((t2s_weights @ t_values)[s_mask], student, ctx.n_vocab, detach_head=True)
         s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
-        z_s2t = head_logits(s2t_weights @ s_values, ctx.teacher, ctx.teacher_n_vocab, detach_head=True)
-        correct = (z_t2s.argmax(-1) == labels) & s_mask
-        kd_labels = labels.masked_fill(~correct, IGNORE)
+        z_s2t = head_logits((s2t_weights @ s_values)[t_mask], ctx.teacher, ctx.teacher_n_vocab, detach_head=True)
+        correct = z_t2s.argmax(-1) == y
         entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
         return {
-            "ce": cross_entropy_sum(z_s, labels),
-            "t2s_ce": cross_entropy_sum(z_t2s, labels),
-            "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
-            "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
+            "ce": cross_entropy_sum(z_s[None], y[None]),
+            "t2s_ce": cross_entropy_sum(z_t2s[None], y[None]),
+            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s.detach()[correct], ctx.temperature).sum(),
+            "s2t_kd": forward_kl(z_s2t, z_t, ctx.temperature).sum(),
             "t2s_acc": correct.sum().float(),
-            "attention_entropy": masked_sum(entropy.detach(), labels),
+            "attention_entropy": entropy.detach()[s_mask].sum(),
         }
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:

@@ -13,6 +13,8 @@ rule prepare_data:
         html=f"{RESULTS}/notebooks/prepare_data.html",
     log:
         f"{RESULTS}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data.tsv"
     threads: 1
     run:
         render_notebook("prepare_data", {"workflow_config": config, "threads": threads}, output.notebook, log[0])

@@ -2,7 +2,7 @@
 
 
 rule make_tables:
-    """Collect every cell's scores into results/tables/table{n}.{md,csv}."""
+    """Collect every cell's scores into results/tables/table{n}.{md,tex,csv} (Tables 1-3)."""
     input:
         notebook=source_notebook("make_tables"),
         scores=[str(grid.scores_file(config, c)) for c in CELLS],
@@ -12,6 +12,8 @@ rule make_tables:
         html=f"{RESULTS}/notebooks/make_tables.html",
     log:
         f"{RESULTS}/logs/make_tables.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_tables.tsv"
     threads: 1
     run:
         render_notebook("make_tables", {"workflow_config": config}, output.notebook, log[0])

@@ -153,3 +153,11 @@ def test_micro_run_end_to_end(tmp_path):
     shutil.rmtree(results / "tables")
     redo = _run(["--cores", "2", "-n"] + micro, REPO)
     assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "all": 1, "total": 3}
+    # a notebook run by hand with its defaults works (here the evaluation notebook, on the micro results)
+    import jupytext
+
+    jupytext.write(jupytext.read(REPO / "notebooks" / "evaluate.py"), tmp_path / "evaluate.ipynb", fmt="ipynb")
+    by_hand = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "evaluate.ipynb", "out.ipynb"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert by_hand.returncode == 0, by_hand.stderr[-3000:]
+    assert json.loads((results / "runs" / "gpt2" / "kd-kl" / "scores.json").read_text())["test_sets"]["dolly"]["n"] == 4
