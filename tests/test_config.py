@@ -28,9 +28,9 @@ def test_default_config_is_valid(config):
     (lambda c: c["models"]["gpt2_student"].update(layer=3), "config key 'models.gpt2_student.layer' is unknown"),
     (lambda c: c["models"]["gpt2_student"].update(hidden=-1), "config key 'models.gpt2_student.hidden'"),
     (lambda c: c["training"].update(micro_batch_size=5),
-     "'pairs.gpt2.teacher_training': micro_batch_size x processes (5 x 1) must divide training.batch_size (32)"),
+     "'pairs.gpt2.teacher_training': micro_batch_size x processes (5 x 1) must divide training.batch_size (8)"),
     (lambda c: c["pairs"]["gpt2"]["student_training"].update(processes=3),
-     "'pairs.gpt2.student_training': micro_batch_size x processes (32 x 3)"),
+     "'pairs.gpt2.student_training': micro_batch_size x processes (8 x 3)"),
     (lambda c: c["models"]["gpt2_student"].update(tokenizer="llama"),
      "config key 'pairs.gpt2.methods': ['dskd', 'dskd_student_space', 'kd'] need a shared vocabulary, but pair "
      "'gpt2' has tokenizers 'gpt2' and 'llama'"),
