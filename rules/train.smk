@@ -42,9 +42,7 @@ if SEPARATE_EVALUATION:
             gpu=1,
             runtime=lambda wildcards: cell_runtime(wildcards, "evaluate"),
         run:
-            params = cell_params(wildcards, threads)
-            params.pop("evaluate")
-            render_notebook("evaluate", params, output.notebook, log[0])
+            render_notebook("evaluate", grid.cell_params(config, cell_of(wildcards), threads), output.notebook, log[0])
 
 else:
 

@@ -161,3 +161,20 @@ def test_micro_run_end_to_end(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert by_hand.returncode == 0, by_hand.stderr[-3000:]
     assert json.loads((results / "runs" / "gpt2" / "kd-kl" / "scores.json").read_text())["test_sets"]["dolly"]["n"] == 4
+
+
+@pytest.mark.slow
+def test_separate_evaluation_jobs_run(tmp_path):
+    """With evaluation.separate_jobs (the paper configuration's layout) a cell is trained by train_cell and
+    evaluated by evaluate_cell, each rendering its own notebook."""
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["evaluation"]["separate_jobs"] = True
+    path = tmp_path / "separate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["--cores", "2", "--configfile", str(path), "--directory", str(tmp_path),
+                   "results/runs/gpt2/sft/scores.json"], REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "results" / "runs" / "gpt2" / "sft"
+    for name in ("train.ipynb", "train.html", "evaluate.ipynb", "evaluate.html", "scores.json"):
+        assert (run / name).exists(), name
+    assert (tmp_path / "results" / "benchmarks" / "evaluate_cell" / "gpt2" / "sft.tsv").exists()
