@@ -1,4 +1,4 @@
-# DSKD reproduction workflow: configuration -> data -> table cells -> tables.
+# DSKD reproduction workflow: configuration -> data -> table cells -> tables, figures -> report.
 # Run through the README's command (make repro) or `snakemake -c2`; a different config with `--configfile FILE`
 # (used instead of config/config.yaml, never merged into it). Machine settings live in profiles/.
 from pathlib import Path
@@ -19,10 +19,12 @@ include: "rules/common.smk"
 include: "rules/notebooks.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 
 rule all:
     input:
         TABLES,
+        REPORT,
     default_target: True

@@ -204,3 +204,71 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
         "evaluation": evaluation,
         "threads": threads,
     }
+
+
+# Figures (PAPER.md sections 2 and 4): Figure 1 the toy simulation, Figure 2 the LLM judge, Figure 3 the
+# representation distance; file stems under results/figures, named after the paper's numbering.
+FIGURE_STEMS = {1: "figure1_toy_simulation", 2: "figure2_judge_win_rates", 3: "figure3_representation_distance"}
+FIGURE_DEFAULTS = {
+    "toy": {"n_vectors": 100, "n_classes": 10000, "steps": 1000, "lr": 1.0, "repetitions": 100, "seed": 10},
+    "representation": {"divergence": "kl", "n_examples": 1000, "max_chars": 256},
+    "judge": {"model": "gpt-4-turbo", "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.1,
+              "n_prompts": 100, "test_set": "dolly", "generation_seed": 10},
+}
+
+
+def figure_settings(config: dict, name: str) -> dict:
+    """``figures.<name>`` of the config over the paper's defaults (``FIGURE_DEFAULTS``)."""
+    return {**FIGURE_DEFAULTS[name], **config.get("figures", {}).get(name, {})}
+
+
+def figures_dir(config: dict) -> Path:
+    return results_dir(config) / "figures"
+
+
+def analysis_dir(config: dict) -> Path:
+    """Machine-readable results behind the figures (JSON, CSV, Markdown)."""
+    return results_dir(config) / "analysis"
+
+
+def figure_files(config: dict, number: int) -> list[Path]:
+    stem = figures_dir(config) / FIGURE_STEMS[number]
+    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+
+
+def _has(config: dict, cell: Cell) -> bool:
+    return cell in cells(config)
+
+
+def representation_students(config: dict) -> dict[str, dict[str, Cell]]:
+    """Figure 3's students per same-vocabulary pair: {pair: {"SFT": cell, "KD": cell, "DSKD": cell}}, for every
+    pair that has KD and DSKD cells with ``figures.representation.divergence`` and a student SFT row (its own or
+    a borrowed one, see ``sft_cell``). KD and DSKD exist only where teacher and student share a vocabulary."""
+    divergence = figure_settings(config, "representation")["divergence"]
+    out = {}
+    for pair in config["pairs"]:
+        kd, dskd, sft = Cell(pair, "kd", divergence=divergence), Cell(pair, "dskd", divergence=divergence), \
+            sft_cell(config, pair)
+        if sft is not None and _has(config, kd) and _has(config, dskd):
+            out[pair] = {"SFT": sft, "KD": kd, "DSKD": dskd}
+    return out
+
+
+def judge_comparisons(config: dict) -> list[tuple[Cell, Cell]]:
+    """Figure 2's comparisons: (DSKD cell, KD cell) with the same pair and divergence, for every such pair of
+    cells in the config (PAPER.md section 4)."""
+    out = []
+    for pair in config["pairs"]:
+        for d in config["divergences"]:
+            kd, dskd = Cell(pair, "kd", divergence=d), Cell(pair, "dskd", divergence=d)
+            if _has(config, kd) and _has(config, dskd):
+                out.append((dskd, kd))
+    return out
+
+
+def training_curve_stem(config: dict, cell: Cell) -> Path:
+    return figures_dir(config) / "training" / cell.pair / cell.name
+
+
+def report_file(config: dict) -> Path:
+    return results_dir(config) / "report" / "index.html"

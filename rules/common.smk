@@ -1,8 +1,9 @@
 # Helpers shared by the rules (no rules here): the grid of table cells and the command that renders a notebook.
+import os
 import sys
 from pathlib import Path
 
-from repro import grid
+from repro import analysis, grid
 
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
@@ -20,7 +21,7 @@ PAIR_NAMES = "|".join(sorted(config["pairs"]))
 wildcard_constraints:
     pair=PAIR_NAMES,
     cell=CELL_NAMES,
-    notebook=r"[a-z_]+",
+    notebook=r"[a-z0-9_]+",
 
 
 def source_notebook(name):
@@ -110,3 +111,34 @@ def cell_inputs(wildcards):
     if cell.needs_teacher:
         inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_cell(cell)))
     return inputs
+
+
+# Figures: Figure 2 needs KD and DSKD cells with the same divergence, Figure 3 also a student SFT row; a config
+# without them (e.g. only cross-vocabulary methods) has no such figure.
+FIGURE_NUMBERS = [1] + ([2] if grid.judge_comparisons(config) else []) + \
+    ([3] if grid.representation_students(config) else [])
+FIGURE_FILES = {n: [str(p) for p in grid.figure_files(config, n)] for n in FIGURE_NUMBERS}
+FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, c)) for cells in
+                         grid.representation_students(config).values() for cell in cells.values()
+                         for c in (cell, grid.teacher_cell(cell))})
+REPORT = str(grid.report_file(config))
+JUDGE_CONFIGURED = bool(os.environ.get(grid.figure_settings(config, "judge")["api_key_env"], "").strip())
+
+
+def report_inputs(wildcards):
+    """Everything the report links: tables, figures (Figure 2's status file: its figure exists only with a
+    judge), training curves and every rendered notebook."""
+    from repro import analysis, report
+
+    inputs = list(TABLES) + [p for n in FIGURE_NUMBERS if n != 2 for p in FIGURE_FILES[n]]
+    if 2 in FIGURE_NUMBERS:
+        inputs.append(str(analysis.figure2_outputs(config)["results"]))
+    inputs += [str(p) for p in analysis.training_curve_files(config)]
+    inputs += [str(path) for _, path in report.notebooks(config) if _notebook_made(path)]
+    return inputs
+
+
+def _notebook_made(path):
+    """Whether the workflow renders this notebook under this config (Figures 2 and 3 may be absent)."""
+    name = Path(path).stem
+    return not ((name == "figure2" and 2 not in FIGURE_NUMBERS) or (name == "figure3" and 3 not in FIGURE_NUMBERS))

@@ -17,3 +17,18 @@ rule make_tables:
     threads: 1
     run:
         render_notebook("make_tables", {"workflow_config": config}, output.notebook, log[0])
+
+
+rule make_report:
+    """results/report/index.html: every table inline, every figure, training curve and rendered notebook linked."""
+    input:
+        report_inputs,
+    output:
+        REPORT,
+    log:
+        f"{RESULTS}/logs/make_report.log",
+    run:
+        from repro.io import write_text
+        from repro.report import write_report
+
+        write_text(log[0], f"wrote {write_report(config)}\n")

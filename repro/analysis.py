@@ -1,0 +1,189 @@
+"""The figure steps of the workflow: from the config and the finished cells to ``results/analysis`` (JSON, CSV,
+Markdown) and ``results/figures`` (PNG and PDF, named after the paper's numbering). The figure notebooks call these
+and display what they return.
+
+- ``make_figure1``: the toy simulation (PAPER.md section 2), needs nothing but the config.
+- ``make_figure2``: the LLM judge of DSKD vs KD (PAPER.md section 4), from the cells' generations; without a judge
+  configured it records why and draws nothing (the report says so).
+- ``make_figure3``: the representation distance of SFT, KD and DSKD students to their teacher (PAPER.md section 4).
+- ``make_training_curves``: one figure per cell from its training log.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from . import grid
+from .io import read_json, read_jsonl, write_json, write_text
+
+
+def figure1_outputs(config: dict) -> dict[str, Path]:
+    d = grid.analysis_dir(config)
+    return {"results": d / "figure1_toy_simulation.json", "table_md": d / "figure1_distances.md",
+            "table_csv": d / "figure1_distances.csv"}
+
+
+def figure2_outputs(config: dict) -> dict[str, Path]:
+    d = grid.analysis_dir(config)
+    return {"results": d / "figure2_judge.json", "verdicts": d / "figure2_judge_verdicts.jsonl",
+            "cache": d / "judge_cache"}
+
+
+def figure3_outputs(config: dict) -> dict[str, Path]:
+    d = grid.analysis_dir(config)
+    return {"results": d / "figure3_representation_distance.json",
+            "table_md": d / "figure3_representation_distance.md"}
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def make_figure1(config: dict, threads: int = 1, progress: bool = True) -> dict:
+    """Run the toy simulation for every divergence of the config; write its results, the distance table and
+    Figure 1. Returns ``{"results", "table" (Markdown), "figure" (matplotlib figure), "files"}``."""
+    from .figures import plot_toy, save_figure, toy_table
+    from .toy import ToySettings, distance_rows, run_toy
+
+    settings = ToySettings(**grid.figure_settings(config, "toy"), threads=threads)
+    results = run_toy(list(config["divergences"]), settings, progress=progress)
+    out = figure1_outputs(config)
+    rows = distance_rows(results)
+    table = toy_table(rows)
+    write_json(out["results"], results)
+    write_text(out["table_md"], table)
+    write_text(out["table_csv"], _csv(rows))
+    fig = plot_toy(results)
+    files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[1])
+    return {"results": results, "table": table, "figure": fig, "files": files}
+
+
+def make_figure3(config: dict, threads: int = 1) -> dict:
+    """Representation distances of every same-vocabulary pair's SFT, KD and DSKD students to its teacher on the
+    first training examples; writes the values, a summary table and Figure 3. Returns ``{"values", "table",
+    "figure", "files"}`` (``values``: {pair: {student: {distance: [per example]}}})."""
+    from .data import load_examples
+    from .figures import plot_representation, save_figure
+    from .metrics import mean_std
+    from .representation import pair_distances
+
+    settings = grid.figure_settings(config, "representation")
+    students = grid.representation_students(config)
+    if not students:
+        raise ValueError("Figure 3 needs a pair with SFT, KD and DSKD cells with the divergence "
+                         f"figures.representation.divergence={settings['divergence']!r}; this config has none")
+    rows = load_examples(grid.data_dir(config) / "train.jsonl")
+    values = {}
+    for pair, cells in students.items():
+        teacher = grid.checkpoint_dir(config, grid.teacher_cell(cells["KD"]))
+        values[pair] = pair_distances(teacher, {label: grid.checkpoint_dir(config, c) for label, c in cells.items()},
+                                      rows, settings["n_examples"], settings["max_chars"], threads)
+    lines = ["| Pair | Student | Cosine distance | Inner-product distance | Examples |", "|---|---|---|---|---|"]
+    for pair, per_student in values.items():
+        for label, kinds in per_student.items():
+            cos, ip = mean_std(kinds["cosine"]), mean_std(kinds["inner_product"])
+            lines.append(f"| {pair} | {label} | {cos['mean']:.4f} ± {cos['std']:.4f} | "
+                         f"{ip['mean']:.4f} ± {ip['std']:.4f} | {len(kinds['cosine'])} |")
+    table = "\n".join(lines) + "\n"
+    out = figure3_outputs(config)
+    write_json(out["results"], {"settings": settings, "cells": {p: {k: c.id for k, c in cs.items()}
+                                                                 for p, cs in students.items()}, "values": values})
+    write_text(out["table_md"], table)
+    fig = plot_representation({_pair_title(config, p): v for p, v in values.items()})
+    files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[3])
+    return {"values": values, "table": table, "figure": fig, "files": files}
+
+
+def _pair_title(config: dict, pair: str) -> str:
+    spec = config["pairs"][pair]
+    return f"{pair} ({spec['teacher']} -> {spec['student']})"
+
+
+def _comparison_title(dskd: grid.Cell) -> str:
+    return f"{dskd.pair}, {grid.DIVERGENCE_TITLES.get(dskd.divergence, dskd.divergence)}"
+
+
+def generation_file(config: dict, cell: grid.Cell, test_set: str, seed: int) -> Path:
+    return grid.run_dir(config, cell) / "generations" / f"{test_set}_seed{seed}.jsonl"
+
+
+def make_figure2(config: dict, environ=None, client=None, progress: bool = True) -> dict:
+    """Judge DSKD against KD (same pair and divergence) on the configured test set's seed-``generation_seed``
+    generations, when a judge is configured; write the verdicts, the win rates and Figure 2.
+
+    Always writes ``figure2_judge.json`` with ``status`` (``{"configured", "reason"}``), so the report can say why
+    there is no Figure 2; the API key is read from the environment variable the config names, never written.
+    Returns ``{"status", "summary", "figure", "files"}`` (the last three None without a judge).
+    """
+    from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
+
+    settings = JudgeSettings(**grid.figure_settings(config, "judge"))
+    status = judge_status(settings, environ)
+    out = figure2_outputs(config)
+    stems = grid.figure_files(config, 2)
+    result = {"status": status, "settings": _public_settings(settings), "summary": None, "comparisons": []}
+    if not status["configured"]:
+        for path in stems:  # a figure from an earlier judged run would contradict the status
+            path.unlink(missing_ok=True)
+        write_json(out["results"], result)
+        return {"status": status, "summary": None, "figure": None, "files": []}
+    items = []
+    titles = {}
+    for dskd, kd in grid.judge_comparisons(config):
+        title = _comparison_title(dskd)
+        titles[title] = (dskd.id, kd.id)
+        first = read_jsonl(generation_file(config, dskd, settings.test_set, settings.generation_seed))
+        second = read_jsonl(generation_file(config, kd, settings.test_set, settings.generation_seed))
+        items += build_items(first, second, settings, "DSKD", "KD", title)
+    records = run_judge(items, settings, out["cache"], client=client, environ=environ)
+    summary = summarize(records, "DSKD", "KD")
+    from .io import write_jsonl
+
+    write_jsonl(out["verdicts"], records)
+    result.update(summary=summary, comparisons=[{"title": t, "dskd": a, "kd": b} for t, (a, b) in titles.items()])
+    write_json(out["results"], result)
+    from .figures import plot_judge, save_figure
+
+    fig = plot_judge(summary)
+    files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[2])
+    return {"status": status, "summary": summary, "figure": fig, "files": files}
+
+
+def _public_settings(settings) -> dict:
+    """The judge settings as recorded in results: everything in them is public (the key's variable name, not
+    the key)."""
+    from dataclasses import asdict
+
+    return asdict(settings)
+
+
+def make_training_curves(config: dict) -> list[Path]:
+    """One figure (PNG and PDF) per cell with a training log: loss terms, diagnostics, dev Rouge-L. Returns the
+    files written."""
+    import matplotlib.pyplot as plt
+
+    from .figures import plot_training_curves, save_figure
+
+    files = []
+    for cell in grid.cells(config):
+        log = read_jsonl(grid.run_dir(config, cell) / "train_log.jsonl")
+        fig = plot_training_curves(log, cell.id)
+        files += save_figure(fig, grid.training_curve_stem(config, cell))
+        plt.close(fig)
+    return files
+
+
+def training_curve_files(config: dict) -> list[Path]:
+    return [grid.training_curve_stem(config, c).with_suffix(ext) for c in grid.cells(config)
+            for ext in (".png", ".pdf")]
+
+
+def figure2_status(config: dict) -> dict | None:
+    """The recorded status of the judge step, or None when it has not run."""
+    path = figure2_outputs(config)["results"]
+    return read_json(path)["status"] if path.exists() else None

@@ -1,0 +1,176 @@
+"""Figures 1-3 and the per-cell training curves, drawn with matplotlib/seaborn and saved as PNG and PDF.
+
+Each ``plot_*`` function takes the machine-readable results (plain dicts/lists, as the analysis steps write them
+to JSON) and returns a matplotlib figure; ``save_figure`` writes it atomically in both formats. No torch import.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .grid import DIVERGENCE_TITLES
+
+SETTING_TITLES = {"different": "different heads (KD)", "shared": "shared head (DSKD)"}
+SETTING_COLORS = {"different": "tab:orange", "shared": "tab:blue"}
+
+
+def _pyplot():
+    import matplotlib
+
+    if not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")  # no screen needed; inline display in notebooks still works through the kernel
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
+    """Write ``fig`` to ``stem``.png (150 dpi) and ``stem``.pdf, atomically; returns both paths."""
+    from .io import atomic_path
+
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{stem}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _title(divergence: str) -> str:
+    return DIVERGENCE_TITLES.get(divergence, divergence)
+
+
+def plot_toy(results: dict):
+    """Figure 1: per divergence (rows), the hidden states of the first repetition before training, after training
+    with different heads and with a shared head (at the lowest loss), and the loss curves of both settings averaged
+    over the repetitions (shaded: ± one std)."""
+    plt = _pyplot()
+    names = list(results["divergences"])
+    reps = results["settings"]["repetitions"]
+    fig, axes = plt.subplots(len(names), 4, figsize=(16, 3.4 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        entry = results["divergences"][name]
+        example = entry["different"]["example"]
+        panels = [("before training", example["student_before"]),
+                  (f"after, {SETTING_TITLES['different']}", example["student_after"]),
+                  (f"after, {SETTING_TITLES['shared']}", entry["shared"]["example"]["student_after"])]
+        limits = _limits([example["teacher"]] + [p for _, p in panels])
+        for ax, (label, student) in zip(row, panels):
+            ax.scatter(*zip(*example["teacher"]), s=9, c="tab:red", label="teacher", alpha=0.8)
+            ax.scatter(*zip(*student), s=9, c="tab:green", label="student", alpha=0.8)
+            ax.set(title=f"{_title(name)}: {label}", xlabel="hidden dim 1", ylabel="hidden dim 2",
+                   xlim=limits, ylim=limits, aspect="equal")
+            ax.legend(loc="upper left", fontsize=7)
+        ax = row[3]
+        for setting in ("different", "shared"):
+            mean, std = entry[setting]["loss_mean"], entry[setting]["loss_std"]
+            steps = range(len(mean))
+            ax.plot(steps, mean, color=SETTING_COLORS[setting], label=SETTING_TITLES[setting])
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=SETTING_COLORS[setting], alpha=0.2)
+        ax.set(title=f"{_title(name)}: loss (mean of {reps} runs)", xlabel="SGD step",
+               ylabel=f"{_title(name)} divergence (nats)", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _limits(point_sets) -> tuple[float, float]:
+    values = [v for points in point_sets for p in points for v in p]
+    lo, hi = min(values), max(values)
+    pad = 0.05 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
+def toy_table(rows: list[dict]) -> str:
+    """Markdown table of the toy simulation's final teacher-student distances (rows from
+    ``repro.toy.distance_rows``)."""
+    lines = ["| Divergence | Distance before | Different heads: distance | Shared head: distance | "
+             "Different heads: lowest loss | Shared head: lowest loss |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {_title(r['divergence'])} | {r['distance_before']:.3f} | "
+                     f"{r['different_distance']:.3f} ± {r['different_distance_std']:.3f} | "
+                     f"{r['shared_distance']:.3f} ± {r['shared_distance_std']:.3f} | "
+                     f"{r['different_loss']:.4f} | {r['shared_loss']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_representation(values: dict):
+    """Figure 3: box plots of the cosine and inner-product structure distances to the teacher, per student.
+
+    ``values``: {pair title: {student label: {"cosine": [...], "inner_product": [...]}}}.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    plt = _pyplot()
+    records = [{"pair": pair, "student": label, "distance": kind, "value": v}
+               for pair, students in values.items() for label, kinds in students.items()
+               for kind, vals in kinds.items() for v in vals]
+    frame = pd.DataFrame(records)
+    pairs = list(values)
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.6 * len(pairs)), squeeze=False)
+    titles = {"cosine": "cosine-similarity structure", "inner_product": "inner-product structure"}
+    for row, pair in zip(axes, pairs):
+        for ax, kind in zip(row, ("cosine", "inner_product")):
+            data = frame[(frame.pair == pair) & (frame.distance == kind)]
+            sns.boxplot(data=data, x="student", y="value", hue="student", ax=ax, palette="Set2", legend=False)
+            ax.set(title=f"{pair}\n{titles[kind]}", xlabel="student", ylabel="distance to teacher (lower = closer)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_judge(summary: dict):
+    """Figure 2: per comparison (DSKD vs KD with one divergence), the share of wins, ties and losses of DSKD as
+    judged by the LLM, as stacked horizontal bars (percent of validly judged prompts).
+
+    ``summary``: {comparison title: {"wins", "ties", "losses", "n", "invalid", ...}} (``repro.judge.summarize``).
+    """
+    plt = _pyplot()
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.5))
+    parts = [("wins", "DSKD wins", "tab:blue"), ("ties", "tie", "lightgray"), ("losses", "KD wins", "tab:orange")]
+    left = [0.0] * len(names)
+    for key, label, color in parts:
+        shares = [100.0 * summary[n][key] / summary[n]["n"] if summary[n]["n"] else 0.0 for n in names]
+        ax.barh(names, shares, left=left, color=color, label=label)
+        for y, (x0, share) in enumerate(zip(left, shares)):
+            if share >= 6:
+                ax.text(x0 + share / 2, y, f"{share:.0f}", ha="center", va="center", fontsize=8)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set(xlim=(0, 100), xlabel="share of judged prompts (%)", title="LLM judge: DSKD vs vanilla KD")
+    ax.invert_yaxis()
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=3, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(log: list[dict], title: str):
+    """One cell's training curves from its ``train_log.jsonl`` records: the total loss and every logged term per
+    optimiser step (left), other diagnostics such as accuracies and the gradient norm (middle), and dev Rouge-L
+    per epoch (right)."""
+    plt = _pyplot()
+    steps = [r for r in log if "step" in r and "event" not in r]
+    epochs = [r for r in log if r.get("event") == "epoch_end"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    keys = [k for k in steps[0] if k not in ("step", "epoch", "lr", "grad_norm")] if steps else []
+    losses = [k for k in keys if "acc" not in k]
+    others = [k for k in keys if "acc" in k] + ["grad_norm"]
+    x = [r["step"] for r in steps]
+    for k in losses:
+        axes[0].plot(x, [r[k] for r in steps], label=k, lw=1)
+    # log scale: cross-entropy terms (nats) and KD terms near zero share the panel
+    axes[0].set(title=f"{title}: loss terms", xlabel="optimiser step", ylabel="loss (nats per response token)",
+                yscale="log" if steps and all(r[k] > 0 for r in steps for k in losses) else "linear")
+    for k in others:
+        if steps and k in steps[0]:
+            axes[1].plot(x, [r[k] for r in steps], label=k, lw=1)
+    axes[1].set(title="diagnostics", xlabel="optimiser step", ylabel="value (accuracy: fraction)")
+    axes[2].plot([r["epoch"] for r in epochs], [r["dev_rougeL"] for r in epochs], marker="o")
+    axes[2].set(title="dev Rouge-L per epoch", xlabel="epoch", ylabel="Rouge-L (x100)")
+    for ax in axes[:2]:
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,436 @@
+"""LLM-as-judge pairwise comparison of two students' generations (the paper's Figure 2).
+
+The paper asks GPT-4 (gpt-4-turbo, temperature 0.1) which of two responses to 100 random Dolly test prompts is
+better, DSKD's or vanilla KD's with the same divergence, on their seed-10 generations; the answers' positions are
+randomised and the judge may call a tie. Here the judge is any OpenAI-compatible endpoint reached through the
+official ``openai`` client: OpenAI itself by default, or a local server (vLLM, ...) through ``base_url``.
+
+The API key is read from the environment variable that ``JudgeSettings.api_key_env`` names and is handed to the
+client only: it never appears in settings, records, cache files, log lines or error messages. Every request is
+cached on disk by the hash of what was sent, so a rerun repeats no paid call; requests that keep failing end as
+records with ``verdict`` None and ``error`` set (never dropped, never cached), so a rerun tries them again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Mapping
+
+from .io import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+VERDICT_RE = re.compile(r"\[\[([ABC])\]\]")
+VERDICTS = {"A": "A", "B": "B", "C": "tie"}
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ITEM_KEYS = ("comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
+ROW_KEYS = ("prompt", "instruction", "input", "prediction")
+# Statuses worth another try: timeout, conflict, rate limit; every 5xx too.
+RETRY_STATUSES = (408, 409, 429)
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Who judges, how, and on which prompts; the defaults are the paper's setting."""
+
+    model: str = "gpt-4-turbo"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.1
+    n_prompts: int = 100
+    test_set: str = "dolly"
+    generation_seed: int = 10
+    sample_seed: int = 1
+    concurrency: int = 4
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    timeout_s: float = 120.0
+    max_tokens: int = 1024
+
+    def __post_init__(self):
+        _check_text(self, "model")
+        _check_text(self, "test_set")
+        if self.base_url is not None:
+            _check_text(self, "base_url")
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"judge settings: base_url must start with http:// or https://, "
+                                 f"got {self.base_url!r}")
+        if not isinstance(self.api_key_env, str) or not ENV_NAME_RE.fullmatch(self.api_key_env):
+            # The value is not echoed: someone may have pasted the key itself here.
+            raise ValueError("judge settings: api_key_env must be the NAME of the environment variable that holds "
+                             "the key (letters, digits and underscores, e.g. OPENAI_API_KEY), not the key itself")
+        _check_number(self, "temperature", 0.0, upper=2.0)
+        for name in ("generation_seed", "sample_seed"):
+            _check_int(self, name, None)
+        _check_int(self, "n_prompts", 1)
+        _check_int(self, "concurrency", 1)
+        _check_int(self, "max_retries", 0)
+        _check_int(self, "max_tokens", 1)
+        _check_number(self, "backoff_s", 0.0)
+        _check_number(self, "max_backoff_s", self.backoff_s)
+        _check_number(self, "timeout_s", 0.0, strict=True)
+
+
+def _check_text(settings: JudgeSettings, name: str) -> None:
+    value = getattr(settings, name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"judge settings: {name} must be a non-empty string, got {value!r}")
+
+
+def _check_int(settings: JudgeSettings, name: str, lower: int | None) -> None:
+    value = getattr(settings, name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"judge settings: {name} must be an integer, got {value!r}")
+    if lower is not None and value < lower:
+        raise ValueError(f"judge settings: {name} must be at least {lower}, got {value}")
+
+
+def _check_number(settings: JudgeSettings, name: str, lower: float, upper: float | None = None,
+                  strict: bool = False) -> None:
+    value = getattr(settings, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        raise ValueError(f"judge settings: {name} must be a number, got {value!r}")
+    if value < lower or (strict and value == lower):
+        raise ValueError(f"judge settings: {name} must be {'greater than' if strict else 'at least'} {lower}, "
+                         f"got {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"judge settings: {name} must be at most {upper}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def _api_key(settings: JudgeSettings, environ: Mapping[str, str] | None) -> str | None:
+    """The key from the environment, or None when the variable is unset or blank."""
+    value = (os.environ if environ is None else environ).get(settings.api_key_env, "")
+    return value.strip() or None
+
+
+def _endpoint(settings: JudgeSettings) -> str:
+    return settings.base_url or "OpenAI's API"
+
+
+def judge_status(settings: JudgeSettings, environ: Mapping[str, str] | None = None) -> dict:
+    """Whether the judge can run (its key variable is set), with a sentence for the report; never the key."""
+    if _api_key(settings, environ):
+        return {"configured": True,
+                "reason": f"judge {settings.model} at {_endpoint(settings)}, with the key from the environment "
+                          f"variable {settings.api_key_env}"}
+    return {"configured": False,
+            "reason": f"Figure 2 needs a judge endpoint: set the environment variable {settings.api_key_env} "
+                      f"(and figures.judge.base_url for a server other than OpenAI's), then rerun the workflow; "
+                      f"no other result depends on it"}
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+
+def build_items(first: list[dict], second: list[dict], settings: JudgeSettings, first_label: str,
+                second_label: str, comparison: str) -> list[dict]:
+    """The prompts to judge for one comparison, each with the two answers in a randomised order.
+
+    ``first`` and ``second`` are the two students' generation rows on the same test set and seed, matched by
+    position and required to share each row's prompt. The rows drawn depend only on ``sample_seed`` and the
+    number of rows (so every comparison judges the same prompts); the order of each pair depends on
+    ``(sample_seed, comparison, index)`` through a hash, so it is reproducible across processes and Python versions.
+    """
+    if first_label == second_label or "tie" in (first_label, second_label):
+        raise ValueError(f"judge comparison {comparison!r}: the labels must differ from each other and from 'tie' "
+                         f"(the winner of a tied item), got {first_label!r} and {second_label!r}")
+    _check_rows(first, second, comparison)
+    k = min(settings.n_prompts, len(first))
+    indices = sorted(random.Random(settings.sample_seed).sample(range(len(first)), k))
+    items = []
+    for i in indices:
+        first_is_a = _first_is_a(settings.sample_seed, comparison, i)
+        a, b = (first[i], second[i]) if first_is_a else (second[i], first[i])
+        items.append({"comparison": comparison, "index": i, "instruction": first[i]["instruction"],
+                      "input": first[i]["input"] or "", "answer_a": a["prediction"], "answer_b": b["prediction"],
+                      "label_a": first_label if first_is_a else second_label,
+                      "label_b": second_label if first_is_a else first_label})
+    return items
+
+
+def _check_rows(first: list[dict], second: list[dict], comparison: str) -> None:
+    """Both students must have answered the same prompts, in the same order."""
+    if len(first) != len(second):
+        raise ValueError(f"judge comparison {comparison!r}: the two students have {len(first)} and {len(second)} "
+                         f"generation rows; expected the same test set, so the same number")
+    if not first:
+        raise ValueError(f"judge comparison {comparison!r}: no generation rows to judge")
+    for i, (x, y) in enumerate(zip(first, second)):
+        for side, row in (("first", x), ("second", y)):
+            missing = [key for key in ROW_KEYS if key not in row]
+            if missing:
+                raise ValueError(f"judge comparison {comparison!r}, row {i} of the {side} student: missing keys "
+                                 f"{missing}; expected generation rows with {list(ROW_KEYS)}")
+        if x["prompt"] != y["prompt"]:
+            raise ValueError(f"judge comparison {comparison!r}, row {i}: the two students' prompts differ; expected "
+                             f"generations on the same test set in the same order")
+
+
+def _first_is_a(sample_seed: int, comparison: str, index: int) -> bool:
+    """Whether the first student's answer is shown as answer A; a fair coin seeded by a hash of the arguments."""
+    digest = hashlib.sha256(f"{sample_seed}\x00{comparison}\x00{index}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")).random() < 0.5
+
+
+# ---------------------------------------------------------------------------------------------- prompt and verdict
+
+SYSTEM_PROMPT = (
+    "You are a careful, impartial evaluator of AI assistants. You will see an instruction given to two assistants "
+    "and the response each of them wrote. Decide which response serves the user better, weighing helpfulness, "
+    "relevance, accuracy, depth and an appropriate level of detail. The order in which the responses are shown "
+    "says nothing about their quality, and length is no merit in itself: judge what the responses say. "
+    "Give a brief justification first. Then finish with a line holding exactly one verdict and nothing else: "
+    "[[A]] if response A is better, [[B]] if response B is better, or [[C]] if they are equally good."
+)
+
+
+def judge_messages(item: dict) -> list[dict]:
+    """The chat messages that ask the judge about one item (the assistants' identities are never shown)."""
+    parts = [f"## Instruction\n{item['instruction'].strip()}"]
+    if (item.get("input") or "").strip():
+        parts.append(f"## Input\n{item['input'].strip()}")
+    parts += [f"## Response A\n{item['answer_a'].strip()}\n## End of response A",
+              f"## Response B\n{item['answer_b'].strip()}\n## End of response B",
+              "Compare the two responses, then give your final verdict line: [[A]], [[B]] or [[C]] (tie)."]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A', 'B' or 'tie' from the last verdict marker in ``text``; None when it has none."""
+    found = VERDICT_RE.findall(text or "")
+    return VERDICTS[found[-1]] if found else None
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def _cache_path(cache_dir: Path, settings: JudgeSettings, messages: list[dict]) -> Path:
+    """One file per distinct request: everything that shapes the reply goes into the name's hash."""
+    request = {"model": settings.model, "base_url": settings.base_url, "temperature": settings.temperature,
+               "max_tokens": settings.max_tokens, "messages": messages}
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return cache_dir / f"{digest}.json"
+
+
+def _read_cache(path: Path, messages: list[dict]) -> dict | None:
+    """The cached entry at ``path`` when it holds a valid verdict for exactly these messages, else None."""
+    if not path.exists():
+        return None
+    try:
+        entry = read_json(path)
+    except ValueError as e:
+        logger.warning("judge cache: ignoring an unreadable entry (%s); the request will be sent again", e)
+        return None
+    valid = isinstance(entry, dict) and entry.get("messages") == messages and entry.get("verdict") in ("A", "B", "tie")
+    return entry if valid else None
+
+
+# ---------------------------------------------------------------------------------------------- requests
+
+
+class _Retry(Exception):
+    """A failed attempt worth repeating; ``wait_s`` is the server's Retry-After when it sent one."""
+
+    def __init__(self, message: str, wait_s: float | None = None, reply: str | None = None):
+        super().__init__(message)
+        self.wait_s = wait_s
+        self.reply = reply
+
+
+def _redact(text: str, key: str) -> str:
+    return text.replace(key, "<redacted>") if key else text
+
+
+def _retry_after(error) -> float | None:
+    """Seconds from the error response's Retry-After (or retry-after-ms) header, when present and readable."""
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _reply_text(response) -> str:
+    """The assistant's text from a chat completion; a body without it is malformed (raises ``_Retry``)."""
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        raise _Retry(f"malformed response: expected a chat completion with choices, got {type(response).__name__}")
+    if not isinstance(content, str):
+        raise _Retry("malformed response: the first choice has no text content")
+    return content
+
+
+def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tuple[str, str]:
+    """One request; returns (reply, verdict). Raises ``_Retry`` for failures worth repeating and ``RuntimeError``
+    (naming status and model, never the key) for refusals that another try would not change."""
+    import openai
+
+    try:
+        response = client.chat.completions.create(model=settings.model, messages=messages,
+                                                  temperature=settings.temperature, max_tokens=settings.max_tokens)
+    except openai.APIStatusError as e:
+        detail = _redact(str(getattr(e, "message", "") or e), key)
+        code = getattr(e, "code", None)
+        if (e.status_code in RETRY_STATUSES or e.status_code >= 500) and code != "insufficient_quota":
+            raise _Retry(f"HTTP {e.status_code}: {detail}", _retry_after(e)) from None
+        raise RuntimeError(f"the judge endpoint ({_endpoint(settings)}) refused the request for model "
+                           f"{settings.model!r} with HTTP {e.status_code} ({detail.rstrip('.')}); check the model "
+                           f"name, the base_url and the key in the environment variable "
+                           f"{settings.api_key_env}") from None
+    except (openai.APITimeoutError, openai.APIConnectionError) as e:
+        raise _Retry(f"{type(e).__name__}: {_redact(str(e), key)}") from None
+    except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _Retry(f"malformed response body ({type(e).__name__})") from None
+    reply = _reply_text(response)
+    verdict = parse_verdict(reply)
+    if verdict is None:
+        raise _Retry("malformed reply: no [[A]], [[B]] or [[C]] verdict marker", reply=reply)
+    return reply, verdict
+
+
+def _backoff(attempt: int, settings: JudgeSettings, server_wait: float | None) -> float:
+    """Seconds before retry number ``attempt``: the server's Retry-After if given, else exponential with jitter."""
+    if server_wait is not None:
+        return min(server_wait, settings.max_backoff_s)
+    base = settings.backoff_s * 2 ** (attempt - 1)
+    return min(settings.max_backoff_s, base * random.uniform(0.5, 1.5))
+
+
+def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key: str) -> dict:
+    """The record of one item: from the cache, or after up to ``1 + max_retries`` requests."""
+    messages = judge_messages(item)
+    path = _cache_path(cache_dir, settings, messages)
+    cached = _read_cache(path, messages)
+    if cached is not None:
+        return _record(item, settings, messages, cached["reply"], cached["verdict"], 0, None, True)
+    reply, error = None, None
+    for attempt in range(1, settings.max_retries + 2):
+        try:
+            reply, verdict = _ask(client, messages, settings, key)
+        except _Retry as e:
+            reply, error = e.reply, str(e)
+            if attempt > settings.max_retries:
+                break
+            wait = _backoff(attempt, settings, e.wait_s)
+            logger.warning("judge %s item %s: %s; retry %d of %d in %.2f s", item["comparison"], item["index"],
+                           error, attempt, settings.max_retries, wait)
+            time.sleep(wait)
+            continue
+        write_json(path, {"model": settings.model, "base_url": settings.base_url, "temperature": settings.temperature,
+                          "max_tokens": settings.max_tokens, "messages": messages, "reply": reply, "verdict": verdict,
+                          "attempts": attempt})
+        return _record(item, settings, messages, reply, verdict, attempt, None, False)
+    logger.warning("judge %s item %s: giving up after %d attempts: %s", item["comparison"], item["index"],
+                   settings.max_retries + 1, error)
+    return _record(item, settings, messages, reply, None, settings.max_retries + 1,
+                   f"no valid verdict after {settings.max_retries + 1} attempts; last error: {error}", False)
+
+
+def _record(item: dict, settings: JudgeSettings, messages: list[dict], reply: str | None, verdict: str | None,
+            attempts: int, error: str | None, cached: bool) -> dict:
+    winner = {"A": item["label_a"], "B": item["label_b"], "tie": "tie", None: None}[verdict]
+    return {"comparison": item["comparison"], "index": item["index"], "label_a": item["label_a"],
+            "label_b": item["label_b"], "verdict": verdict, "winner": winner, "model": settings.model,
+            "base_url": settings.base_url, "temperature": settings.temperature, "messages": messages,
+            "reply": reply, "attempts": attempts, "error": error, "cached": cached}
+
+
+def _check_items(items: list[dict]) -> None:
+    for n, item in enumerate(items):
+        missing = [k for k in ITEM_KEYS if k not in item]
+        if missing:
+            raise ValueError(f"judge item {n}: missing keys {missing}; expected items from build_items")
+
+
+def _default_client(settings: JudgeSettings, key: str):
+    """The official client, without its own retries: ``run_judge`` retries itself, so that it can log and test it."""
+    import openai
+
+    return openai.OpenAI(api_key=key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0)
+
+
+def run_judge(items: list[dict], settings: JudgeSettings, cache_dir: str | os.PathLike, client=None,
+              environ: Mapping[str, str] | None = None) -> list[dict]:
+    """Judge every item (at most ``settings.concurrency`` requests in flight); one record per item, in item order.
+
+    Cached verdicts are reused without a request (``cached`` True, ``attempts`` 0). An item that still has no valid
+    verdict after ``1 + max_retries`` attempts gets a record with ``verdict`` None and ``error`` set. A refusal that
+    retrying cannot fix (401, 400, 404, exhausted quota) raises ``RuntimeError`` naming the status and model.
+    ``client`` replaces the ``openai.OpenAI`` client (it needs ``.chat.completions.create``); without one, the
+    key must be in the environment variable ``settings.api_key_env`` of ``environ`` (default ``os.environ``).
+    """
+    _check_items(items)
+    key = _api_key(settings, environ)
+    if client is None:
+        if key is None:
+            raise RuntimeError(f"the LLM judge needs an API key: the environment variable {settings.api_key_env} "
+                               f"is not set or is empty")
+        client = _default_client(settings, key)
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    records: list[dict | None] = [None] * len(items)
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool, \
+            tqdm(total=len(items), desc=f"judge ({settings.model})") as bar:
+        futures = {pool.submit(_judge_one, item, client, settings, cache, key or ""): n
+                   for n, item in enumerate(items)}
+        try:
+            for future in as_completed(futures):
+                records[futures[future]] = future.result()
+                bar.update(1)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def summarize(records: list[dict], first_label: str, second_label: str) -> dict:
+    """Win / tie / loss counts and rates of ``first_label`` against ``second_label``, per comparison.
+
+    Rates are fractions of the validly judged items (0 when there are none); items without a verdict are counted
+    as ``invalid``, apart from the rates.
+    """
+    out: dict[str, dict] = {}
+    for r in records:
+        if {r["label_a"], r["label_b"]} != {first_label, second_label}:
+            raise ValueError(f"judge comparison {r['comparison']!r}, item {r['index']}: labels "
+                             f"{r['label_a']!r}/{r['label_b']!r}; expected {first_label!r} and {second_label!r}")
+        s = out.setdefault(r["comparison"], {"n": 0, "wins": 0, "ties": 0, "losses": 0, "invalid": 0})
+        if r["verdict"] is None:
+            s["invalid"] += 1
+            continue
+        s["n"] += 1
+        s[{first_label: "wins", second_label: "losses", "tie": "ties"}[r["winner"]]] += 1
+    for s in out.values():
+        for count, rate in (("wins", "win_rate"), ("ties", "tie_rate"), ("losses", "loss_rate")):
+            s[rate] = s[count] / s["n"] if s["n"] else 0.0
+    return out

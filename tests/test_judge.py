@@ -1,0 +1,268 @@
+"""The LLM judge of Figure 2, against a fake OpenAI-compatible server on 127.0.0.1 through the real ``openai`` client:
+verdicts and winners, retries (429, 5xx, malformed replies), the give-up record, the cache, bounded concurrency, and
+that the API key is never written or echoed."""
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fake_openai import fake_openai_server
+
+from repro.judge import JudgeSettings, build_items, judge_messages, judge_status, parse_verdict, run_judge, summarize
+
+KEY = "sk-test-SECRET-1234"
+ENV = {"OPENAI_API_KEY": KEY}
+
+
+def rows(n: int, tag: str) -> list[dict]:
+    """Generation rows like the JSONL files hold; the prediction carries ``tag`` so tests can tell students apart."""
+    return [{"prompt": f"prompt {i}", "instruction": f"Explain thing {i}.", "input": "some context" if i % 2 else "",
+             "references": [f"ref {i}"], "prediction": f"{tag} answer {i}", "seed": 10, "rougeL": 1.0}
+            for i in range(n)]
+
+
+def settings(server=None, **overrides) -> JudgeSettings:
+    fast = dict(backoff_s=0.01, max_backoff_s=0.05, n_prompts=4, timeout_s=10.0)
+    return JudgeSettings(base_url=server.base_url if server else None, **(fast | overrides))
+
+
+def items_for(s: JudgeSettings, n_rows: int = 8, comparison: str = "fkl") -> list[dict]:
+    return build_items(rows(n_rows, "dskd"), rows(n_rows, "kd"), s, "dskd", "kd", comparison)
+
+
+def test_answers_are_judged_through_the_server(tmp_path):
+    with fake_openai_server() as server:
+        s = settings(server)
+        items = items_for(s)
+        records = run_judge(items, s, tmp_path, environ=ENV)
+        sent = server.chat_requests()
+    assert len(sent) == len(items) == len(records) == 4
+    assert {r["headers"]["authorization"] for r in sent} == {f"Bearer {KEY}"}
+    bodies = sorted((json.dumps(r["json"]["messages"]) for r in sent))
+    assert bodies == sorted(json.dumps(r["messages"]) for r in records)
+    assert {(r["json"]["model"], r["json"]["temperature"]) for r in sent} == {("gpt-4-turbo", 0.1)}
+    for item, record in zip(items, records):
+        # The fake server always answers [[A]], so the winner is whoever was shown first.
+        assert (record["comparison"], record["index"]) == (item["comparison"], item["index"])
+        assert record["verdict"] == "A" and record["winner"] == item["label_a"]
+        assert record["model"] == "gpt-4-turbo" and record["base_url"] == server.base_url
+        assert record["messages"] == judge_messages(item) and record["reply"].endswith("[[A]]")
+        assert record["attempts"] == 1 and record["error"] is None and record["cached"] is False
+        assert item["answer_a"] in record["messages"][1]["content"]
+    summary = summarize(records, "dskd", "kd")["fkl"]
+    assert summary["n"] == 4 and summary["invalid"] == 0
+    assert summary["wins"] == sum(i["label_a"] == "dskd" for i in items)
+    assert summary["win_rate"] + summary["loss_rate"] + summary["tie_rate"] == pytest.approx(1.0)
+
+
+def test_verdict_b_and_tie_map_back_through_the_order(tmp_path):
+    with fake_openai_server([("verdict", "B"), ("verdict", "C")]) as server:
+        s = settings(server, concurrency=1)
+        items = items_for(s)[:3]
+        records = run_judge(items, s, tmp_path, environ=ENV)
+    assert [r["verdict"] for r in records] == ["B", "tie", "A"]
+    assert [r["winner"] for r in records] == [items[0]["label_b"], "tie", items[2]["label_a"]]
+    summary = summarize(records, "dskd", "kd")["fkl"]
+    assert (summary["n"], summary["ties"], summary["tie_rate"]) == (3, 1, pytest.approx(1 / 3))
+
+
+@pytest.mark.parametrize("failure", [("status", 429, {"Retry-After": "0"}), ("status", 500), ("status", 503),
+                                     ("malformed_json",), ("no_choices",), ("no_verdict",)])
+def test_a_failed_attempt_is_retried(tmp_path, failure):
+    with fake_openai_server([failure]) as server:
+        s = settings(server)
+        records = run_judge(items_for(s)[:1], s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 2
+    assert records[0]["verdict"] == "A" and records[0]["attempts"] == 2 and records[0]["error"] is None
+
+
+def test_retry_after_is_honoured_and_capped(tmp_path):
+    # A long exponential backoff would take tens of seconds; Retry-After 0 skips it.
+    with fake_openai_server([("status", 429, {"Retry-After": "0"})]) as server:
+        s = settings(server, backoff_s=30.0, max_backoff_s=60.0)
+        start = time.monotonic()
+        assert run_judge(items_for(s)[:1], s, tmp_path / "a", environ=ENV)[0]["attempts"] == 2
+        assert time.monotonic() - start < 10
+    # A Retry-After longer than max_backoff_s waits only max_backoff_s.
+    with fake_openai_server([("status", 429, {"Retry-After": "600"})]) as server:
+        s = settings(server, max_backoff_s=0.05)
+        start = time.monotonic()
+        assert run_judge(items_for(s)[:1], s, tmp_path / "b", environ=ENV)[0]["attempts"] == 2
+        assert time.monotonic() - start < 10
+
+
+def test_persistent_failure_gives_an_invalid_record_and_is_not_cached(tmp_path):
+    with fake_openai_server([("no_verdict",)] * 3) as server:
+        s = settings(server, max_retries=2, concurrency=1)
+        items = items_for(s)
+        records = run_judge(items, s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 3 + 3
+        failed = records[0]
+        assert failed["verdict"] is None and failed["winner"] is None and failed["attempts"] == 3
+        assert "3 attempts" in failed["error"] and "verdict marker" in failed["error"]
+        assert failed["reply"] is not None and failed["messages"] == judge_messages(items[0])
+        assert all(r["verdict"] == "A" for r in records[1:])
+        summary = summarize(records, "dskd", "kd")["fkl"]
+        assert (summary["n"], summary["invalid"]) == (3, 1)
+        assert summary["win_rate"] + summary["loss_rate"] == pytest.approx(1.0)
+        # A rerun asks again about the failed item only.
+        again = run_judge(items, s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 7
+    assert again[0]["verdict"] == "A" and not again[0]["cached"]
+    assert all(r["cached"] for r in again[1:])
+
+
+def test_cache_makes_a_rerun_free(tmp_path):
+    with fake_openai_server([("verdict", "B"), ("verdict", "C")]) as server:
+        s = settings(server, concurrency=1)
+        items = items_for(s)
+        first = run_judge(items, s, tmp_path, environ=ENV)
+        n_requests = len(server.chat_requests())
+        second = run_judge(items, s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == n_requests
+    assert len(list(tmp_path.glob("*.json"))) == len(items)
+    assert [r["verdict"] for r in second] == [r["verdict"] for r in first] == ["B", "tie", "A", "A"]
+    assert [r["winner"] for r in second] == [r["winner"] for r in first]
+    assert all(r["cached"] and r["attempts"] == 0 for r in second)
+    # A different judge model is a different request, so it is not served from this cache.
+    with fake_openai_server() as server:
+        s2 = settings(server, model="other-judge")
+        run_judge(items, s2, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == len(items)
+
+
+def test_concurrency_is_bounded(tmp_path):
+    with fake_openai_server() as server:
+        server.delay_s = 0.2
+        s = settings(server, concurrency=2, n_prompts=6)
+        records = run_judge(items_for(s), s, tmp_path, environ=ENV)
+        assert len(records) == 6 and all(r["verdict"] == "A" for r in records)
+        assert server.max_in_flight == 2
+
+
+def test_unauthorized_is_not_retried_and_hides_the_key(tmp_path):
+    # The fake server echoes the bearer token in its 401 message; the error must not repeat it.
+    with fake_openai_server([("status", 401)]) as server:
+        s = settings(server, concurrency=1)
+        with pytest.raises(RuntimeError) as error:
+            run_judge(items_for(s)[:1], s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 1
+    message = str(error.value)
+    assert "401" in message and "gpt-4-turbo" in message and KEY not in message
+    assert KEY not in repr(error.value)
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_other_client_errors_are_not_retried(tmp_path, status):
+    with fake_openai_server([("status", status)]) as server:
+        s = settings(server)
+        with pytest.raises(RuntimeError, match=str(status)):
+            run_judge(items_for(s)[:1], s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 1
+
+
+def test_the_key_is_written_nowhere(tmp_path, caplog):
+    with fake_openai_server([("status", 429, {"Retry-After": "0"}), ("no_verdict",)]) as server:
+        s = settings(server)
+        records = run_judge(items_for(s), s, tmp_path, environ=ENV)
+    files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
+    assert files and not any(KEY.encode() in p.read_bytes() for p in files)
+    assert KEY not in json.dumps(records) and KEY not in caplog.text
+    assert KEY not in repr(s) and "SECRET" not in json.dumps(judge_status(s, ENV))
+
+
+def test_missing_key(tmp_path):
+    s = settings(api_key_env="JUDGE_KEY")
+    status = judge_status(s, environ={"JUDGE_KEY": "  "})
+    assert status["configured"] is False and "JUDGE_KEY" in status["reason"]
+    configured = judge_status(s, environ={"JUDGE_KEY": KEY})
+    assert configured["configured"] is True and KEY not in configured["reason"]
+    with pytest.raises(RuntimeError, match="JUDGE_KEY"):
+        run_judge(items_for(s), s, tmp_path, environ={})
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_injected_client_is_used_without_a_key(tmp_path):
+    calls = []
+
+    def create(**kwargs):
+        calls.append(kwargs)
+        message = SimpleNamespace(content="Response B is more accurate.\n[[B]]")
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)])
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    s = settings(max_tokens=99)
+    records = run_judge(items_for(s), s, tmp_path, client=client, environ={})
+    assert [r["verdict"] for r in records] == ["B"] * 4
+    assert {(c["model"], c["temperature"], c["max_tokens"]) for c in calls} == {("gpt-4-turbo", 0.1, 99)}
+
+
+def test_build_items_is_deterministic_and_randomises_the_order():
+    s = JudgeSettings(n_prompts=20)
+    first, second = rows(50, "dskd"), rows(50, "kd")
+    items = build_items(first, second, s, "dskd", "kd", "fkl")
+    assert items == build_items(first, second, s, "dskd", "kd", "fkl")
+    assert len(items) == 20 and len({i["index"] for i in items}) == 20
+    assert {i["label_a"] for i in items} == {"dskd", "kd"}
+    for item in items:
+        shown = {item["label_a"]: item["answer_a"], item["label_b"]: item["answer_b"]}
+        assert shown == {"dskd": f"dskd answer {item['index']}", "kd": f"kd answer {item['index']}"}
+        assert item["instruction"] == f"Explain thing {item['index']}."
+        assert set(item) == {"comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a",
+                             "label_b"}
+    # Every comparison judges the same prompts; another sample seed draws others.
+    other = build_items(first, second, s, "dskd", "kd", "rkl")
+    assert [i["index"] for i in other] == [i["index"] for i in items]
+    reseeded = build_items(first, second, JudgeSettings(n_prompts=20, sample_seed=2), "dskd", "kd", "fkl")
+    assert [i["index"] for i in reseeded] != [i["index"] for i in items]
+
+
+def test_build_items_takes_all_rows_when_there_are_few():
+    items = build_items(rows(5, "dskd"), rows(5, "kd"), JudgeSettings(), "dskd", "kd", "fkl")
+    assert sorted(i["index"] for i in items) == list(range(5))
+
+
+def test_build_items_rejects_mismatched_generations():
+    second = rows(6, "kd")
+    second[3]["prompt"] = "another prompt"
+    with pytest.raises(ValueError, match=r"'fkl', row 3"):
+        build_items(rows(6, "dskd"), second, JudgeSettings(), "dskd", "kd", "fkl")
+    with pytest.raises(ValueError, match="6 and 5"):
+        build_items(rows(6, "dskd"), rows(5, "kd"), JudgeSettings(), "dskd", "kd", "fkl")
+    with pytest.raises(ValueError, match="labels must differ"):
+        build_items(rows(6, "dskd"), rows(6, "kd"), JudgeSettings(), "kd", "kd", "fkl")
+
+
+def test_judge_messages():
+    item = {"comparison": "fkl", "index": 0, "instruction": "Name a colour.", "input": "", "answer_a": "Red.",
+            "answer_b": "Blue.", "label_a": "dskd", "label_b": "kd"}
+    system, user = judge_messages(item)
+    assert (system["role"], user["role"]) == ("system", "user")
+    assert "[[A]]" in system["content"] and "[[C]]" in system["content"] and "length" in system["content"]
+    assert "Name a colour." in user["content"] and "Red." in user["content"] and "Blue." in user["content"]
+    assert user["content"].index("Red.") < user["content"].index("Blue.")
+    assert "Input" not in user["content"] and "dskd" not in user["content"]
+    assert "the context" in judge_messages(item | {"input": "the context"})[1]["content"]
+
+
+def test_parse_verdict():
+    assert parse_verdict("A is better. [[A]]") == "A"
+    assert parse_verdict("Not [[A]] as I first thought, but [[B]]") == "B"
+    assert parse_verdict("Equally good.\n[[C]]") == "tie"
+    assert parse_verdict("A is better") is None
+    assert parse_verdict("[A]") is None and parse_verdict("") is None
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="concurrency must be at least 1, got 0"):
+        JudgeSettings(concurrency=0)
+    with pytest.raises(ValueError, match="temperature"):
+        JudgeSettings(temperature=-0.1)
+    with pytest.raises(ValueError, match="base_url"):
+        JudgeSettings(base_url="localhost:8000")
+    with pytest.raises(ValueError, match="max_backoff_s"):
+        JudgeSettings(backoff_s=5.0, max_backoff_s=1.0)
+    with pytest.raises(ValueError) as error:
+        JudgeSettings(api_key_env=KEY)
+    assert "api_key_env" in str(error.value) and KEY not in str(error.value)
