@@ -27,7 +27,10 @@ repro: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
 # The test suite (about 10 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
+# Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
+# where it cannot be installed).
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 dry-run: $(STAMP)

@@ -112,7 +112,7 @@ def generation_file(config: dict, cell: grid.Cell, test_set: str, seed: int) -> 
     return grid.run_dir(config, cell) / "generations" / f"{test_set}_seed{seed}.jsonl"
 
 
-def make_figure2(config: dict, environ=None, client=None, progress: bool = True) -> dict:
+def make_figure2(config: dict, environ=None, client=None) -> dict:
     """Judge DSKD against KD (same pair and divergence) on the configured test set's seed-``generation_seed``
     generations, when a judge is configured; write the verdicts, the win rates and Figure 2.
 

@@ -17,8 +17,6 @@ rule make_figure1:
     benchmark:
         f"{RESULTS}/benchmarks/make_figure1.tsv"
     threads: 1
-    resources:
-        runtime=600,
     run:
         render_notebook("figure1", {"workflow_config": config, "threads": threads}, output.notebook, log[0])
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import fake_openai_server
 
+from fake_openai import fake_openai_server
 from repro.judge import JudgeSettings, build_items, judge_messages, judge_status, parse_verdict, run_judge, summarize
 
 KEY = "sk-test-SECRET-1234"

@@ -15,8 +15,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
 def _run(args, cwd, env=None, timeout=600):
+    """Run Snakemake; ``env`` entries set to None are removed from the environment."""
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env=environment)
 
 
 def _job_counts(output: str) -> dict:
@@ -35,8 +37,9 @@ def test_dry_run_job_counts(tmp_path, configfile, cells):
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    assert counts == {"convert_notebook": 4, "prepare_data": 1, "run_cell": cells, "make_tables": 1, "all": 1,
-                      "total": cells + 7}
+    assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "make_tables": 1,
+                      "make_figure1": 1, "make_figure2": 1, "make_figure3": 1, "plot_training_curves": 1,
+                      "make_report": 1, "all": 1, "total": cells + 16}
 
 
 def test_paper_configuration_lists_every_cell_offline(tmp_path):
@@ -49,8 +52,9 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
                    "--directory", str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
-    assert _job_counts(output) == {"convert_notebook": 5, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
-                                   "make_tables": 1, "all": 1, "total": 116}
+    assert _job_counts(output) == {"convert_notebook": 9, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
+                                   "make_tables": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
+                                   "plot_training_curves": 1, "make_report": 1, "all": 1, "total": 125}
     config = load_config(REPO / "config" / "paper.yaml")
     for table in (1, 2, 3):
         for cell in grid.table_cells(config, table):
@@ -89,11 +93,56 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_micro_run_end_to_end(tmp_path):
-    """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables."""
+    """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables,
+    figures and the report; first without a judge (the report says Figure 2 needs one), then with a fake
+    OpenAI-compatible judge on 127.0.0.1 (only the judge step and the report rerun)."""
+    from browser import check_page, chromium_or_skip
+    from fake_openai import fake_openai_server
+
     secret = "sk-test-do-not-leak-0123456789"
     result = _run(["--cores", "2", "--configfile", str(REPO / "config" / "micro.yaml"),
-                   "--directory", str(tmp_path)], REPO, env={"OPENAI_API_KEY": secret})
+                   "--directory", str(tmp_path)], REPO, env={"OPENAI_API_KEY": None})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = tmp_path / "results"
+    report = (results / "report" / "index.html").read_text()
+    assert "Figure 2 needs a judge endpoint" in report and "OPENAI_API_KEY" in report
+    for stem in ("figure1_toy_simulation", "figure3_representation_distance"):
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    assert not (results / "figures" / "figure2_judge_win_rates.png").exists()
+    for name in ("teacher", "sft", "kd-kl", "dskd-kl"):
+        assert (results / "figures" / "training" / "gpt2" / f"{name}.png").exists()
+    assert (results / "figures" / "training" / "qwen_gpt2" / "dskd_cma-kl.pdf").exists()
+    distances = json.loads((results / "analysis" / "figure3_representation_distance.json").read_text())
+    assert set(distances["values"]["gpt2"]) == {"SFT", "KD", "DSKD"}
+    assert all(len(v["cosine"]) == 8 for v in distances["values"]["gpt2"].values())
+    # with a judge endpoint (the fake server) and its key in the environment: Figure 2, nothing else retrained
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    judged = tmp_path / "judged.yaml"
+    with fake_openai_server([("status", 429, {"Retry-After": "0"}), ("no_verdict",)]) as server:
+        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge", backoff_s=0.01)
+        judged.write_text(yaml.safe_dump(config))
+        micro = ["--configfile", str(judged), "--directory", str(tmp_path)]
+        env = {"OPENAI_API_KEY": secret}
+        plan = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
+        assert _job_counts(plan.stdout + plan.stderr) == {"make_figure2": 1, "make_report": 1, "all": 1, "total": 3}
+        result = _run(["--cores", "2"] + micro, REPO, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        requests = server.chat_requests()
+    assert len(requests) == 4 + 2  # four Dolly prompts; one retried after a 429, one after a reply without verdict
+    assert all(r["headers"]["authorization"] == f"Bearer {secret}" for r in requests)
+    assert all(r["json"]["model"] == "fake-judge" and r["json"]["temperature"] == 0.1 for r in requests)
+    assert (results / "figures" / "figure2_judge_win_rates.pdf").exists()
+    report = (results / "report" / "index.html").read_text()
+    assert "Figure 2 needs a judge endpoint" not in report and "figure2_judge_win_rates.png" in report
+    for path in tmp_path.rglob("*"):  # the key is in no output, log, params file, notebook or Snakemake record
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    # the report in headless Chromium: it loads, every link resolves, a screenshot is taken
+    binary = chromium_or_skip()
+    dom, links = check_page(binary, results, "report/index.html", tmp_path / "report.png")
+    assert "../runs/gpt2/kd-kl/train.html" in links and "../notebooks/figure3.html" in links
+    assert (tmp_path / "report.png").stat().st_size > 10_000
     results = tmp_path / "results"
     table = (results / "tables" / "table1.md").read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
@@ -135,24 +184,21 @@ def test_micro_run_end_to_end(tmp_path):
     assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
     seqkd_data = [json.loads(line) for line in (results / "runs/gpt2/seqkd/seqkd_train.jsonl").read_text().splitlines()]
     assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
-    for name in ("prepare_data", "make_tables"):
+    for name in ("prepare_data", "make_tables", "figure1", "figure2", "figure3", "training_curves"):
         assert (results / "notebooks" / f"{name}.ipynb").exists()
         assert (results / "notebooks" / f"{name}.html").exists()
     leftovers = [p for p in results.rglob("*") if p.name.endswith((".failed.ipynb", ".tmp"))]
     assert leftovers == []
-    for path in results.rglob("*"):
-        if path.is_file() and path.suffix in {".ipynb", ".yaml", ".json", ".jsonl", ".log", ".md", ".csv"}:
-            assert secret not in path.read_text(errors="ignore"), path
     # a second run has nothing to do
-    micro = ["--configfile", str(REPO / "config" / "micro.yaml"),
-             "--directory", str(tmp_path)]
-    again = _run(["--cores", "2", "-n"] + micro, REPO)
+    again = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
     # a run interrupted before one cell and the tables were done redoes that cell and the tables, nothing else
     (results / "runs" / "gpt2" / "kd-kl" / "scores.json").unlink()
     shutil.rmtree(results / "tables")
-    redo = _run(["--cores", "2", "-n"] + micro, REPO)
-    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "all": 1, "total": 3}
+    redo = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
+    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "make_figure2": 1,
+                                                      "make_figure3": 1, "plot_training_curves": 1,
+                                                      "make_report": 1, "all": 1, "total": 7}
     # a notebook run by hand with its defaults works (here the evaluation notebook, on the micro results)
     import jupytext
 

@@ -1,0 +1,123 @@
+"""Figures (PNG and PDF), the judge step with and without an endpoint, and the HTML report (built from nothing,
+from a synthetic results folder, and in headless Chromium)."""
+import json
+
+from conftest import REPO
+from fake_openai import fake_openai_server
+from repro import analysis, grid
+from repro.config import load_config
+from repro.figures import plot_judge, plot_representation, plot_toy, plot_training_curves, save_figure
+from repro.io import write_jsonl
+from repro.report import build_report, markdown_to_html, write_report
+from repro.toy import ToySettings, run_toy
+
+SECRET = "sk-test-SECRET-report-5678"
+
+
+def _config(tmp_path):
+    config = load_config(REPO / "config" / "micro.yaml")
+    config["results_dir"] = str(tmp_path / "results")
+    return config
+
+
+def _assert_figure_files(paths):
+    png, pdf = paths
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_every_figure_draws_and_saves(tmp_path):
+    toy = run_toy(["kl", "js"], ToySettings(n_vectors=5, n_classes=20, steps=3, repetitions=2), progress=False)
+    _assert_figure_files(save_figure(plot_toy(toy), tmp_path / "toy"))
+    values = {"pair": {label: {"cosine": [0.1, 0.2, 0.3], "inner_product": [1.0, 2.0, 1.5]}
+                       for label in ("SFT", "KD", "DSKD")}}
+    _assert_figure_files(save_figure(plot_representation(values), tmp_path / "representation"))
+    summary = {"gpt2, KL": {"n": 4, "wins": 2, "ties": 1, "losses": 1, "invalid": 0},
+               "gpt2, RKL": {"n": 0, "wins": 0, "ties": 0, "losses": 0, "invalid": 3}}
+    _assert_figure_files(save_figure(plot_judge(summary), tmp_path / "judge"))
+    log = [{"step": i, "epoch": 1, "lr": 1e-3, "grad_norm": 1.0, "loss": 3.0 / i, "ce": 4.0 / i, "kd": 0.01,
+            "t2s_acc": 0.1 * i} for i in range(1, 6)] + [{"event": "epoch_end", "epoch": 1, "dev_rougeL": 12.0}]
+    _assert_figure_files(save_figure(plot_training_curves(log, "pair/cell"), tmp_path / "curves"))
+
+
+def test_markdown_tables_are_escaped():
+    html = markdown_to_html("## Table 1\n\n| a | <b> |\n|---|---|\n| 1 & 2 | x |\n\n**WARNING: <x>** see `f`")
+    assert "<h4>Table 1</h4>" in html
+    assert "<th>&lt;b&gt;</th>" in html and "<td>1 &amp; 2</td>" in html and "---" not in html
+    assert "<strong>WARNING: &lt;x&gt;</strong>" in html and "<code>f</code>" in html
+
+
+def test_report_of_an_empty_results_folder_lists_what_is_missing(tmp_path):
+    config = _config(tmp_path)
+    text, missing = build_report(config)
+    assert "The judge step has not run" in text and "Missing files" in text
+    assert grid.figure_files(config, 1)[0] in missing
+    assert grid.results_dir(config) / "tables" / "table1.md" in missing
+    path = write_report(config)
+    assert path == grid.report_file(config) and path.read_text() == text
+
+
+def _fake_generations(config, n=4):
+    for dskd, kd in grid.judge_comparisons(config):
+        for cell, answer in ((dskd, "a careful full answer"), (kd, "short")):
+            rows = [{"prompt": f"prompt {i}", "instruction": f"instruction {i}", "input": "", "references": ["ref"],
+                     "prediction": f"{answer} {i}", "seed": 10, "rougeL": 0.0} for i in range(n)]
+            write_jsonl(analysis.generation_file(config, cell, "dolly", 10), rows)
+
+
+def test_judge_step_without_an_endpoint_says_so(tmp_path):
+    config = _config(tmp_path)
+    for path in grid.figure_files(config, 2):  # a figure of an earlier judged run must not outlive the status
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("old")
+    out = analysis.make_figure2(config, environ={})
+    assert out["status"]["configured"] is False and "OPENAI_API_KEY" in out["status"]["reason"]
+    assert not any(p.exists() for p in grid.figure_files(config, 2))
+    recorded = json.loads(analysis.figure2_outputs(config)["results"].read_text())
+    assert recorded["status"] == out["status"] and recorded["summary"] is None
+    text, _ = build_report(config)
+    assert "Figure 2 needs a judge endpoint" in text
+
+
+def test_judge_step_with_a_fake_endpoint_draws_figure2_and_never_writes_the_key(tmp_path):
+    config = _config(tmp_path)
+    _fake_generations(config)
+    with fake_openai_server([("status", 429, {"Retry-After": "0"})]) as server:
+        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge", backoff_s=0.01)
+        out = analysis.make_figure2(config, environ={"OPENAI_API_KEY": SECRET})
+        requests = server.chat_requests()
+        again = analysis.make_figure2(config, environ={"OPENAI_API_KEY": SECRET})
+        assert len(server.chat_requests()) == len(requests)  # the rerun is served from the cache
+    assert again["summary"] == out["summary"]
+    assert out["status"]["configured"] is True
+    assert len(requests) == 5  # four prompts, one of them retried after the 429
+    assert all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in requests)
+    _assert_figure_files(grid.figure_files(config, 2))
+    assert out["summary"]["gpt2, KL"]["n"] == 4
+    verdicts = [json.loads(line) for line in analysis.figure2_outputs(config)["verdicts"].read_text().splitlines()]
+    assert all(v["model"] == "fake-judge" and v["messages"][1]["content"] for v in verdicts)
+    write_report(config)
+    for path in grid.results_dir(config).rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_report_in_headless_chromium(tmp_path):
+    """A report with every kind of content: the page loads in Chromium, every link resolves, a screenshot."""
+    from browser import check_page, chromium_or_skip
+
+    binary = chromium_or_skip()
+    config = _config(tmp_path)
+    config["figures"]["toy"] = {"n_vectors": 5, "n_classes": 20, "steps": 3, "repetitions": 2}
+    analysis.make_figure1(config, progress=False)
+    analysis.make_figure2(config, environ={})
+    results = grid.results_dir(config)
+    (results / "tables").mkdir(parents=True)
+    table = "## Table 1\n\n| Pair | Method | Avg |\n|---|---|---|\n| a | b | 1 |\n"
+    (results / "tables" / "table1.md").write_text(table)
+    write_report(config)
+    screenshot = tmp_path / "report.png"
+    dom, links = check_page(binary, results, "report/index.html", screenshot)
+    assert "reproduction report" in dom and "Figure 2 needs a judge endpoint" in dom
+    assert "../figures/figure1_toy_simulation.png" in links and "../tables/table1.md" in links
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
