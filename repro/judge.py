@@ -244,10 +244,12 @@ def _read_cache(path: Path, messages: list[dict]) -> dict | None:
 class _Retry(Exception):
     """A failed attempt worth repeating; ``wait_s`` is the server's Retry-After when it sent one."""
 
-    def __init__(self, message: str, wait_s: float | None = None, reply: str | None = None):
+    def __init__(self, message: str, wait_s: float | None = None, reply: str | None = None,
+                 unreachable: bool = False):
         super().__init__(message)
         self.wait_s = wait_s
         self.reply = reply
+        self.unreachable = unreachable  # no connection at all (as opposed to a server that answered badly)
 
 
 def _redact(text: str, key: str) -> str:
@@ -301,8 +303,10 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
                            f"{settings.model!r} with HTTP {e.status_code} ({detail.rstrip('.')}); check the model "
                            f"name, the base_url and the key in the environment variable "
                            f"{settings.api_key_env}") from None
-    except (openai.APITimeoutError, openai.APIConnectionError) as e:
+    except openai.APITimeoutError as e:
         raise _Retry(f"{type(e).__name__}: {_redact(str(e), key)}") from None
+    except openai.APIConnectionError as e:
+        raise _Retry(f"{type(e).__name__}: {_redact(str(e), key)}", unreachable=True) from None
     except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _Retry(f"malformed response body ({type(e).__name__})") from None
     reply = _reply_text(response)
@@ -327,12 +331,12 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
     cached = _read_cache(path, messages)
     if cached is not None:
         return _record(item, settings, messages, cached["reply"], cached["verdict"], 0, None, True)
-    reply, error = None, None
+    reply, error, unreachable = None, None, True
     for attempt in range(1, settings.max_retries + 2):
         try:
             reply, verdict = _ask(client, messages, settings, key)
         except _Retry as e:
-            reply, error = e.reply, str(e)
+            reply, error, unreachable = e.reply, str(e), unreachable and e.unreachable
             if attempt > settings.max_retries:
                 break
             wait = _backoff(attempt, settings, e.wait_s)
@@ -344,6 +348,10 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
                           "max_tokens": settings.max_tokens, "messages": messages, "reply": reply, "verdict": verdict,
                           "attempts": attempt})
         return _record(item, settings, messages, reply, verdict, attempt, None, False)
+    if unreachable:  # every attempt failed to connect: the other items would only wait out the same retries
+        raise RuntimeError(f"the judge endpoint ({_endpoint(settings)}) could not be reached in "
+                           f"{settings.max_retries + 1} attempts ({error}); check figures.judge.base_url and the "
+                           f"network, or unset {settings.api_key_env} to run the workflow without Figure 2")
     logger.warning("judge %s item %s: giving up after %d attempts: %s", item["comparison"], item["index"],
                    settings.max_retries + 1, error)
     return _record(item, settings, messages, reply, None, settings.max_retries + 1,

@@ -266,3 +266,18 @@ def test_settings_are_validated():
     with pytest.raises(ValueError) as error:
         JudgeSettings(api_key_env=KEY)
     assert "api_key_env" in str(error.value) and KEY not in str(error.value)
+
+
+def test_an_unreachable_endpoint_stops_the_run_with_a_clear_error(tmp_path):
+    """Nothing listens at the URL: after one item's retries the run stops (instead of every item waiting out its
+    own retries), naming the endpoint and how to go on without a judge, never the key."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago and that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    s = JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", backoff_s=0.01, max_retries=2, concurrency=1,
+                      timeout_s=5)
+    with pytest.raises(RuntimeError, match=r"could not be reached in 3 attempts.*unset OPENAI_API_KEY") as error:
+        run_judge(items_for(s), s, tmp_path / "cache", environ={"OPENAI_API_KEY": KEY})
+    assert KEY not in str(error.value) and f"127.0.0.1:{port}" in str(error.value)
