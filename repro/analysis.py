@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 
 from . import grid
-from .io import read_json, read_jsonl, write_json, write_text
+from .io import read_jsonl, write_json, write_jsonl, write_text
 
 
 def figure1_outputs(config: dict) -> dict[str, Path]:
@@ -120,15 +120,19 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
     there is no Figure 2; the API key is read from the environment variable the config names, never written.
     Returns ``{"status", "summary", "figure", "files"}`` (the last three None without a judge).
     """
+    from dataclasses import asdict
+
+    from .figures import plot_judge, save_figure
     from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
 
     settings = JudgeSettings(**grid.figure_settings(config, "judge"))
     status = judge_status(settings, environ)
     out = figure2_outputs(config)
-    stems = grid.figure_files(config, 2)
-    result = {"status": status, "settings": _public_settings(settings), "summary": None, "comparisons": []}
+    figure_paths = grid.figure_files(config, 2)
+    # everything in the settings is public: the key's variable name, never the key
+    result = {"status": status, "settings": asdict(settings), "summary": None, "comparisons": []}
     if not status["configured"]:
-        for path in stems:  # a figure from an earlier judged run would contradict the status
+        for path in figure_paths:  # a figure from an earlier judged run would contradict the status
             path.unlink(missing_ok=True)
         write_json(out["results"], result)
         return {"status": status, "summary": None, "figure": None, "files": []}
@@ -142,24 +146,12 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
         items += build_items(first, second, settings, "DSKD", "KD", title)
     records = run_judge(items, settings, out["cache"], client=client, environ=environ)
     summary = summarize(records, "DSKD", "KD")
-    from .io import write_jsonl
-
     write_jsonl(out["verdicts"], records)
     result.update(summary=summary, comparisons=[{"title": t, "dskd": a, "kd": b} for t, (a, b) in titles.items()])
     write_json(out["results"], result)
-    from .figures import plot_judge, save_figure
-
     fig = plot_judge(summary)
     files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[2])
     return {"status": status, "summary": summary, "figure": fig, "files": files}
-
-
-def _public_settings(settings) -> dict:
-    """The judge settings as recorded in results: everything in them is public (the key's variable name, not
-    the key)."""
-    from dataclasses import asdict
-
-    return asdict(settings)
 
 
 def make_training_curves(config: dict) -> list[Path]:
@@ -181,9 +173,3 @@ def make_training_curves(config: dict) -> list[Path]:
 def training_curve_files(config: dict) -> list[Path]:
     return [grid.training_curve_stem(config, c).with_suffix(ext) for c in grid.cells(config)
             for ext in (".png", ".pdf")]
-
-
-def figure2_status(config: dict) -> dict | None:
-    """The recorded status of the judge step, or None when it has not run."""
-    path = figure2_outputs(config)["results"]
-    return read_json(path)["status"] if path.exists() else None
