@@ -117,8 +117,25 @@ def plot_representation(values: dict):
             data = frame[(frame.pair == pair) & (frame.distance == kind)]
             sns.boxplot(data=data, x="student", y="value", hue="student", ax=ax, palette="Set2", legend=False)
             ax.set(title=f"{pair}\n{titles[kind]}", xlabel="student", ylabel="distance to teacher (lower = closer)")
+            _clip_outliers(ax, data["value"].tolist())
     fig.tight_layout()
     return fig
+
+
+def _clip_outliers(ax, values: list[float]) -> None:
+    """Keep a few extreme values from flattening the boxes: when the largest value is more than five times the
+    99th percentile, cut the axis above the percentile and say how many values lie beyond it. (The inner-product
+    distance divides by row sums of inner products, which can be near zero.)"""
+    ordered = sorted(values)
+    if not ordered:
+        return
+    q99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    if q99 > 0 and ordered[-1] > 5 * q99:
+        top = 1.3 * q99
+        beyond = sum(v > top for v in ordered)
+        ax.set_ylim(ordered[0] - 0.05 * (top - ordered[0]), top)
+        ax.text(0.98, 0.97, f"{beyond} value(s) above the axis (max {ordered[-1]:.3g})", transform=ax.transAxes,
+                ha="right", va="top", fontsize=7)
 
 
 def plot_judge(summary: dict):

@@ -32,6 +32,10 @@ def test_every_figure_draws_and_saves(tmp_path):
     values = {"pair": {label: {"cosine": [0.1, 0.2, 0.3], "inner_product": [1.0, 2.0, 1.5]}
                        for label in ("SFT", "KD", "DSKD")}}
     _assert_figure_files(save_figure(plot_representation(values), tmp_path / "representation"))
+    # one extreme inner-product distance (a row sum near zero) must not flatten the boxes: the axis is cut
+    values["pair"]["KD"]["inner_product"] = [1.0, 2.0, 1.5] * 40 + [300.0]
+    fig = plot_representation(values)
+    assert fig.axes[1].get_ylim()[1] < 10 and "1 value(s) above the axis" in fig.axes[1].texts[0].get_text()
     summary = {"gpt2, KL": {"n": 4, "wins": 2, "ties": 1, "losses": 1, "invalid": 0},
                "gpt2, RKL": {"n": 0, "wins": 0, "ties": 0, "losses": 0, "invalid": 3}}
     _assert_figure_files(save_figure(plot_judge(summary), tmp_path / "judge"))
