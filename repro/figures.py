@@ -167,6 +167,8 @@ def plot_training_curves(log: list[dict], title: str):
     """One cell's training curves from its ``train_log.jsonl`` records: the total loss and every logged term per
     optimiser step (left), other diagnostics such as accuracies and the gradient norm (middle), and dev Rouge-L
     per epoch (right)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     steps = [r for r in log if "step" in r and "event" not in r]
     epochs = [r for r in log if r.get("event") == "epoch_end"]
@@ -186,6 +188,7 @@ def plot_training_curves(log: list[dict], title: str):
     axes[1].set(title="diagnostics", xlabel="optimiser step", ylabel="value (accuracy: fraction)")
     axes[2].plot([r["epoch"] for r in epochs], [r["dev_rougeL"] for r in epochs], marker="o")
     axes[2].set(title="dev Rouge-L per epoch", xlabel="epoch", ylabel="Rouge-L (x100)")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:2]:
         if ax.lines:
             ax.legend(fontsize=7)

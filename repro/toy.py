@@ -26,7 +26,7 @@ class ToySettings:
     steps: int = 1000
     lr: float = 1.0
     repetitions: int = 100
-    chunk: int = 10          # repetitions per batch (memory: about chunk x n_vectors x n_classes x 80 bytes)
+    chunk: int = 10          # repetitions per batch (peak memory about 300 bytes x chunk x n_vectors x n_classes)
     seed: int = 10
     teacher_scale: float = 2.0
     student_shift: float = 3.0

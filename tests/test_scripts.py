@@ -1,4 +1,4 @@
-"""The GPU smoke script runs (tiny shapes on the CPU) and reports its measurements."""
+"""The scripts run: the GPU smoke script (tiny shapes on the CPU) and the toy-simulation timing."""
 import subprocess
 import sys
 
@@ -17,3 +17,14 @@ def test_gpu_smoke_script_runs_kd_and_dskd_at_tiny_shapes(tmp_path):
     assert set(results) == {"kd", "dskd"}
     assert results["dskd"]["projector_parameters"] > 0 == results["kd"]["projector_parameters"]
     assert all(r["tokens_per_s"] > 0 and len(r["losses"]) == 2 for r in results.values())
+
+
+def test_toy_timing_script_measures_every_divergence(tmp_path):
+    out = tmp_path / "toy.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "time_toy.py"), str(REPO / "config" / "micro.yaml"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = read_json(out)
+    assert set(result["seconds_per_repetition"]) == {"kl"} and result["sizes"]["n_classes"] == 50
+    assert result["extrapolated_seconds"] == result["seconds_per_repetition"]["kl"] * 2  # micro: 2 repetitions
+    assert "extrapolated to 2 repetitions" in done.stdout
