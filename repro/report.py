@@ -18,7 +18,9 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
-th { background: #f2f2f2; } td { white-space: nowrap; } td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
+th { background: #f2f2f2; }
+td { white-space: nowrap; }
+td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .notice { border-left: 4px solid #d98c00; background: #fff6e5; padding: 0.6em 1em; }
 .missing { color: #a00; }
