@@ -266,6 +266,12 @@ def judge_comparisons(config: dict) -> list[tuple[Cell, Cell]]:
     return out
 
 
+def figure_numbers(config: dict) -> list[int]:
+    """The figures this config draws: Figure 1 always; Figure 2 with KD and DSKD cells of the same pair and
+    divergence; Figure 3 with those and a student SFT row (a config of cross-vocabulary methods only has neither)."""
+    return [1] + ([2] if judge_comparisons(config) else []) + ([3] if representation_students(config) else [])
+
+
 def training_curve_stem(config: dict, cell: Cell) -> Path:
     return figures_dir(config) / "training" / cell.pair / cell.name
 

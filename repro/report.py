@@ -115,9 +115,9 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
                     grid.run_dir(config, cell) / "train.html"))
         if grid.separate_evaluation(config):
             out.append((f"{cell.id}: evaluation", grid.run_dir(config, cell) / "evaluate.html"))
-    for name, label in [("make_tables", "Tables 1-3"), ("figure1", "Figure 1"), ("figure2", "Figure 2"),
-                        ("figure3", "Figure 3"), ("training_curves", "training curves")]:
-        out.append((label, results / "notebooks" / f"{name}.html"))
+    out.append(("Tables 1-3", results / "notebooks" / "make_tables.html"))
+    out += [(f"Figure {n}", results / "notebooks" / f"figure{n}.html") for n in grid.figure_numbers(config)]
+    out.append(("training curves", results / "notebooks" / "training_curves.html"))
     return out
 
 
@@ -153,13 +153,19 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
     page.markdown_file(figure1_outputs(config)["table_md"])
 
     page.add('<h2 id="figure2">Figure 2: LLM-judge win rates of DSKD against KD</h2>')
-    _figure2(page, config, figures[2], figure2_outputs(config))
+    if 2 in grid.figure_numbers(config):
+        _figure2(page, config, figures[2], figure2_outputs(config))
+    else:
+        page.add('<p class="notice">This configuration has no pair with both KD and DSKD students of the same '
+                 'divergence, so there is nothing to judge.</p>')
 
     page.add('<h2 id="figure3">Figure 3: representation distance to the teacher</h2>')
-    page.add(f"<p>{page.link(figures[3][0], 'PNG')}, {page.link(figures[3][1], 'PDF')}, values "
-             f"{page.link(figure3_outputs(config)['results'], 'JSON')}</p>")
-    page.image(figures[3][0], "Figure 3")
-    page.markdown_file(figure3_outputs(config)["table_md"])
+    if 3 in grid.figure_numbers(config):
+        _figure3(page, config, figures[3], figure3_outputs(config))
+    else:
+        divergence = grid.figure_settings(config, "representation")["divergence"]
+        page.add('<p class="notice">This configuration has no same-vocabulary pair with SFT, KD and DSKD students '
+                 f'of the divergence {_esc(divergence)}.</p>')
 
     page.add('<h2 id="training">Training curves</h2><ul class="files">')
     for cell in grid.cells(config):
@@ -178,6 +184,13 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
     text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>DSKD reproduction report</title>'
             f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
     return text, page.missing
+
+
+def _figure3(page: _Page, config: dict, files: list[Path], outputs: dict) -> None:
+    page.add(f"<p>{page.link(files[0], 'PNG')}, {page.link(files[1], 'PDF')}, values "
+             f"{page.link(outputs['results'], 'JSON')}</p>")
+    page.image(files[0], "Figure 3")
+    page.markdown_file(outputs["table_md"])
 
 
 def _figure2(page: _Page, config: dict, files: list[Path], outputs: dict) -> None:

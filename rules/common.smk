@@ -113,10 +113,7 @@ def cell_inputs(wildcards):
     return inputs
 
 
-# Figures: Figure 2 needs KD and DSKD cells with the same divergence, Figure 3 also a student SFT row; a config
-# without them (e.g. only cross-vocabulary methods) has no such figure.
-FIGURE_NUMBERS = [1] + ([2] if grid.judge_comparisons(config) else []) + \
-    ([3] if grid.representation_students(config) else [])
+FIGURE_NUMBERS = grid.figure_numbers(config)
 FIGURE_FILES = {n: [str(p) for p in grid.figure_files(config, n)] for n in FIGURE_NUMBERS}
 FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, c)) for cells in
                          grid.representation_students(config).values() for cell in cells.values()
@@ -134,11 +131,5 @@ def report_inputs(wildcards):
     if 2 in FIGURE_NUMBERS:
         inputs.append(str(analysis.figure2_outputs(config)["results"]))
     inputs += [str(p) for p in analysis.training_curve_files(config)]
-    inputs += [str(path) for _, path in report.notebooks(config) if _notebook_made(path)]
+    inputs += [str(path) for _, path in report.notebooks(config)]
     return inputs
-
-
-def _notebook_made(path):
-    """Whether the workflow renders this notebook under this config (Figures 2 and 3 may be absent)."""
-    name = Path(path).stem
-    return not ((name == "figure2" and 2 not in FIGURE_NUMBERS) or (name == "figure3" and 3 not in FIGURE_NUMBERS))

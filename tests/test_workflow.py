@@ -224,3 +224,25 @@ def test_separate_evaluation_jobs_run(tmp_path):
     for name in ("train.ipynb", "train.html", "evaluate.ipynb", "evaluate.html", "scores.json"):
         assert (run / name).exists(), name
     assert (tmp_path / "results" / "benchmarks" / "evaluate_cell" / "gpt2" / "sft.tsv").exists()
+
+
+def test_a_config_without_kd_and_dskd_cells_has_no_figures_2_and_3(tmp_path):
+    """Figures 2 and 3 compare KD and DSKD students: a grid without them plans Figure 1, the curves and the
+    report only, and the report says why the other two are absent."""
+    from repro.config import validate_config
+    from repro.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["methods"] = ["sft", "seqkd"]
+    config["ablation"] = []
+    config["results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "no_kd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(path), "--directory", str(tmp_path)], REPO)
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout + result.stderr)
+    assert "make_figure2" not in counts and "make_figure3" not in counts
+    assert counts["make_figure1"] == 1 and counts["make_report"] == 1
+    text, missing = build_report(validate_config(config))
+    assert "nothing to judge" in text and "no same-vocabulary pair" in text
+    assert not any(p.name in ("figure2.html", "figure3.html") for p in missing)
