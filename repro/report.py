@@ -154,14 +154,14 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
 
     page.add('<h2 id="figure2">Figure 2: LLM-judge win rates of DSKD against KD</h2>')
     if 2 in grid.figure_numbers(config):
-        _figure2(page, config, figures[2], figure2_outputs(config))
+        _figure2(page, figures[2], figure2_outputs(config))
     else:
         page.add('<p class="notice">This configuration has no pair with both KD and DSKD students of the same '
                  'divergence, so there is nothing to judge.</p>')
 
     page.add('<h2 id="figure3">Figure 3: representation distance to the teacher</h2>')
     if 3 in grid.figure_numbers(config):
-        _figure3(page, config, figures[3], figure3_outputs(config))
+        _figure3(page, figures[3], figure3_outputs(config))
     else:
         divergence = grid.figure_settings(config, "representation")["divergence"]
         page.add('<p class="notice">This configuration has no same-vocabulary pair with SFT, KD and DSKD students '
@@ -186,14 +186,14 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
     return text, page.missing
 
 
-def _figure3(page: _Page, config: dict, files: list[Path], outputs: dict) -> None:
+def _figure3(page: _Page, files: list[Path], outputs: dict) -> None:
     page.add(f"<p>{page.link(files[0], 'PNG')}, {page.link(files[1], 'PDF')}, values "
              f"{page.link(outputs['results'], 'JSON')}</p>")
     page.image(files[0], "Figure 3")
     page.markdown_file(outputs["table_md"])
 
 
-def _figure2(page: _Page, config: dict, files: list[Path], outputs: dict) -> None:
+def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
     from .io import read_json
 
     if not outputs["results"].exists():
