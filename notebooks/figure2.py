@@ -37,8 +37,5 @@ display(Markdown(figure2["status"]["reason"] if not figure2["status"]["configure
 
 # %%
 if figure2["summary"] is not None:
-    lines = ["| Comparison | DSKD wins | Ties | KD wins | Judged | Invalid |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {s['wins']} | {s['ties']} | {s['losses']} | {s['n']} | {s['invalid']} |"
-              for name, s in figure2["summary"].items()]
-    display(Markdown("\n".join(lines)))
+    display(Markdown(figure2["table"]))
     display(figure2["figure"])

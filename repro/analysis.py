@@ -10,8 +10,6 @@ and display what they return.
 """
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from . import grid
@@ -36,18 +34,11 @@ def figure3_outputs(config: dict) -> dict[str, Path]:
             "table_md": d / "figure3_representation_distance.md"}
 
 
-def _csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def make_figure1(config: dict, threads: int = 1, progress: bool = True) -> dict:
     """Run the toy simulation for every divergence of the config; write its results, the distance table and
     Figure 1. Returns ``{"results", "table" (Markdown), "figure" (matplotlib figure), "files"}``."""
     from .figures import plot_toy, save_figure, toy_table
+    from .tables import to_csv
     from .toy import ToySettings, distance_rows, run_toy
 
     settings = ToySettings(**grid.figure_settings(config, "toy"), threads=threads)
@@ -57,7 +48,7 @@ def make_figure1(config: dict, threads: int = 1, progress: bool = True) -> dict:
     table = toy_table(rows)
     write_json(out["results"], results)
     write_text(out["table_md"], table)
-    write_text(out["table_csv"], _csv(rows))
+    write_text(out["table_csv"], to_csv(rows))
     fig = plot_toy(results)
     files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[1])
     return {"results": results, "table": table, "figure": fig, "files": files}
@@ -118,11 +109,11 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
 
     Always writes ``figure2_judge.json`` with ``status`` (``{"configured", "reason"}``), so the report can say why
     there is no Figure 2; the API key is read from the environment variable the config names, never written.
-    Returns ``{"status", "summary", "figure", "files"}`` (the last three None without a judge).
+    Returns ``{"status", "summary", "table", "figure", "files"}`` (summary, table and figure None without a judge).
     """
     from dataclasses import asdict
 
-    from .figures import plot_judge, save_figure
+    from .figures import judge_table, plot_judge, save_figure
     from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
 
     settings = JudgeSettings(**grid.figure_settings(config, "judge"))
@@ -135,7 +126,7 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
         for path in figure_paths:  # a figure from an earlier judged run would contradict the status
             path.unlink(missing_ok=True)
         write_json(out["results"], result)
-        return {"status": status, "summary": None, "figure": None, "files": []}
+        return {"status": status, "summary": None, "table": None, "figure": None, "files": []}
     items = []
     titles = {}
     for dskd, kd in grid.judge_comparisons(config):
@@ -151,7 +142,7 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
     write_json(out["results"], result)
     fig = plot_judge(summary)
     files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[2])
-    return {"status": status, "summary": summary, "figure": fig, "files": files}
+    return {"status": status, "summary": summary, "table": judge_table(summary), "figure": fig, "files": files}
 
 
 def make_training_curves(config: dict) -> list[Path]:

@@ -138,6 +138,14 @@ def _clip_outliers(ax, values: list[float]) -> None:
                 ha="right", va="top", fontsize=7)
 
 
+def judge_table(summary: dict) -> str:
+    """Markdown table of the judge's counts per comparison (``repro.judge.summarize``)."""
+    lines = ["| Comparison | DSKD wins | Ties | KD wins | Judged | Invalid |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {s['wins']} | {s['ties']} | {s['losses']} | {s['n']} | {s['invalid']} |"
+              for name, s in summary.items()]
+    return "\n".join(lines) + "\n"
+
+
 def plot_judge(summary: dict):
     """Figure 2: per comparison (DSKD vs KD with one divergence), the share of wins, ties and losses of DSKD as
     judged by the LLM, as stacked horizontal bars (percent of validly judged prompts).

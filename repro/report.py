@@ -212,20 +212,19 @@ def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
              f"generations. {page.link(files[0], 'PNG')}, {page.link(files[1], 'PDF')}, verdicts with prompts "
              f"{page.link(outputs['verdicts'], 'JSONL')}</p>")
     page.image(files[0], "Figure 2")
-    rows = ["| Comparison | DSKD wins | Ties | KD wins | Judged | Invalid |", "|---|---|---|---|---|---|"]
-    rows += [f"| {name} | {s['wins']} | {s['ties']} | {s['losses']} | {s['n']} | {s['invalid']} |"
-             for name, s in result["summary"].items()]
-    page.add(markdown_to_html("\n".join(rows)))
+    from .figures import judge_table
+
+    page.add(markdown_to_html(judge_table(result["summary"])))
 
 
-def write_report(config: dict) -> Path:
-    """Write ``results/report/index.html`` atomically; returns its path."""
+def write_report(config: dict) -> tuple[Path, list[Path]]:
+    """Write ``results/report/index.html`` atomically; returns its path and the files it could not link."""
     from .io import write_text
 
-    text, _ = build_report(config)
+    text, missing = build_report(config)
     target = grid.report_file(config)
     write_text(target, text)
-    return target
+    return target, missing
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,14 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=main.__doc__)
     parser.add_argument("config", help="the workflow configuration (YAML)")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    text, missing = build_report(config)
-    from .io import write_text
-
-    write_text(grid.report_file(config), text)
-    print(grid.report_file(config))
-    for path in missing:
-        print(f"missing: {path}")
+    path, missing = write_report(load_config(args.config))
+    print(path)
+    for absent in missing:
+        print(f"missing: {absent}")
 
 
 if __name__ == "__main__":

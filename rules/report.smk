@@ -31,4 +31,5 @@ rule make_report:
         from repro.io import write_text
         from repro.report import write_report
 
-        write_text(log[0], f"wrote {write_report(config)}\n")
+        path, missing = write_report(config)
+        write_text(log[0], f"wrote {path}\n" + "".join(f"missing: {p}\n" for p in missing))
