@@ -105,7 +105,10 @@ def train_cell(cfg: CellConfig) -> dict:
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
                   divergence=cfg.divergence or None, teacher=teacher,
                   dskd_s2t_divergence=settings.dskd_s2t_divergence,
-                  divergence_options=settings.divergence_options())
+                  divergence_options=settings.divergence_options(), max_length=settings.max_length,
+                  cma_normalisation=settings.cma_normalisation, mined_alignment=settings.mined_alignment,
+                  mined_target=settings.mined_target, mined_vocab_map=settings.mined_vocab_map,
+                  teacher_padded_rows=settings.teacher_padded_rows)
     if teacher is not None and method.cross_vocab:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,

@@ -86,6 +86,8 @@ class Encoded:
     teacher: "Encoded | None" = None
     # MinED: for every position, the teacher position aligned to it one-to-one, else -1
     teacher_positions: list[int] | None = None
+    # DSKD-CMA: the example's pieces [3, 3] of the teacher-side standard deviations (repro.methods.cma_example_sums)
+    cma_sums: object = None
 
 
 def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int) -> Encoded:

@@ -15,7 +15,17 @@ import torch
 from .data import IGNORE
 from .losses import cross_entropy_sum, forward_kl, get_divergence
 
-DSKD_S2T_CHOICES = ("kl", "row")
+# Options where the project can follow the official code or another choice (README "Fidelity"); the first of each
+# is the default and reproduces the official code.
+CHOICES = {
+    "dskd_s2t_divergence": ("kl", "row"),
+    "cma_normalisation": ("official", "response"),
+    "mined_alignment": ("input", "label"),
+    "mined_target": ("first", "sum"),
+    "mined_vocab_map": ("convert", "strip"),
+    "teacher_padded_rows": ("keep", "cut"),
+}
+DSKD_S2T_CHOICES = CHOICES["dskd_s2t_divergence"]
 
 
 @dataclass
@@ -28,6 +38,21 @@ class Context:
     ``"row"`` (DSKDv2: the row's divergence).
     ``teacher_tokenizer``, ``teacher_n_vocab``: the teacher's own tokenizer and number of real token ids, for the
     cross-vocabulary methods (batches then also carry ``teacher_*`` tensors in the teacher's tokenisation).
+    ``cma_normalisation``: DSKD-CMA's three global standard deviations, ``"official"`` (over every position of the
+    global batch as if each sequence were padded to ``max_length``, as the official code's tensors are) or
+    ``"response"`` (over the response positions of the global batch only).
+    ``mined_alignment``: MinED aligns the ``"input"`` tokens at response positions and keeps a pair only where the
+    ids agree through the map (the official code), or the ``"label"`` tokens without that check.
+    ``mined_target``: MinED's teacher target in the student vocabulary, ``"first"`` (each student id takes the logit
+    of the first teacher id mapped to it, the official code) or ``"sum"`` (the probabilities of every teacher id
+    mapped to it add up).
+    ``mined_vocab_map``: how MinED's vocabulary map compares token strings, ``"convert"`` (FuseLLM's, which the
+    official code uses: the teacher's space mark replaced by the student's) or ``"strip"`` (no space marks at all).
+    ``teacher_padded_rows``: a teacher's head rows beyond its tokenizer (Qwen1.5), ``"keep"`` in ULD and in CMA's
+    teacher-space term (the official code) or ``"cut"`` there too. Same-vocabulary methods always cut both sides
+    to the shared tokenizer.
+    ``cma_scales`` (set by ``DSKDCrossModelAttention.begin_step``), ``vocab_map``, ``first_ids`` and
+    ``aligned_share`` (set by ``MinED.prepare``) are state of the methods.
     """
     n_vocab: int
     kd_rate: float = 0.5
@@ -39,13 +64,29 @@ class Context:
     divergence_options: dict = field(default_factory=dict)
     teacher_tokenizer: object = None
     teacher_n_vocab: int | None = None
+    max_length: int = 512
+    cma_normalisation: str = "official"
+    mined_alignment: str = "input"
+    mined_target: str = "first"
+    mined_vocab_map: str = "convert"
+    teacher_padded_rows: str = "keep"
+    cma_scales: torch.Tensor | None = None
     vocab_map: torch.Tensor | None = None
+    first_ids: torch.Tensor | None = None
     aligned_share: float | None = None
 
     def __post_init__(self):
-        if self.dskd_s2t_divergence not in DSKD_S2T_CHOICES:
-            raise ValueError(f"dskd_s2t_divergence must be one of {DSKD_S2T_CHOICES}, "
-                             f"got {self.dskd_s2t_divergence!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def teacher_rows(self) -> int:
+        """How many rows of the teacher's head its distributions span in ULD and CMA's teacher-space term: all of
+        them (``teacher_padded_rows: keep``, the official code, Qwen1.5's padded rows included) or the tokenizer's
+        ids (``cut``)."""
+        if self.teacher_padded_rows == "keep":
+            return self.teacher.get_output_embeddings().weight.shape[0]
+        return self.teacher_n_vocab
 
     def divergence_fn(self):
         """The row's divergence with its options bound (e.g. ``skew`` for ``skl``)."""
@@ -151,7 +192,13 @@ class SFT:
         return None
 
     def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
-        """Annotate the encoded training set once before training (MinED's alignments); nothing by default."""
+        """Annotate the encoded training set once before training (MinED's alignments, DSKD-CMA's statistics);
+        nothing by default."""
+
+    def begin_step(self, items: list, ctx: Context) -> None:
+        """Called with the whole global batch (every process's share) before its micro batches: what a method
+        needs from the global batch (DSKD-CMA's normalisation), so that a step does not depend on how the batch is
+        split into micro batches or processes. Nothing by default."""
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
@@ -280,15 +327,75 @@ class ULD(SFT):
         _require_cross_vocab("uld", batch, ctx)
         z_s = _logits(student, batch, ctx.n_vocab)
         with torch.no_grad():
-            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
+            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_rows())
         ce = cross_entropy_sum(z_s, batch["labels"])
         uld = uld_distance_sum(z_s, batch["labels"], z_t, batch["teacher_labels"])
         return total_loss(ctx, ce, uld)
 
 
-def _global_std(x: torch.Tensor) -> torch.Tensor:
-    """One scalar standard deviation over the whole tensor (CMA's normalisation)."""
-    return x.float().std()
+def _sums(x: torch.Tensor) -> torch.Tensor:
+    """Sum, sum of squares and count of the entries of ``x`` (any shape), in float64: [3]."""
+    x = x.double()
+    return torch.stack([x.sum(), x.square().sum(), x.new_tensor(x.numel())])
+
+
+def cma_example_sums(teacher, items: list, pad_id: int, normalisation: str, max_length: int,
+                     batch_size: int = 8) -> torch.Tensor:
+    """Per-example pieces of DSKD-CMA's three global standard deviations (PAPER.md section 2): for each example of
+    ``items`` (``Encoded`` with their ``teacher`` encodings), the sum, sum of squares and count [3] of the entries
+    of the teacher keys ``[e_t(x); e_t(y)]``, of ``h_t`` and of ``e_t(y)``, stacked to [n, 3 tensors, 3] (float64).
+
+    ``normalisation``:
+    - ``"official"``: every position of the sequence padded on the right with ``pad_id`` to ``max_length``, as the
+      official collate pads every batch: the embeddings hold ``e_t(0)`` at every non-response position (prompt and
+      padding), ``h_t`` is the teacher's own hidden state at every position of that padded sequence (a pad position
+      attends to the real tokens only). The padding is materialised here, once per example, by running the teacher
+      on the padded sequence (a cost of one teacher forward of ``max_length`` positions per training example, paid
+      once per training run); the training steps themselves pad only to the longest sequence of a micro batch.
+    - ``"response"``: the response positions only (their embeddings and hidden states).
+    The teacher is frozen, so these are constants of the training set; ``combine_std`` pools them over a batch.
+    """
+    if normalisation not in CHOICES["cma_normalisation"]:
+        raise ValueError(f"cma_normalisation must be one of {CHOICES['cma_normalisation']}, got {normalisation!r}")
+    official = normalisation == "official"
+    positions = getattr(teacher.config, "max_position_embeddings", None) or getattr(teacher.config, "n_positions",
+                                                                                   None)
+    if official and positions is not None and positions < max_length:
+        raise ValueError(f"cma_normalisation 'official' pads every teacher sequence to max_length={max_length}, but "
+                         f"the teacher has {positions} positions; lower training.max_length or use 'response'")
+    embed = teacher.get_input_embeddings()
+    device = embed.weight.device
+    out = []
+    with torch.no_grad():
+        e_zero = embed(torch.zeros(1, dtype=torch.long, device=device))[0]
+        zero_sums = _sums(e_zero)
+        for start in range(0, len(items), batch_size):
+            chunk = [e.teacher for e in items[start:start + batch_size]]
+            width = max_length if official else max(len(e.input_ids) for e in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, e in enumerate(chunk):
+                ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
+                mask[i, :len(e.input_ids)] = 1
+            hidden = final_hidden(teacher, {"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+            for i, e in enumerate(chunk):
+                labels = torch.tensor(e.labels, device=device)
+                response = (labels != IGNORE).nonzero().squeeze(-1)
+                x, y = embed(ids[i, :len(e.labels)].to(device)[response]), embed(labels[response])
+                others = width - len(response) if official else 0  # non-response positions: e_t(0)
+                target = _sums(y) + others * zero_sums
+                keys = _sums(x) + target + others * zero_sums
+                h = _sums(hidden[i]) if official else _sums(hidden[i, response])
+                out.append(torch.stack([keys, h, target]).cpu())
+    return torch.stack(out)
+
+
+def combine_std(sums: torch.Tensor) -> torch.Tensor:
+    """Standard deviations (unbiased, as ``torch.std``) [3] of the pooled entries from per-example ``sums``
+    [n, 3, 3] (see ``cma_example_sums``)."""
+    total = sums.sum(0)
+    s1, s2, n = total.unbind(-1)
+    return ((s2 - s1 * s1 / n) / (n - 1)).clamp_min(0).sqrt()
 
 
 class DSKDCrossModelAttention(SFT):
@@ -304,6 +411,11 @@ class DSKDCrossModelAttention(SFT):
     frozen teacher head give ``z_s2t``; ``s2t_kd = KL(p_t || p_s2t)`` on the teacher's response positions.
     ``KD = t2s_ce + t2s_kd + s2t_kd``. Embeddings and heads come from ``get_input_embeddings()`` and
     ``get_output_embeddings()``, so any causal LM (a GPT-2 teacher included) works on either side.
+
+    The three standard deviations are pooled over the whole global batch (``begin_step``) from per-example sums
+    computed once before training (``prepare``; ``Context.cma_normalisation`` says over which positions), so a
+    step's value does not depend on how the global batch is split into micro batches or processes, nor on how far
+    a micro batch is padded.
     """
     needs_teacher = True
     needs_divergence = True
@@ -317,32 +429,51 @@ class DSKDCrossModelAttention(SFT):
             "s2t": torch.nn.Linear(d_s, d_t),
         }).to(student.device)
 
+    def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
+        if ctx.teacher is None or ctx.teacher_tokenizer is None:
+            raise ValueError("method 'dskd_cma' needs the teacher and its tokenizer (Context.teacher_tokenizer)")
+        sums = cma_example_sums(ctx.teacher, encoded, ctx.teacher_tokenizer.pad_token_id, ctx.cma_normalisation,
+                                ctx.max_length)
+        for enc, row in zip(encoded, sums):
+            enc.cma_sums = row
+
+    def begin_step(self, items: list, ctx: Context) -> None:
+        if any(getattr(e, "cma_sums", None) is None for e in items):
+            raise ValueError("method 'dskd_cma' needs the per-example statistics of its training set "
+                             "(DSKDCrossModelAttention.prepare)")
+        ctx.cma_scales = combine_std(torch.stack([e.cma_sums for e in items]))
+
     def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         """Every term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; diagnostics
         ``t2s_acc`` (count of response tokens the attended teacher predicts right: an accuracy after the trainer's
         division) and ``attention_entropy`` (entropy of the student-to-teacher attention, summed over response
-        positions)."""
+        positions). ``ctx.cma_scales`` holds the global batch's standard deviations (``begin_step``)."""
         _require_cross_vocab("dskd_cma", batch, ctx)
-        if ctx.modules is None:
-            raise ValueError("method 'dskd_cma' needs its projectors (Method.build)")
+        if ctx.modules is None or ctx.cma_scales is None:
+            raise ValueError("method 'dskd_cma' needs its projectors (Method.build) and the global batch's "
+                             "statistics (Method.begin_step)")
         proj = ctx.modules
         labels, t_labels = batch["labels"], batch["teacher_labels"]
         s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
         y = labels[s_mask]  # [N_s]
+        t_rows = ctx.teacher_rows()
         # Heads run on response positions only (the terms are sums over them): student rows [N_s,V_s], teacher rows
         # [N_t,V_t]; the attention itself spans whole sequences, masked.
         h_s = final_hidden(student, batch)
         z_s = head_logits(h_s[s_mask], student, ctx.n_vocab, detach_head=False)
         with torch.no_grad():
             h_t = final_hidden(ctx.teacher, _teacher_batch(batch))
-            z_t = head_logits(h_t[t_mask], ctx.teacher, ctx.teacher_n_vocab, detach_head=False)
+            z_t = head_logits(h_t[t_mask], ctx.teacher, t_rows, detach_head=False)
             s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
             s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
                                  s_embed(labels.masked_fill(~s_mask, 0))], -1)
             t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
             t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
-            keys = (t_index / _global_std(t_index)).float()
-            t_values_in = h_t / _global_std(h_t) + t_target / _global_std(t_target)
+            # each scale in the dtype of what it divides, as the official code's ``x / x.std()``
+            k_std, h_std, y_std = (scale.to(device=x.device, dtype=x.dtype)
+                                   for scale, x in zip(ctx.cma_scales, (t_index, h_t, t_target)))
+            keys = (t_index / k_std).float()
+            t_values_in = h_t / h_std + t_target / y_std
         queries = _project(proj["query"], s_index).float()
         t_values = _project(proj["t2s"], t_values_in).float()
         s_values = _project(proj["s2t"], h_s).float()
@@ -353,7 +484,7 @@ class DSKDCrossModelAttention(SFT):
         t2s_weights = torch.softmax(scores, -1)
         z_t2s = head_logits((t2s_weights @ t_values)[s_mask], student, ctx.n_vocab, detach_head=True)
         s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
-        z_s2t = head_logits((s2t_weights @ s_values)[t_mask], ctx.teacher, ctx.teacher_n_vocab, detach_head=True)
+        z_s2t = head_logits((s2t_weights @ s_values)[t_mask], ctx.teacher, t_rows, detach_head=True)
         correct = z_t2s.argmax(-1) == y
         entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
         return {
@@ -371,38 +502,45 @@ class DSKDCrossModelAttention(SFT):
         return total_loss(ctx, terms.pop("ce"), kd, **terms)
 
 
-def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer) -> float:
-    """Set ``Encoded.teacher_positions`` of every example by DTW over the response tokens of both tokenisations;
-    return the share of student response positions aligned one-to-one."""
-    from .alignment import dtw_align, token_strings
+def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer, tokens: str = "input",
+                  vocab_map=None) -> float:
+    """Set ``Encoded.teacher_positions`` of every example (``repro.alignment.align_positions``: DTW over the
+    ``tokens`` ("input" or "label") at the response positions of both tokenisations; with "input" a pair is kept
+    only where ``vocab_map`` [V_t] sends the teacher's id to the student's); return the share of student response
+    positions aligned one-to-one."""
+    from .alignment import align_positions, token_strings
 
+    if tokens == "input" and vocab_map is None:
+        raise ValueError("aligning the input tokens (the official MinED) needs the vocabulary map")
     s_strings, t_strings = token_strings(student_tokenizer), token_strings(teacher_tokenizer)
     aligned = total = 0
     for enc in encoded:
-        s_pos = [i for i, label in enumerate(enc.labels) if label != IGNORE]
-        t_pos = [j for j, label in enumerate(enc.teacher.labels) if label != IGNORE]
-        pairs = dtw_align([s_strings[enc.labels[i]] for i in s_pos], [t_strings[enc.teacher.labels[j]] for j in t_pos])
-        enc.teacher_positions = [-1] * len(enc.labels)
-        for i, k in zip(s_pos, pairs):
-            if k >= 0:
-                enc.teacher_positions[i] = t_pos[k]
-                aligned += 1
-        total += len(s_pos)
+        enc.teacher_positions = align_positions(enc.input_ids, enc.labels, enc.teacher.input_ids, enc.teacher.labels,
+                                                s_strings, t_strings, vocab_map, tokens)
+        aligned += sum(j >= 0 for j in enc.teacher_positions)
+        total += sum(label != IGNORE for label in enc.labels)
     return aligned / max(total, 1)
 
 
 def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, teacher_positions: torch.Tensor,
-                 vocab_map: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 vocab_map: torch.Tensor, temperature: float, target: str = "first",
+                 first_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """MinED's KD term (PAPER.md section 2), summed over the student's response positions; and the count of
     one-to-one aligned positions.
 
-    Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t], ``teacher_positions`` [B,L] (-1: none),
-    ``vocab_map`` [V_t] (teacher id -> student id). At an aligned position the target is the teacher's
-    distribution ``softmax(z_t / tau)`` carried into the student vocabulary through ``vocab_map`` (the
-    probabilities of teacher ids that map to the same student id add up; student ids that no teacher id maps to
-    get probability 0, i.e. logit -1e5); elsewhere it is one-hot on the gold token. The term is the forward KL
-    ``sum_v q (log q - log p_s)`` with ``p_s = softmax(z_s / tau)``.
+    Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t'] (V_t' >= the map's V_t: padded rows are never
+    read), ``teacher_positions`` [B,L] (-1: none), ``vocab_map`` [V_t] (teacher id -> student id), ``first_ids``
+    [V_s] (``repro.alignment.first_teacher_ids``; derived from ``vocab_map`` when not given). At an aligned
+    position the target is the teacher's distribution in the student vocabulary:
+    - ``"first"`` (the official code): student id ``v`` takes the teacher logit of ``first_ids[v]``, the first
+      teacher id mapped to it; ids that no teacher id maps to get logit -1e5; then ``softmax(. / tau)``;
+    - ``"sum"``: ``softmax(z_t / tau)`` over the map's teacher ids carried through ``vocab_map``, the probabilities
+      of teacher ids that map to the same student id added up (unmapped student ids: probability 0).
+    Elsewhere the target is one-hot on the gold token. The term is the forward KL ``sum_v q (log q - log p_s)``
+    with ``p_s = softmax(z_s / tau)``.
     """
+    if target not in CHOICES["mined_target"]:
+        raise ValueError(f"mined_target must be one of {CHOICES['mined_target']}, got {target!r}")
     log_ps = torch.log_softmax(z_s.float() / temperature, -1)
     response = labels != IGNORE
     aligned = response & (teacher_positions >= 0)
@@ -411,29 +549,42 @@ def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, tea
     total = one_hot[gold].sum()
     if aligned.any():
         b, i = aligned.nonzero(as_tuple=True)
-        p_t = torch.softmax(z_t[b, teacher_positions[b, i]].float() / temperature, -1)
-        q = torch.zeros(len(b), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)
-        support = q > 0
-        terms = torch.where(support, q * (torch.log(q.clamp_min(1e-30)) - log_ps[b, i]), 0.0)
-        total = total + terms.sum()
+        rows = z_t[b, teacher_positions[b, i], :len(vocab_map)].float()  # [A, V_t]
+        if target == "first":
+            if first_ids is None:
+                from .alignment import first_teacher_ids
+
+                first_ids = first_teacher_ids(vocab_map, z_s.shape[-1])
+            q_logits = rows[:, first_ids.clamp_min(0)].masked_fill(first_ids < 0, -1e5)  # [A, V_s]
+            total = total + forward_kl(z_s[b, i], q_logits, temperature).sum()
+        else:
+            p_t = torch.softmax(rows / temperature, -1)
+            q = torch.zeros(len(b), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)
+            support = q > 0
+            terms = torch.where(support, q * (torch.log(q.clamp_min(1e-30)) - log_ps[b, i]), 0.0)
+            total = total + terms.sum()
     return total, aligned.sum().float()
 
 
 class MinED(SFT):
     """MinED baseline for different vocabularies (FuseLLM's minimum-edit-distance alignment): forward KL at
-    tau 2 to the teacher's distribution carried into the student vocabulary, on DTW-aligned positions."""
+    tau 2 to the teacher's distribution carried into the student vocabulary, on DTW-aligned positions
+    (``Context.mined_alignment``, ``mined_target`` and ``mined_vocab_map`` choose between the official code and
+    the alternatives)."""
     needs_teacher = True
     cross_vocab = True
 
     def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
-        from .alignment import vocab_mapping
+        from .alignment import first_teacher_ids, vocab_mapping
 
         if ctx.teacher_tokenizer is None:
             raise ValueError("method 'mined' needs the teacher's tokenizer (Context.teacher_tokenizer)")
-        mapping = vocab_mapping(ctx.teacher_tokenizer, tokenizer)[: ctx.teacher_n_vocab]
+        mapping = vocab_mapping(ctx.teacher_tokenizer, tokenizer, marks=ctx.mined_vocab_map)
+        mapping = mapping[: ctx.teacher_n_vocab]
         device = ctx.teacher.device if ctx.teacher is not None else "cpu"
         ctx.vocab_map = torch.as_tensor(mapping, device=device)
-        ctx.aligned_share = align_dataset(encoded, tokenizer, ctx.teacher_tokenizer)
+        ctx.first_ids = first_teacher_ids(ctx.vocab_map, ctx.n_vocab)
+        ctx.aligned_share = align_dataset(encoded, tokenizer, ctx.teacher_tokenizer, ctx.mined_alignment, mapping)
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         _require_cross_vocab("mined", batch, ctx)
@@ -444,7 +595,7 @@ class MinED(SFT):
             z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
         ce = cross_entropy_sum(z_s, batch["labels"])
         kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
-                                   ctx.temperature)
+                                   ctx.temperature, ctx.mined_target, ctx.first_ids)
         return total_loss(ctx, ce, kd, aligned=aligned)
 
 

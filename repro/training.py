@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .data import IGNORE, collate, encode_dataset
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
-from .methods import Context
+from .methods import CHOICES, Context
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class TrainSettings:
     projector_lr: float = 1e-3
     checkpoint_every: int = 0
     dskd_s2t_divergence: str = "kl"
+    # Where the official code and another choice differ (README "Fidelity"; repro.methods.CHOICES and Context):
+    cma_normalisation: str = "official"
+    mined_alignment: str = "input"
+    mined_target: str = "first"
+    mined_vocab_map: str = "convert"
+    teacher_padded_rows: str = "keep"
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
@@ -50,6 +56,9 @@ class TrainSettings:
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.batch_size % (self.micro_batch_size * self.processes):
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size x processes = "
                              f"{self.micro_batch_size} x {self.processes}")
@@ -135,7 +144,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
                              teacher_tokenizer=teacher_tokenizer)
     teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
-    method.prepare(encoded, tokenizer, ctx)
+    with accelerator.autocast():  # what prepare computes with the teacher, in the precision of the steps
+        method.prepare(encoded, tokenizer, ctx)
     ctx.modules = method.build(student, ctx.teacher)
     groups = param_groups(student, ctx.modules, settings)
     if settings.shard_optimizer and n_procs > 1:
@@ -205,8 +215,11 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
             sums: dict[str, float] = {}
+            method.begin_step(batch_items, ctx)
             # This process's share of the global batch, by length: micro batches of similar lengths waste little
-            # on padding, and the gradient is the same (a sum over examples, divided by the global token count).
+            # on padding, and the gradient is the same: every method's loss is a sum over examples, divided by the
+            # global token count, and what a method takes from the whole batch (DSKD-CMA's standard deviations) it
+            # takes from ``begin_step``, over the global batch (tested: 4 vs 2 + 2 examples vs two processes).
             local = sorted(batch_items[rank::n_procs], key=lambda e: len(e.input_ids))
             for k in range(0, len(local), settings.micro_batch_size):
                 batch = collate(local[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from conftest import SHARED
-from repro.alignment import dtw_align, normalize, token_strings, vocab_mapping
+from repro.alignment import (
+    align_positions,
+    dtw_align,
+    first_teacher_ids,
+    mapping_strings,
+    normalize,
+    space_mark,
+    token_strings,
+    vocab_mapping,
+)
 from repro.data import IGNORE, encode_dataset, load_examples
 from repro.methods import align_dataset, mined_kd_sum
 from repro.vocab import load_tokenizer
@@ -26,29 +35,132 @@ def test_dtw_one_to_one_and_one_to_many():
     assert dtw_align(["x"], []) == [-1]
 
 
-def test_vocab_mapping_prefers_exact_then_closest(trained_tokenizers, tmp_path, monkeypatch):
+@pytest.mark.parametrize("marks", ["convert", "strip"])
+@pytest.mark.parametrize("teacher_name", ["qwen", "mistral"])
+def test_vocab_mapping_prefers_exact_then_closest(trained_tokenizers, tmp_path, monkeypatch, teacher_name, marks):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path))
-    teacher, student = load_tokenizer(trained_tokenizers["qwen"]), load_tokenizer(trained_tokenizers["gpt2"])
-    mapping = vocab_mapping(teacher, student)
+    teacher, student = load_tokenizer(trained_tokenizers[teacher_name]), load_tokenizer(trained_tokenizers["gpt2"])
+    mapping = vocab_mapping(teacher, student, marks=marks)
     assert mapping.shape == (len(teacher),) and mapping.min() >= 0 and mapping.max() < len(student)
-    t_str, s_str = token_strings(teacher), token_strings(student)
+    t_str, s_str = mapping_strings(teacher, student, marks)
     s_set = set(s_str)
+    specials = {teacher.eos_token_id, teacher.bos_token_id, teacher.unk_token_id, teacher.pad_token_id}
     for tid in range(len(teacher)):
-        if t_str[tid] in s_set and tid not in (teacher.eos_token_id,):
+        if t_str[tid] in s_set and tid not in specials:
             assert s_str[mapping[tid]] == t_str[tid]
     assert mapping[teacher.eos_token_id] == student.eos_token_id
     from rapidfuzz.distance import Levenshtein
 
-    for tid in [t for t in range(len(teacher)) if t_str[t] not in s_set][:20]:
+    for tid in [t for t in range(len(teacher)) if t_str[t] not in s_set and t not in specials][:20]:
         best = min(Levenshtein.distance(t_str[tid], s) for s in s_str)
         assert Levenshtein.distance(t_str[tid], s_str[mapping[tid]]) == best
     # cached on disk per tokenizer pair, and read back
     cached = list((tmp_path / "vocab_maps").glob("*.npy"))
     assert len(cached) == 1
     assert np.array_equal(np.load(cached[0]), mapping)
-    assert np.array_equal(vocab_mapping(teacher, student), mapping)
+    assert np.array_equal(vocab_mapping(teacher, student, marks=marks), mapping)
     # a subset is computed directly
-    assert np.array_equal(vocab_mapping(teacher, student, teacher_ids=[5, 7]), mapping[[5, 7]])
+    assert np.array_equal(vocab_mapping(teacher, student, teacher_ids=[5, 7], marks=marks), mapping[[5, 7]])
+
+
+def test_vocab_mapping_converts_space_marks_as_fusellm(trained_tokenizers, tmp_path, monkeypatch):
+    """A sentencepiece teacher (``▁``) and a byte-level student (``Ġ``): with ``convert`` (FuseLLM's map, the
+    official one) a teacher token with a leading space maps to a student token with a leading space where one with
+    the same text exists; ``strip`` loses the distinction, so some such tokens land on their unspaced twins."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path))
+    teacher, student = load_tokenizer(trained_tokenizers["mistral"]), load_tokenizer(trained_tokenizers["gpt2"])
+    assert (space_mark(teacher), space_mark(student)) == ("▁", "Ġ")
+    t_raw = teacher.convert_ids_to_tokens(list(range(len(teacher))))
+    s_raw = student.convert_ids_to_tokens(list(range(len(student))))
+    s_set = set(s_raw)
+    spaced = [t for t, tok in enumerate(t_raw) if tok.startswith("▁") and "Ġ" + tok[1:] in s_set]
+    assert len(spaced) > 50
+    converted, stripped = vocab_mapping(teacher, student), vocab_mapping(teacher, student, marks="strip")
+    assert all(s_raw[converted[t]] == "Ġ" + t_raw[t][1:] for t in spaced)
+    assert sum(not s_raw[stripped[t]].startswith("Ġ") for t in spaced) > 0
+    # the two conventions are cached apart
+    assert len(list((tmp_path / "vocab_maps").glob("*.npy"))) == 2
+
+
+def test_align_positions_input_tokens_with_id_check_or_labels():
+    """One example, hand-built: prompt "p", response "dog" + "sand" (student) or "dog" + "sa" + "nd" (teacher),
+    then EOS. Sequences are shifted (input_ids[t] predicts labels[t]); every position here is a response position."""
+    s_strings, t_strings = ["p", "dog", "sand", "</s>"], ["p", "dog", "sa", "nd", "</s>"]
+    s_input, s_labels = [0, 1, 2], [1, 2, 3]
+    t_input, t_labels = [0, 1, 2, 3], [1, 2, 3, 4]
+    identity_like = {0: 0, 1: 1, 2: 2, 3: 2, 4: 3}  # teacher id -> student id
+    # input tokens p, dog, sand vs p, dog, sa, nd: "sand" warps onto "sa" and "nd" (one-to-many, unaligned)
+    assert align_positions(s_input, s_labels, t_input, t_labels, s_strings, t_strings, identity_like, "input") \
+        == [0, 1, -1]
+    # label tokens dog, sand, </s> vs dog, sa, nd, </s>: the EOS pair instead of the prompt's last token
+    assert align_positions(s_input, s_labels, t_input, t_labels, s_strings, t_strings, None, "label") == [0, -1, 3]
+    # the id check: teacher "dog" mapped elsewhere drops the (dog, dog) pair with input tokens, not with labels
+    wrong_x = {**identity_like, 1: 3}
+    assert align_positions(s_input, s_labels, t_input, t_labels, s_strings, t_strings, wrong_x, "input") \
+        == [0, -1, -1]
+    assert align_positions(s_input, s_labels, t_input, t_labels, s_strings, t_strings, wrong_x, "label") \
+        == [0, -1, 3]
+    # prompt positions never take part: with a two-token prompt the first position is not a response position
+    assert align_positions([0, 0, 1, 2], [-100, 1, 2, 3], [0, 0, 1, 2, 3], [-100, 1, 2, 3, 4], s_strings,
+                           t_strings, identity_like, "input") == [-1, 1, 2, -1]
+    with pytest.raises(ValueError, match="alignment tokens"):
+        align_positions(s_input, s_labels, t_input, t_labels, s_strings, t_strings, None, "output")
+
+
+def test_first_teacher_ids():
+    # teacher ids 0, 1 -> student 1; teacher 2 -> student 0; student 2 has no teacher id
+    assert first_teacher_ids(torch.tensor([1, 1, 0]), 3).tolist() == [2, 0, -1]
+    assert first_teacher_ids(torch.tensor([1, 0, 1]), 2).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="outside"):
+        first_teacher_ids(torch.tensor([0, 3]), 3)
+
+
+def _kl(q, p):
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(q, p) if a > 0)
+
+
+def _softmax(z, tau):
+    e = [math.exp(v / tau) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_mined_first_teacher_id_target_by_hand():
+    """Map teacher 0 -> student 1, teacher 1 -> student 1, teacher 2 -> student 0; student 2 unmapped. ``first``:
+    student 1 takes teacher 0's logit (the first id mapped to it), student 0 teacher 2's, student 2 gets -1e5; then
+    softmax at tau. ``sum``: the teacher's probabilities at tau, teachers 0 and 1 added on student 1."""
+    tau = 2.0
+    z_s = torch.tensor([[[0.5, -1.0, 2.0]]])
+    z_t = torch.tensor([[[1.0, 3.0, -0.5]]])
+    labels, positions, vocab_map = torch.tensor([[2]]), torch.tensor([[0]]), torch.tensor([1, 1, 0])
+    p_s = _softmax(z_s[0, 0].tolist(), tau)
+    first, aligned = mined_kd_sum(z_s, labels, z_t, positions, vocab_map, tau, target="first")
+    q_first = _softmax([-0.5, 1.0], tau) + [0.0]  # student ids 0, 1 from teacher 2, 0
+    assert first.item() == pytest.approx(_kl(q_first, p_s), abs=1e-6) and aligned.item() == 1
+    p_t = _softmax(z_t[0, 0].tolist(), tau)
+    total, _ = mined_kd_sum(z_s, labels, z_t, positions, vocab_map, tau, target="sum")
+    assert total.item() == pytest.approx(_kl([p_t[2], p_t[0] + p_t[1], 0.0], p_s), abs=1e-6)
+    # teacher 1's logit (the second id mapped to student 1) does not enter the official target
+    z_t2 = z_t.clone()
+    z_t2[0, 0, 1] = -7.0
+    assert mined_kd_sum(z_s, labels, z_t2, positions, vocab_map, tau, target="first")[0].item() == \
+        pytest.approx(first.item(), abs=1e-6)
+    # an unaligned position is one-hot on the gold token in both
+    for target in ("first", "sum"):
+        one_hot, n = mined_kd_sum(z_s, labels, z_t, torch.tensor([[-1]]), vocab_map, tau, target=target)
+        assert one_hot.item() == pytest.approx(-math.log(p_s[2]), abs=1e-6) and n.item() == 0
+
+
+def test_mined_targets_agree_for_an_injective_map():
+    """Where no two teacher ids share a student id, the first-id logits renormalised over the mapped ids are the
+    summed probabilities: both targets give the same term."""
+    torch.manual_seed(0)
+    z_s, z_t = torch.randn(2, 5, 9), torch.randn(2, 4, 6)
+    labels = torch.randint(0, 9, (2, 5))
+    positions = torch.tensor([[0, 2, -1, 3, 1], [-1, 0, 1, 2, 3]])
+    vocab_map = torch.tensor([4, 0, 8, 2, 7, 5])
+    first = mined_kd_sum(z_s, labels, z_t, positions, vocab_map, 2.0, target="first")[0]
+    total = mined_kd_sum(z_s, labels, z_t, positions, vocab_map, 2.0, target="sum")[0]
+    assert first.item() == pytest.approx(total.item(), rel=1e-5)
 
 
 def test_mined_kd_by_hand():
@@ -57,13 +169,13 @@ def test_mined_kd_by_hand():
     labels = torch.tensor([[0, 1]])
     z_t = torch.log(torch.tensor([[[0.7, 0.3]]]))
     positions = torch.tensor([[0, -1]])  # position 0 aligned to teacher 0; position 1 unaligned
-    kd, aligned = mined_kd_sum(z_s, labels, z_t, positions, torch.tensor([2, 0]), temperature=1.0)
+    kd, aligned = mined_kd_sum(z_s, labels, z_t, positions, torch.tensor([2, 0]), temperature=1.0, target="sum")
     q = {0: 0.3, 2: 0.7}
     expected = sum(p * (math.log(p) - math.log([0.2, 0.3, 0.5][v])) for v, p in q.items()) - math.log(0.3)
     assert kd.item() == pytest.approx(expected, abs=1e-5)
     assert aligned.item() == 1
     # two teacher ids on one student id: their probabilities add up
-    kd2, _ = mined_kd_sum(z_s[:, :1], labels[:, :1], z_t, positions[:, :1], torch.tensor([2, 2]), 1.0)
+    kd2, _ = mined_kd_sum(z_s[:, :1], labels[:, :1], z_t, positions[:, :1], torch.tensor([2, 2]), 1.0, target="sum")
     assert kd2.item() == pytest.approx(-math.log(0.5), abs=1e-5)
 
 
@@ -76,23 +188,30 @@ needs_shared = pytest.mark.skipif(not (SHARED / "tokenizers").is_dir() or not (S
 
 
 @needs_shared
-# measured on the first 20 Dolly test examples: 0.885 (Qwen1.5 -> GPT-2) and 0.940 (Mistral -> LLaMA-2)
-@pytest.mark.parametrize("teacher_name, student_name, minimum", [("qwen1.5", "gpt2", 0.85), ("mistral", "llama2", 0.9)])
-def test_dtw_alignment_on_real_tokenizers(teacher_name, student_name, minimum):
+# measured on the first 20 Dolly test examples: labels 0.885 (Qwen1.5 -> GPT-2) and 0.940 (Mistral -> LLaMA-2);
+# input tokens with the id check through FuseLLM's map (the official code) 0.822 and 0.895
+@pytest.mark.parametrize("tokens, qwen_minimum, mistral_minimum", [("label", 0.85, 0.9), ("input", 0.8, 0.85)])
+@pytest.mark.parametrize("teacher_name, student_name", [("qwen1.5", "gpt2"), ("mistral", "llama2")])
+def test_dtw_alignment_on_real_tokenizers(teacher_name, student_name, tokens, qwen_minimum, mistral_minimum):
     """The paper's cross-vocabulary pairs on real Dolly text: most response tokens align one-to-one, and where they
-    do, the two token strings are mostly identical."""
+    do, the two aligned token strings are mostly identical (always the same id through the map for "input")."""
     teacher = load_tokenizer(SHARED / "tokenizers" / teacher_name)
     student = load_tokenizer(SHARED / "tokenizers" / student_name)
     encoded = encode_dataset(_real_rows(20), student, 512, 256, teacher_tokenizer=teacher)
-    share = align_dataset(encoded, student, teacher)
-    assert share >= minimum, share
+    ids = sorted({i for e in encoded for i in e.teacher.input_ids + e.teacher.labels if i >= 0})
+    vocab_map = dict(zip(ids, vocab_mapping(teacher, student, teacher_ids=ids).tolist()))
+    share = align_dataset(encoded, student, teacher, tokens, vocab_map)
+    assert share >= (qwen_minimum if teacher_name == "qwen1.5" else mistral_minimum), share
     s_str, t_str = token_strings(student), token_strings(teacher)
     same = total = 0
     for enc in encoded:
+        s_tok, t_tok = (enc.input_ids, enc.teacher.input_ids) if tokens == "input" else (enc.labels, enc.teacher.labels)
         for i, j in enumerate(enc.teacher_positions):
             if j >= 0:
                 assert enc.labels[i] != IGNORE and enc.teacher.labels[j] != IGNORE
-                same += s_str[enc.labels[i]] == t_str[enc.teacher.labels[j]]
+                if tokens == "input":
+                    assert vocab_map[t_tok[j]] == s_tok[i]
+                same += s_str[s_tok[i]] == t_str[t_tok[j]]
                 total += 1
     assert same / total > 0.9, same / total
 

@@ -89,3 +89,25 @@ def test_every_schema_key_is_documented():
 
     missing = sorted({k for k in keys(schema) if k not in readme})
     assert missing == []
+
+
+def test_fidelity_options_match_the_code():
+    """The schema's choices of every option that switches between the official code and another behaviour are the
+    ones the code accepts (``repro.methods.CHOICES``), with the official value as the default everywhere."""
+    import dataclasses
+
+    from repro.methods import CHOICES, Context
+    from repro.training import TrainSettings
+
+    training = load_yaml(REPO / "config" / "schema.yaml")["properties"]["training"]["properties"]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    context = Context(n_vocab=2)
+    for name, allowed in CHOICES.items():
+        assert training[name]["enum"] == list(allowed), name
+        assert defaults[name] == getattr(context, name) == allowed[0], name
+        for config_file in ("config.yaml", "micro.yaml", "paper.yaml"):
+            assert load_yaml(REPO / "config" / config_file)["training"][name] == allowed[0], (config_file, name)
+        with pytest.raises(ValueError, match=f"training.{name} must be one of"):
+            TrainSettings(lr=1e-3, epochs=1, **{name: "other"})
+        with pytest.raises(ValueError, match=f"{name} must be one of"):
+            Context(n_vocab=2, **{name: "other"})

@@ -1,10 +1,12 @@
 """Cross-vocabulary methods (ULD, DSKD-CMA) on tiny teacher/student pairs with different tokenizers."""
+import dataclasses
+
 import pytest
 import torch
 
 from conftest import train_steps
 from repro.data import IGNORE, collate, encode_dataset
-from repro.methods import Context, get_method, uld_distance_sum
+from repro.methods import Context, combine_std, get_method, uld_distance_sum
 from repro.models import init_model, load_model
 from repro.vocab import load_tokenizer
 
@@ -16,6 +18,7 @@ PAIRS = {
     "gpt2_to_llama": (("gpt2", "gpt2"), ("llama", "llama")),
 }
 CROSS_METHODS = ["uld", "mined", "dskd_cma"]
+MAX_LENGTH = 256  # the tiny models' positions; the official CMA statistics pad every sequence to it
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +38,20 @@ def cross_pairs(tmp_path_factory, trained_tokenizers):
     return out
 
 
-def _setup(paths, splits, method_name, divergence="kl", n=6):
+def _setup(paths, splits, method_name, divergence="kl", n=6, **options):
     teacher_path, student_path = paths
     s_tok, t_tok = load_tokenizer(student_path), load_tokenizer(teacher_path)
     assert s_tok.get_vocab() != t_tok.get_vocab()
     teacher = load_model(teacher_path).eval()
     teacher.requires_grad_(False)
     student = load_model(student_path)
-    encoded = encode_dataset(splits["train"][:n], s_tok, 256, 128, teacher_tokenizer=t_tok)
+    encoded = encode_dataset(splits["train"][:n], s_tok, MAX_LENGTH, 128, teacher_tokenizer=t_tok)
     method = get_method(method_name)
     ctx = Context(n_vocab=len(s_tok), divergence=divergence, teacher=teacher, teacher_tokenizer=t_tok,
-                  teacher_n_vocab=len(t_tok))
+                  teacher_n_vocab=len(t_tok), max_length=MAX_LENGTH, **options)
     ctx.modules = method.build(student, teacher)
     method.prepare(encoded, s_tok, ctx)
+    method.begin_step(encoded, ctx)
     batch = collate(encoded, s_tok.pad_token_id, t_tok.pad_token_id)
     return student, teacher, batch, method, ctx
 
@@ -151,9 +155,11 @@ def test_uld_by_hand():
     assert uld_distance_sum(2 * z_s, labels, z_t, t_labels).item() != pytest.approx(0.2, abs=1e-3)
 
 
-def test_uld_padded_teacher_rows_do_not_matter(cross_pairs, small_splits):
-    """The Qwen-like teacher has padded embedding rows; ULD and CMA read only the tokenizer's ids."""
-    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "uld")
+def test_uld_padded_teacher_rows_do_not_matter_when_cut(cross_pairs, small_splits):
+    """The Qwen-like teacher has padded embedding rows; with ``teacher_padded_rows: cut`` ULD reads only the
+    tokenizer's ids."""
+    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "uld",
+                                                  teacher_padded_rows="cut")
     rows = teacher.get_output_embeddings().weight.shape[0]
     assert rows > ctx.teacher_n_vocab
     with torch.no_grad():
@@ -162,36 +168,159 @@ def test_uld_padded_teacher_rows_do_not_matter(cross_pairs, small_splits):
         assert torch.allclose(method.loss(student, batch, ctx)["loss"], base)
 
 
-def test_cma_terms_equal_a_full_position_reference(cross_pairs, small_splits):
-    """The heads of DSKD-CMA run on response positions only; every term equals the straightforward computation on
-    full [B,L,V] logits with masks (PAPER.md section 2)."""
-    from repro.losses import forward_kl, masked_sum
-    from repro.methods import _global_std, _teacher_batch, cross_entropy_sum, forward_with_hidden, head_logits
+def _pad_to(batch: dict, width: int, pad_ids: tuple[int, int]) -> dict:
+    """``batch`` with every sequence right-padded to ``width``, as the official collate pads to max_length."""
+    out = {}
+    for name, t in batch.items():
+        value = {"input_ids": pad_ids[0], "teacher_input_ids": pad_ids[1], "labels": IGNORE,
+                 "teacher_labels": IGNORE}.get(name, 0)
+        out[name] = torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+    return out
 
-    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma")
+
+def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
+    """DSKD-CMA computed the plain way on a batch padded to max_length, with every standard deviation taken over
+    the whole padded tensor (``official``: prompt and padding positions included, the teacher's hidden states at
+    pad positions from its own forward) or over its response positions (``response``): full [B,L,V] logits, masks,
+    no per-example sums (PAPER.md section 2)."""
+    from repro.losses import forward_kl, masked_sum
+    from repro.methods import _teacher_batch, cross_entropy_sum, forward_with_hidden, head_logits
+
+    batch = _pad_to(batch, ctx.max_length, pad_ids)
+    labels, t_labels = batch["labels"], batch["teacher_labels"]
+    s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
+    t_rows = ctx.teacher_rows()
+    z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
+    z_t, h_t = forward_with_hidden(teacher, _teacher_batch(batch), t_rows)
+    s_embed, t_embed = student.get_input_embeddings(), teacher.get_input_embeddings()
+    s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
+                         s_embed(labels.masked_fill(~s_mask, 0))], -1)
+    t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
+    t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
+    if normalisation == "official":
+        stds = [t_index.std(), h_t.std(), t_target.std()]
+    else:
+        stds = [t_index[t_mask].std(), h_t[t_mask].std(), t_target[t_mask].std()]
+    keys = t_index / stds[0]
+    proj = ctx.modules
+    scores = proj["query"](s_index) @ keys.transpose(-1, -2) / (2 * h_t.shape[-1]) ** 0.5
+    scores = scores + (~(s_mask.unsqueeze(-1) & t_mask.unsqueeze(1))).float() * -1e5
+    t_values = proj["t2s"](h_t / stds[1] + t_target / stds[2])
+    z_t2s = head_logits(torch.softmax(scores, -1) @ t_values, student, ctx.n_vocab, detach_head=True)
+    z_s2t = head_logits(torch.softmax(scores.transpose(-1, -2), -1) @ proj["s2t"](h_s), teacher, t_rows,
+                        detach_head=True)
+    kd_labels = labels.masked_fill(~((z_t2s.argmax(-1) == labels) & s_mask), IGNORE)
+    terms = {"ce": cross_entropy_sum(z_s, labels), "t2s_ce": cross_entropy_sum(z_t2s, labels),
+             "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
+             "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
+             "t2s_acc": (kd_labels != IGNORE).sum().float()}
+    return terms, torch.stack(stds)
+
+
+@pytest.mark.parametrize("normalisation", ["official", "response"])
+@pytest.mark.parametrize("pair", ["qwen_to_gpt2", "gpt2_to_llama"])
+def test_cma_equals_the_plain_computation_on_batches_padded_to_max_length(cross_pairs, small_splits, pair,
+                                                                          normalisation):
+    """The project pads a micro batch to its longest sequence and runs heads on response positions only, with the
+    standard deviations pooled from per-example sums; every term (and each standard deviation) equals the plain
+    computation on the batch padded to max_length (the official tensors), with the Qwen-like teacher's padded head
+    rows kept (the official default)."""
+    student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, "dskd_cma",
+                                                  cma_normalisation=normalisation)
+    assert batch["teacher_input_ids"].shape[1] < MAX_LENGTH  # so the padding really is added by the reference
     terms = method.terms(student, batch, ctx)
+    pad_ids = (load_tokenizer(cross_pairs[pair][1]).pad_token_id, ctx.teacher_tokenizer.pad_token_id)
     with torch.no_grad():
-        labels, t_labels = batch["labels"], batch["teacher_labels"]
-        s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
-        z_s, h_s = forward_with_hidden(student, batch, ctx.n_vocab)
-        z_t, h_t = forward_with_hidden(teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
-        s_embed, t_embed = student.get_input_embeddings(), teacher.get_input_embeddings()
-        s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
-                             s_embed(labels.masked_fill(~s_mask, 0))], -1)
-        t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
-        t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
-        keys = t_index / _global_std(t_index)
-        proj = ctx.modules
-        scores = proj["query"](s_index) @ keys.transpose(-1, -2) / (2 * h_t.shape[-1]) ** 0.5
-        scores = scores + (~(s_mask.unsqueeze(-1) & t_mask.unsqueeze(1))).float() * -1e5
-        t_values = proj["t2s"](h_t / _global_std(h_t) + t_target / _global_std(t_target))
-        z_t2s = head_logits(torch.softmax(scores, -1) @ t_values, student, ctx.n_vocab, detach_head=True)
-        z_s2t = head_logits(torch.softmax(scores.transpose(-1, -2), -1) @ proj["s2t"](h_s), teacher,
-                            ctx.teacher_n_vocab, detach_head=True)
-        kd_labels = labels.masked_fill(~((z_t2s.argmax(-1) == labels) & s_mask), IGNORE)
-        expected = {"ce": cross_entropy_sum(z_s, labels), "t2s_ce": cross_entropy_sum(z_t2s, labels),
-                    "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s, ctx.temperature), kd_labels),
-                    "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
-                    "t2s_acc": (kd_labels != IGNORE).sum().float()}
+        expected, stds = _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids)
+    torch.testing.assert_close(ctx.cma_scales.float(), stds, rtol=1e-5, atol=0)
     for name, value in expected.items():
         torch.testing.assert_close(terms[name].detach(), value, rtol=1e-4, atol=1e-4)
+    # the two normalisations really differ (prompt and padding positions change every standard deviation)
+    other = _setup(cross_pairs[pair], small_splits, "dskd_cma",
+                   cma_normalisation={"official": "response", "response": "official"}[normalisation])[4]
+    assert ((other.cma_scales - ctx.cma_scales).abs() / ctx.cma_scales > 0.01).any()
+
+
+@pytest.mark.parametrize("normalisation", ["official", "response"])
+def test_cma_step_does_not_depend_on_micro_batches(cross_pairs, small_splits, normalisation):
+    """One global batch of 4 examples of different lengths as one micro batch or as 2 + 2: the same loss and the
+    same gradients (the standard deviations come from the whole global batch); with statistics of each micro batch
+    alone, as the official code takes them, the value would move."""
+    student, teacher, _, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma", n=4,
+                                              cma_normalisation=normalisation)
+    s_tok = load_tokenizer(cross_pairs["qwen_to_gpt2"][1])
+    encoded = encode_dataset(small_splits["train"][:4], s_tok, MAX_LENGTH, 128, teacher_tokenizer=ctx.teacher_tokenizer)
+    method.prepare(encoded, s_tok, ctx)
+    assert len({len(e.teacher.input_ids) for e in encoded}) > 1
+    params = list(student.parameters()) + list(ctx.modules.parameters())
+
+    def step(groups):
+        for p in params:
+            p.grad = None
+        total = 0.0
+        for group in groups:
+            batch = collate(group, s_tok.pad_token_id, ctx.teacher_tokenizer.pad_token_id)
+            loss = method.loss(student, batch, ctx)["loss"]
+            loss.backward()
+            total += loss.item()
+        return total, [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    method.begin_step(encoded, ctx)
+    whole, whole_grads = step([encoded])
+    split, split_grads = step([encoded[:2], encoded[2:]])
+    assert split == pytest.approx(whole, rel=1e-5)
+    for a, b in zip(whole_grads, split_grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    # statistics of each micro batch alone (the official code's grouping) differ, and move the gradients by far
+    # more than the split does
+    local_grads = [torch.zeros_like(p) for p in params]
+    for group in (encoded[:2], encoded[2:]):
+        method.begin_step(group, ctx)
+        assert ((ctx.cma_scales - combine_std(torch.stack([e.cma_sums for e in encoded]))).abs()
+                / ctx.cma_scales > 1e-3).any()
+        local_grads = [g + h for g, h in zip(local_grads, step([group])[1])]
+    query = [i for i, p in enumerate(params) if any(p is q for q in ctx.modules["query"].parameters())]
+
+    def gap(grads):
+        return max(((grads[i] - whole_grads[i]).norm() / whole_grads[i].norm()).item() for i in query)
+
+    assert gap(local_grads) > 100 * gap(split_grads) + 1e-4
+
+
+def test_cma_needs_its_statistics(cross_pairs, small_splits):
+    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma")
+    ctx.cma_scales = None
+    with pytest.raises(ValueError, match="begin_step"):
+        method.terms(student, batch, ctx)
+    with pytest.raises(ValueError, match="max_length=512"):
+        _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma")[3].prepare(
+            [], None, dataclasses.replace(ctx, max_length=512))
+
+
+@pytest.mark.parametrize("method_name", ["uld", "dskd_cma"])
+def test_padded_teacher_rows_kept_or_cut(cross_pairs, small_splits, method_name):
+    """The Qwen-like teacher has padded head rows. ``keep`` (the official code) puts them in ULD's sort and CMA's
+    teacher-space term, so their weights change the loss; ``cut`` reads the tokenizer's ids only."""
+    for rows, changes in (("keep", True), ("cut", False)):
+        student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, method_name,
+                                                      teacher_padded_rows=rows)
+        head = teacher.get_output_embeddings().weight
+        assert head.shape[0] > ctx.teacher_n_vocab
+        assert ctx.teacher_rows() == (head.shape[0] if rows == "keep" else ctx.teacher_n_vocab)
+        with torch.no_grad():
+            base = method.loss(student, batch, ctx)["loss"]
+            head[ctx.teacher_n_vocab:] = 3.0 * torch.randn_like(head[ctx.teacher_n_vocab:])
+            moved = method.loss(student, batch, ctx)["loss"]
+        assert (not torch.allclose(moved, base, rtol=1e-4)) == changes, (rows, base, moved)
+
+
+def test_uld_keeps_padded_teacher_rows_in_its_sort(cross_pairs, small_splits):
+    student, teacher, batch, method, ctx = _setup(cross_pairs["qwen_to_gpt2"], small_splits, "uld")
+    from repro.methods import _teacher_batch
+
+    with torch.no_grad():
+        z_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        z_t = teacher(**{k: v for k, v in _teacher_batch(batch).items() if k != "labels"}).logits  # every row
+        expected = uld_distance_sum(z_s[..., :ctx.n_vocab], batch["labels"], z_t, batch["teacher_labels"])
+        assert z_t.shape[-1] > ctx.teacher_n_vocab
+        torch.testing.assert_close(method.loss(student, batch, ctx)["kd"], expected)
