@@ -60,3 +60,38 @@ def test_two_processes_train_like_one(tmp_path, trained_tokenizers, small_splits
         torch.testing.assert_close(weights[1][key], value, atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(weights[2][key], value, atol=2e-5, rtol=1e-4)
     assert read_json(tmp_path / "two" / "train_summary.json")["config"]["training"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_cma_steps_do_not_depend_on_micro_batches_or_processes(tmp_path, trained_tokenizers, small_splits):
+    """DSKD-CMA with its official normalisation (standard deviations as if every sequence were padded to
+    max_length, a Qwen-like teacher with padded head rows kept): global batches of 8 as micro batches of 8, of 2,
+    and in two processes of micro batches of 2 take the same steps."""
+    splits = {"train": small_splits["train"][:24], "dev": small_splits["dev"][:2],
+              **{k: v[:2] for k, v in small_splits.items() if k not in ("train", "dev")}}
+    write_splits(splits, tmp_path / "data")
+    for name, arch, tok_name, width in (("teacher", "qwen2", "qwen", 48), ("student", "gpt2", "gpt2", 32)):
+        init_model({"arch": arch, "layers": 1, "hidden": width, "heads": 2, "max_positions": 256, "dropout": 0.0,
+                    **({"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {})},
+                   load_tokenizer(trained_tokenizers[tok_name]), tmp_path / name, seed=1)
+
+    def cell(name, processes, micro):
+        training = {"lr": 5e-3, "epochs": 1, "batch_size": 8, "micro_batch_size": micro, "max_length": 256,
+                    "max_prompt_length": 128, "dev_seeds": [10], "processes": processes}
+        return CellConfig(cell_id=f"p/{name}", pair="p", method="dskd_cma", role="student", divergence="kl",
+                          model=str(tmp_path / "student"), teacher=str(tmp_path / "teacher"),
+                          data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / name), training=training,
+                          evaluation={"seeds": [10], "max_new_tokens": 4, "batch_size": 4})
+
+    runs = {"whole": (1, 8), "micro": (1, 2), "two": (2, 2)}
+    for name, (processes, micro) in runs.items():
+        assert run_training(cell(name, processes, micro))["steps"] == 3
+    logs = {name: [r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "step" in r] for name in runs}
+    for name in ("micro", "two"):
+        for a, b in zip(logs["whole"], logs[name]):
+            for term in ("loss", "t2s_ce", "t2s_kd", "s2t_kd"):
+                assert b[term] == pytest.approx(a[term], rel=1e-5, abs=1e-7), (name, term)
+    weights = {name: load_model(tmp_path / name / "model").state_dict() for name in runs}
+    for key, value in weights["whole"].items():
+        torch.testing.assert_close(weights["micro"][key], value, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(weights["two"][key], value, atol=2e-5, rtol=1e-4)
