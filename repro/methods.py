@@ -25,7 +25,6 @@ CHOICES = {
     "mined_vocab_map": ("convert", "strip"),
     "teacher_padded_rows": ("keep", "cut"),
 }
-DSKD_S2T_CHOICES = CHOICES["dskd_s2t_divergence"]
 
 
 @dataclass
@@ -60,16 +59,16 @@ class Context:
     divergence: str | None = None
     teacher: torch.nn.Module | None = None
     modules: torch.nn.Module | None = None
-    dskd_s2t_divergence: str = "kl"
+    dskd_s2t_divergence: str = CHOICES["dskd_s2t_divergence"][0]
     divergence_options: dict = field(default_factory=dict)
     teacher_tokenizer: object = None
     teacher_n_vocab: int | None = None
     max_length: int = 512
-    cma_normalisation: str = "official"
-    mined_alignment: str = "input"
-    mined_target: str = "first"
-    mined_vocab_map: str = "convert"
-    teacher_padded_rows: str = "keep"
+    cma_normalisation: str = CHOICES["cma_normalisation"][0]
+    mined_alignment: str = CHOICES["mined_alignment"][0]
+    mined_target: str = CHOICES["mined_target"][0]
+    mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
+    teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
     cma_scales: torch.Tensor | None = None
     vocab_map: torch.Tensor | None = None
     first_ids: torch.Tensor | None = None

@@ -38,13 +38,13 @@ class TrainSettings:
     temperature: float = 2.0
     projector_lr: float = 1e-3
     checkpoint_every: int = 0
-    dskd_s2t_divergence: str = "kl"
-    # Where the official code and another choice differ (README "Fidelity"; repro.methods.CHOICES and Context):
-    cma_normalisation: str = "official"
-    mined_alignment: str = "input"
-    mined_target: str = "first"
-    mined_vocab_map: str = "convert"
-    teacher_padded_rows: str = "keep"
+    # Where the official code and another choice differ (README "Fidelity"; defaults: repro.methods.CHOICES):
+    dskd_s2t_divergence: str = CHOICES["dskd_s2t_divergence"][0]
+    cma_normalisation: str = CHOICES["cma_normalisation"][0]
+    mined_alignment: str = CHOICES["mined_alignment"][0]
+    mined_target: str = CHOICES["mined_target"][0]
+    mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
+    teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])

@@ -50,3 +50,30 @@ def test_cma_statistics_timing_script(tmp_path, trained_tokenizers, small_splits
     assert result["examples"] == 6 and set(result["ratio_to_epoch"]) == {"official", "response"}
     assert all(v > 0 for v in result["median"].values())
     assert "statistics 'official'" in done.stdout
+
+
+def test_readme_results_script_quotes_the_tables(tmp_path):
+    import csv
+
+    columns = ["table", "pair", "row", "method", "divergence", "status", "avg"]
+    rows = {1: [(1, "gpt2", "Teacher (SFT)", "sft", "", "done", 40.123), (1, "gpt2", "SFT", "sft", "", "done", 25.5),
+                (1, "gpt2", "KD (KL)", "kd", "kl", "done", 27.804), (1, "gpt2", "KD w/ DSKD (KL)", "dskd", "kl",
+                                                                    "missing", ""),
+                (1, "qwen_gpt2", "MinED", "mined", "", "done", 23.71),
+                (1, "qwen_gpt2", "DSKD-CMA (KL)", "dskd_cma", "kl", "done", 18.74),
+                (1, "qwen_gpt2", "DSKD-CMA (JS)", "dskd_cma", "js", "done", 19.33)],
+            3: [(3, "gpt2", "Different spaces (KD) (KL)", "kd", "kl", "done", 27.804),
+                (3, "gpt2", "Student space only (KL)", "dskd_student_space", "kl", "done", 22.07)]}
+    for table, values in rows.items():
+        with (tmp_path / f"table{table}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(values)
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_results.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "| KD | 27.80 |" in out and "| KD w/ DSKD | missing |" in out
+    assert "| Student space only (Table 3) | 22.07 |" in out
+    assert "gpt2: Teacher (SFT) 40.12, SFT 25.50" in out
+    assert "MinED 23.71, DSKD-CMA 18.74-19.33 (KL lowest, JS highest)" in out
