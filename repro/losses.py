@@ -93,6 +93,52 @@ def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return _reduce(_kl_terms(log_ps, _log_mix(log_ps, log_pt, skew)), inf_s | inf_t)
 
 
+def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, first_k: int = 64) -> torch.Tensor:
+    """AKL's head gap ``g_head`` [...]: the sum of ``gap`` [..., V] over the head of ``p_t`` [..., V] (PAPER.md
+    section 2), found without sorting the vocabulary.
+
+    The definition: sort ``p_t`` ascending, stably (ties in index order); the tail is the prefix whose cumulative sum
+    is ``<= threshold``, the head the rest. Equivalently, with ``T = sum p_t``, the head is the ``c`` largest
+    entries whose exclusive prefix sum in descending order is below ``T - threshold``, and among entries tied with
+    the smallest of them, the ones of highest index (the stable ascending order puts them last). So the largest
+    entries are selected by ``topk`` (``first_k`` of them, then 16 times as many for the rows whose head is longer,
+    and a full stable sort only for rows whose head exceeds a quarter of the vocabulary); prefix sums in float64.
+    Tested equal to the sorted definition, ties included.
+    """
+    vocab = p_t.shape[-1]
+    lead = p_t.shape[:-1]
+    p = p_t.reshape(-1, vocab)
+    g = gap.reshape(-1, vocab)
+    limit = p.double().sum(-1) - threshold  # head: exclusive descending prefix sum < limit
+    out = torch.zeros(p.shape[0], dtype=gap.dtype, device=gap.device)
+    todo = torch.arange(p.shape[0], device=p.device)
+    k = first_k
+    while todo.numel():
+        if 4 * k >= vocab:  # long heads: the sorted definition itself, on these rows only
+            rows = todo
+            ordered, order = p[rows].sort(dim=-1, stable=True)
+            tail = ordered.double().cumsum(-1) <= threshold
+            out[rows] = (g[rows].gather(-1, order) * ~tail).sum(-1)
+            break
+        values = p[todo].topk(k, dim=-1).values.double()  # [n, k], descending
+        exclusive = values.cumsum(-1) - values
+        covered = values.sum(-1) >= limit[todo]  # the head ends within these k
+        rows = todo[covered]
+        if rows.numel():
+            count = (exclusive[covered] < limit[rows, None]).sum(-1)  # head size c (0 only if nothing qualifies)
+            smallest = values[covered].gather(-1, (count - 1).clamp_min(0)[:, None]).to(p.dtype)  # [n, 1]
+            row_p = p[rows]
+            above = row_p > smallest
+            tied = row_p == smallest
+            wanted = count[:, None] - above.sum(-1, keepdim=True)  # tied entries that belong to the head
+            from_right = tied.flip(-1).cumsum(-1).flip(-1)  # among tied entries: how many at or after this index
+            head = above | (tied & (from_right <= wanted))
+            out[rows] = torch.where(count > 0, (g[rows] * head).sum(-1), 0.0)
+        todo = todo[~covered]
+        k *= 16
+    return out.reshape(lead)
+
+
 def akl_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                 threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The detached AKL weights ``(w_kl, w_rkl)`` [...] of Wu et al. 2024 (PAPER.md section 2).
@@ -101,29 +147,33 @@ def akl_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     head the rest; ``g_head``/``g_tail`` sum ``|p_t - p_s|`` over each; ``w_kl = g_head / (g_head + g_tail)``,
     ``w_rkl = g_tail / (g_head + g_tail)`` (0.5 each where both gaps are zero, where the divergences are zero too).
     """
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    return _akl_weights(log_ps, log_pt, inf_s | inf_t, threshold)
+
+
+def _akl_weights(log_ps: torch.Tensor, log_pt: torch.Tensor, infinite: torch.Tensor,
+                 threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        log_ps, inf_s = _prepare(student_logits, temperature)
-        log_pt, inf_t = _prepare(teacher_logits, temperature)
-        infinite = inf_s | inf_t
         p_s = log_ps.exp().masked_fill(infinite, 0.0)
         p_t = log_pt.exp().masked_fill(infinite, 0.0)
-        sorted_t, order = p_t.sort(dim=-1)
-        gap = (sorted_t - p_s.gather(-1, order)).abs()
-        tail = sorted_t.cumsum(dim=-1) <= threshold
-        g_tail = (gap * tail).sum(-1)
-        g_head = (gap * ~tail).sum(-1)
-        total = g_head + g_tail
+        gap = (p_t - p_s).abs()
+        total = gap.sum(-1)  # g_head + g_tail
+        g_head = akl_head_gap(p_t, gap, threshold)
         safe = total > 0
-        w_kl = torch.where(safe, g_head / total.clamp_min(torch.finfo(torch.float32).tiny), 0.5)
+        w_kl = torch.where(safe, g_head / total.clamp_min(torch.finfo(torch.float32).tiny), 0.5).clamp(0.0, 1.0)
         return w_kl, 1.0 - w_kl
 
 
 def adaptive_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                 threshold: float = 0.5) -> torch.Tensor:
-    """``akl``: ``w_kl * KL + w_rkl * RKL`` with the detached weights of ``akl_weights``. Shapes as ``forward_kl``."""
-    w_kl, w_rkl = akl_weights(student_logits, teacher_logits, temperature, threshold)
-    return (w_kl * forward_kl(student_logits, teacher_logits, temperature)
-            + w_rkl * reverse_kl(student_logits, teacher_logits, temperature))
+    """``akl``: ``w_kl * KL + w_rkl * RKL`` with the detached weights of ``akl_weights``. Shapes as ``forward_kl``;
+    both sides' log-probabilities are computed once and shared by the weights and the two divergences."""
+    log_ps, inf_s = _prepare(student_logits, temperature)
+    log_pt, inf_t = _prepare(teacher_logits, temperature)
+    infinite = inf_s | inf_t
+    w_kl, w_rkl = _akl_weights(log_ps.detach(), log_pt.detach(), infinite, threshold)
+    return w_kl * _reduce(_kl_terms(log_pt, log_ps), infinite) + w_rkl * _reduce(_kl_terms(log_ps, log_pt), infinite)
 
 
 def total_variation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -225,3 +225,61 @@ def test_kd_gradient_reaches_student_only():
     assert z_s.grad is not None and z_s.grad.abs().sum() > 0
     assert z_t.grad is None
     assert z_s.grad[0, 2].abs().sum() == 0 and z_s.grad[1, 0].abs().sum() == 0
+
+
+def _sorted_head_gap(p_t, gap, threshold):
+    """The AKL head gap by its definition: a stable ascending sort, the tail where the cumulative sum is <= the
+    threshold (float64), the head the rest."""
+    ordered, order = p_t.sort(dim=-1, stable=True)
+    tail = ordered.double().cumsum(-1) <= threshold
+    return (gap.gather(-1, order) * ~tail).sum(-1)
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 5000])
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.9])
+def test_akl_head_without_sorting_equals_the_sorted_definition(vocab, threshold):
+    """Every path of the partial selection (the first 64, 16 times as many, the sort of long heads) on rows from
+    peaked to flat, with zeros (masked entries) and exact ties at the head's boundary."""
+    from repro.losses import akl_head_gap
+
+    torch.manual_seed(vocab)
+    scales = torch.tensor([0.0, 0.1, 1.0, 3.0, 10.0, 30.0]).repeat_interleave(4)
+    logits = torch.randn(len(scales), vocab) * scales[:, None]
+    p_t = torch.softmax(logits, -1)
+    p_t[::5, : vocab // 3] = 0.0  # masked (infinite) entries
+    # exact ties: equal logits give equal probabilities, several of them around the boundary
+    ties = torch.zeros(4, vocab)
+    ties[:, :4] = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    ties[1, 4:8] = 1.0
+    ties[2] = 0.0  # uniform
+    p_t = torch.cat([p_t, torch.softmax(ties, -1), torch.full((1, vocab), 0.0)])  # and an all-masked row
+    p_s = torch.softmax(torch.randn(p_t.shape), -1)
+    gap = (p_t - p_s).abs()
+    expected = _sorted_head_gap(p_t, gap, threshold)
+    got = akl_head_gap(p_t, gap, threshold)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    # tied entries at the boundary: the head takes the tied entries of highest index, as the stable sort does; in a
+    # large vocabulary (the top-k path): 0.3 and three entries of 0.1 at indices 10, 20, 30, the rest spread thin;
+    # with threshold 0.55 the head is 0.3 and two of the three 0.1 (exclusive prefix 0.3, 0.4 < 0.45; 0.5 is not)
+    row = torch.full((1, 5000), 0.4 / 4996)
+    row[0, [5, 10, 20, 30]] = torch.tensor([0.3, 0.1, 0.1, 0.1])
+    gaps = torch.zeros(1, 5000)
+    gaps[0, [5, 10, 20, 30]] = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    assert akl_head_gap(row, gaps, 0.55).item() == 13.0
+    assert _sorted_head_gap(row, gaps, 0.55).item() == 13.0
+    uniform = torch.full((1, 4), 0.25)
+    assert akl_head_gap(uniform, torch.tensor([[1.0, 2.0, 4.0, 8.0]]), 0.5).item() == 12.0
+    assert akl_head_gap(uniform, torch.tensor([[1.0, 2.0, 4.0, 8.0]]), 0.3).item() == 14.0
+
+
+def test_akl_equals_the_previous_full_sort_implementation():
+    """The partial selection changes no AKL value: compared with weights from a full sort on every row."""
+    torch.manual_seed(3)
+    z_s, z_t = 2 * torch.randn(6, 9, 2000), torch.randn(6, 9, 2000) * torch.linspace(0.1, 8, 9)[:, None]
+    p_s, p_t = torch.softmax(z_s / 2, -1), torch.softmax(z_t / 2, -1)
+    gap = (p_t - p_s).abs()
+    w_sorted = _sorted_head_gap(p_t, gap, 0.5).float() / gap.sum(-1)
+    w_kl, w_rkl = akl_weights(z_s, z_t, 2.0)
+    torch.testing.assert_close(w_kl, w_sorted, rtol=1e-5, atol=1e-6)
+    expected = w_sorted * forward_kl(z_s, z_t, 2.0) + (1 - w_sorted) * DIVERGENCES["rkl"](z_s, z_t, 2.0)
+    torch.testing.assert_close(DIVERGENCES["akl"](z_s, z_t, 2.0), expected, rtol=1e-5, atol=1e-6)
