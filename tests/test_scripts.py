@@ -77,3 +77,17 @@ def test_readme_results_script_quotes_the_tables(tmp_path):
     assert "| Student space only (Table 3) | 22.07 |" in out
     assert "gpt2: Teacher (SFT) 40.12, SFT 25.50" in out
     assert "MinED 23.71, DSKD-CMA 18.74-19.33 (KL lowest, JS highest)" in out
+
+
+def test_step_benchmark_script_runs_every_method(tmp_path):
+    out = tmp_path / "bench.json"
+    methods = ["sft", "kd:akl", "dskd:kl", "dskd_cma:kl", "uld", "mined", "seqkd"]
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_steps.py"), "--vocab", "256",
+                           "--methods", *methods, "--student", "1", "32", "2", "--teacher", "1", "48", "2",
+                           "--length", "32", "--prompt", "8", "--rounds", "1", "--steps", "1", "--warmup", "0",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = {r["method"]: r for r in read_json(out)["results"]}
+    assert set(results) == set(methods)
+    assert all(r["median_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
+    assert results["seqkd"]["runs"][0]["black_box"] and "x SFT" in done.stdout
