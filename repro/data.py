@@ -88,6 +88,9 @@ class Encoded:
     teacher_positions: list[int] | None = None
     # DSKD-CMA: the example's pieces [3, 3] of the teacher-side standard deviations (repro.methods.cma_example_sums)
     cma_sums: object = None
+    # position of the example in its training set (encode_dataset); batches carry it as ``example_index``, by which
+    # the teacher-state cache finds the example's rows (repro.teacher_states)
+    index: int | None = None
 
 
 def encode_example(row: dict, tokenizer, max_length: int, max_prompt_length: int) -> Encoded:
@@ -114,6 +117,7 @@ def encode_dataset(rows: list[dict], tokenizer, max_length: int, max_prompt_leng
             if side is not None and all(label == IGNORE for label in side.labels):
                 raise ValueError(f"example {i} ({row['instruction'][:60]!r}): no response token fits in "
                                  f"max_length={max_length}")
+        enc.index = i
         out.append(enc)
     return out
 
@@ -123,16 +127,19 @@ def collate(batch: list[Encoded], pad_id: int, teacher_pad_id: int | None = None
 
     Returns a dict of LongTensors ``input_ids`` [B,L], ``attention_mask`` [B,L], ``labels`` [B,L] (IGNORE on
     prompt and padding); with teacher encodings also ``teacher_input_ids``, ``teacher_attention_mask``,
-    ``teacher_labels`` [B,T] (padded with ``teacher_pad_id``).
+    ``teacher_labels`` [B,T] (padded with ``teacher_pad_id``); ``example_index`` [B] where every example has its
+    training-set index.
     """
+    import torch
+
     out = _pad(batch, pad_id)
+    if all(e.index is not None for e in batch):
+        out["example_index"] = torch.tensor([e.index for e in batch], dtype=torch.long)
     if batch[0].teacher is not None:
         if teacher_pad_id is None:
             raise ValueError("collate: teacher encodings need teacher_pad_id")
         out.update({f"teacher_{k}": v for k, v in _pad([e.teacher for e in batch], teacher_pad_id).items()})
     if batch[0].teacher_positions is not None:
-        import torch
-
         positions = torch.full_like(out["labels"], -1)
         for i, e in enumerate(batch):
             positions[i, :len(e.teacher_positions)] = torch.tensor(e.teacher_positions)

@@ -50,6 +50,9 @@ class Context:
     ``teacher_padded_rows``: a teacher's head rows beyond its tokenizer (Qwen1.5), ``"keep"`` in ULD and in CMA's
     teacher-space term (the official code) or ``"cut"`` there too. Same-vocabulary methods always cut both sides
     to the shared tokenizer.
+    ``teacher_states``: the teacher-state cache (``repro.teacher_states.TeacherStates``): when set, the teacher's
+    final hidden states at response positions are read from it instead of running the teacher's body (the head and
+    the embeddings still come from ``teacher``); batches then carry ``example_index``.
     ``cma_scales`` (set by ``DSKDCrossModelAttention.begin_step``), ``vocab_map``, ``first_ids`` and
     ``aligned_share`` (set by ``MinED.prepare``) are state of the methods.
     """
@@ -69,6 +72,7 @@ class Context:
     mined_target: str = CHOICES["mined_target"][0]
     mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
     teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
+    teacher_states: object = None
     cma_scales: torch.Tensor | None = None
     vocab_map: torch.Tensor | None = None
     first_ids: torch.Tensor | None = None
@@ -167,6 +171,25 @@ def response_rows(labels: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Te
     return [labels[mask]] + [t[mask] for t in tensors]
 
 
+def teacher_hidden_rows(ctx: Context, teacher_batch: dict) -> torch.Tensor:
+    """The teacher's final hidden states [N_t,d_t] at the response positions of ``teacher_batch`` (batch-major,
+    positions ascending, as ``response_rows`` orders them), without gradient: read from the teacher-state cache
+    (``ctx.teacher_states``, by the batch's ``example_index``) or computed by the live teacher."""
+    with torch.no_grad():
+        if ctx.teacher_states is not None:
+            if "example_index" not in teacher_batch:
+                raise ValueError("the teacher-state cache needs batches with example_index (repro.data.collate of "
+                                 "encoded training examples)")
+            rows = ctx.teacher_states.rows(teacher_batch["example_index"].tolist())
+            expected = int((teacher_batch["labels"] != IGNORE).sum())
+            if rows.shape[0] != expected:
+                raise ValueError(f"teacher-state cache: {rows.shape[0]} cached response positions for this batch, "
+                                 f"the batch has {expected}; the cache was built from other data or tokenisation")
+            device = teacher_batch["labels"].device
+            return rows.to(device)
+        return final_hidden(ctx.teacher, teacher_batch)[teacher_batch["labels"] != IGNORE]
+
+
 def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     return projector(hidden.to(projector.weight.dtype))
 
@@ -215,7 +238,7 @@ class VanillaKD(SFT):
             raise ValueError("method 'kd' needs a teacher model")
         y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
         with torch.no_grad():
-            _, z_t, _ = response_outputs(ctx.teacher, batch, ctx.n_vocab)
+            z_t = head_logits(teacher_hidden_rows(ctx, batch), ctx.teacher, ctx.n_vocab, detach_head=False)
         ce = cross_entropy_sum(z_s[None], y[None])
         kd = ctx.divergence_fn()(z_s, z_t, ctx.temperature).sum()
         return total_loss(ctx, ce, kd)
@@ -252,7 +275,8 @@ class DSKD(SFT):
         divergence = ctx.divergence_fn()
         y, z_s, h_s = response_outputs(student, batch, ctx.n_vocab)  # [N], [N,V], [N,d_s]
         with torch.no_grad():
-            _, z_t, h_t = response_outputs(ctx.teacher, batch, ctx.n_vocab)  # [N,V], [N,d_t]
+            h_t = teacher_hidden_rows(ctx, batch)  # [N,d_t]
+            z_t = head_logits(h_t, ctx.teacher, ctx.n_vocab, detach_head=False)  # [N,V]
         ce = cross_entropy_sum(z_s[None], y[None])
         z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
         out = {
@@ -282,8 +306,11 @@ class SeqKD(SFT):
 
 def _teacher_batch(batch: dict) -> dict:
     """The teacher-tokenised view of a cross-vocabulary batch, under the usual key names."""
-    return {"input_ids": batch["teacher_input_ids"], "attention_mask": batch["teacher_attention_mask"],
-            "labels": batch["teacher_labels"]}
+    out = {"input_ids": batch["teacher_input_ids"], "attention_mask": batch["teacher_attention_mask"],
+           "labels": batch["teacher_labels"]}
+    if "example_index" in batch:
+        out["example_index"] = batch["example_index"]
+    return out
 
 
 def _require_cross_vocab(name: str, batch: dict, ctx: Context) -> None:
@@ -299,21 +326,28 @@ def uld_distance_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor,
     Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t], ``teacher_labels`` [B,T]. Per sequence the
     response positions of both sides are paired by index from the first response token (the shorter side sets the
     count); each distribution is a softmax WITHOUT temperature, sorted in decreasing order, the smaller vocabulary
-    padded with zeros; the distance is ``sum_v |p_s_sorted - p_t_sorted|``.
+    padded with zeros; the distance is ``sum_v |p_s_sorted - p_t_sorted|``. See ``uld_rows_sum`` for the same on
+    response rows.
     """
+    s_mask, t_mask = labels != IGNORE, teacher_labels != IGNORE
+    return uld_rows_sum(z_s[s_mask], s_mask.sum(1).tolist(), z_t[t_mask], t_mask.sum(1).tolist())
+
+
+def uld_rows_sum(z_s: torch.Tensor, s_counts: list[int], z_t: torch.Tensor, t_counts: list[int]) -> torch.Tensor:
+    """``uld_distance_sum`` on response rows: ``z_s`` [N_s,V_s] and ``z_t`` [N_t,V_t], each the response positions
+    of every sequence in order, ``s_counts``/``t_counts`` how many rows each sequence has."""
     width = max(z_s.shape[-1], z_t.shape[-1])
     total = z_s.new_zeros((), dtype=torch.float32)
-    for b in range(z_s.shape[0]):
-        s_pos = (labels[b] != IGNORE).nonzero().squeeze(-1)
-        t_pos = (teacher_labels[b] != IGNORE).nonzero().squeeze(-1)
-        n = min(len(s_pos), len(t_pos))
-        if n == 0:
-            continue
-        p_s = torch.softmax(z_s[b, s_pos[:n]].float(), -1).sort(-1, descending=True).values
-        p_t = torch.softmax(z_t[b, t_pos[:n]].float(), -1).sort(-1, descending=True).values
-        p_s = torch.nn.functional.pad(p_s, (0, width - p_s.shape[-1]))
-        p_t = torch.nn.functional.pad(p_t, (0, width - p_t.shape[-1]))
-        total = total + (p_s - p_t).abs().sum()
+    s_start = t_start = 0
+    for s_n, t_n in zip(s_counts, t_counts):
+        n = min(s_n, t_n)
+        if n:
+            p_s = torch.softmax(z_s[s_start:s_start + n].float(), -1).sort(-1, descending=True).values
+            p_t = torch.softmax(z_t[t_start:t_start + n].float(), -1).sort(-1, descending=True).values
+            p_s = torch.nn.functional.pad(p_s, (0, width - p_s.shape[-1]))
+            p_t = torch.nn.functional.pad(p_t, (0, width - p_t.shape[-1]))
+            total = total + (p_s - p_t).abs().sum()
+        s_start, t_start = s_start + s_n, t_start + t_n
     return total
 
 
@@ -324,11 +358,14 @@ class ULD(SFT):
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         _require_cross_vocab("uld", batch, ctx)
-        z_s = _logits(student, batch, ctx.n_vocab)
+        y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
+        teacher_batch = _teacher_batch(batch)
         with torch.no_grad():
-            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_rows())
-        ce = cross_entropy_sum(z_s, batch["labels"])
-        uld = uld_distance_sum(z_s, batch["labels"], z_t, batch["teacher_labels"])
+            z_t = head_logits(teacher_hidden_rows(ctx, teacher_batch), ctx.teacher, ctx.teacher_rows(),
+                              detach_head=False)
+        ce = cross_entropy_sum(z_s[None], y[None])
+        uld = uld_rows_sum(z_s, (batch["labels"] != IGNORE).sum(1).tolist(), z_t,
+                           (batch["teacher_labels"] != IGNORE).sum(1).tolist())
         return total_loss(ctx, ce, uld)
 
 
@@ -461,8 +498,12 @@ class DSKDCrossModelAttention(SFT):
         h_s = final_hidden(student, batch)
         z_s = head_logits(h_s[s_mask], student, ctx.n_vocab, detach_head=False)
         with torch.no_grad():
-            h_t = final_hidden(ctx.teacher, _teacher_batch(batch))
-            z_t = head_logits(h_t[t_mask], ctx.teacher, t_rows, detach_head=False)
+            # h_t is needed at the teacher's response positions only: elsewhere the attention weights are exactly
+            # 0 (scores -1e5 below), so those positions are filled with zeros
+            h_rows = teacher_hidden_rows(ctx, _teacher_batch(batch))  # [N_t,d_t]
+            z_t = head_logits(h_rows, ctx.teacher, t_rows, detach_head=False)
+            h_t = h_rows.new_zeros(*t_mask.shape, h_rows.shape[-1])
+            h_t[t_mask] = h_rows
             s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
             s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
                                  s_embed(labels.masked_fill(~s_mask, 0))], -1)
@@ -536,19 +577,28 @@ def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, tea
     - ``"sum"``: ``softmax(z_t / tau)`` over the map's teacher ids carried through ``vocab_map``, the probabilities
       of teacher ids that map to the same student id added up (unmapped student ids: probability 0).
     Elsewhere the target is one-hot on the gold token. The term is the forward KL ``sum_v q (log q - log p_s)``
-    with ``p_s = softmax(z_s / tau)``.
+    with ``p_s = softmax(z_s / tau)``. ``mined_kd_from_rows`` does the same from the aligned teacher rows alone.
     """
+    aligned = (labels != IGNORE) & (teacher_positions >= 0)
+    b, i = aligned.nonzero(as_tuple=True)
+    return mined_kd_from_rows(z_s, labels, z_t[b, teacher_positions[b, i]], aligned, vocab_map, temperature, target,
+                              first_ids)
+
+
+def mined_kd_from_rows(z_s: torch.Tensor, labels: torch.Tensor, z_aligned: torch.Tensor, aligned: torch.Tensor,
+                       vocab_map: torch.Tensor, temperature: float, target: str = "first",
+                       first_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mined_kd_sum`` given the teacher logits [A,V_t'] at the aligned positions, in the order of
+    ``aligned.nonzero()`` (``aligned`` [B,L]: response positions aligned one-to-one)."""
     if target not in CHOICES["mined_target"]:
         raise ValueError(f"mined_target must be one of {CHOICES['mined_target']}, got {target!r}")
     log_ps = torch.log_softmax(z_s.float() / temperature, -1)
-    response = labels != IGNORE
-    aligned = response & (teacher_positions >= 0)
-    gold = response & ~aligned
+    gold = (labels != IGNORE) & ~aligned
     one_hot = -log_ps.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     total = one_hot[gold].sum()
     if aligned.any():
         b, i = aligned.nonzero(as_tuple=True)
-        rows = z_t[b, teacher_positions[b, i], :len(vocab_map)].float()  # [A, V_t]
+        rows = z_aligned[:, :len(vocab_map)].float()  # [A, V_t]
         if target == "first":
             if first_ids is None:
                 from .alignment import first_teacher_ids
@@ -590,11 +640,20 @@ class MinED(SFT):
         if "teacher_positions" not in batch or ctx.vocab_map is None:
             raise ValueError("method 'mined' needs aligned batches and a vocabulary map (MinED.prepare)")
         z_s = _logits(student, batch, ctx.n_vocab)
+        labels, positions = batch["labels"], batch["teacher_positions"]
+        aligned = (labels != IGNORE) & (positions >= 0)
+        teacher_batch = _teacher_batch(batch)
         with torch.no_grad():
-            z_t = _logits(ctx.teacher, _teacher_batch(batch), ctx.teacher_n_vocab)
-        ce = cross_entropy_sum(z_s, batch["labels"])
-        kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
-                                   ctx.temperature, ctx.mined_target, ctx.first_ids)
+            # the teacher's head runs on the aligned rows only; row_of: response position -> its row
+            h_rows = teacher_hidden_rows(ctx, teacher_batch)
+            t_mask = teacher_batch["labels"] != IGNORE
+            row_of = (t_mask.flatten().cumsum(0) - 1).view(t_mask.shape)
+            b, i = aligned.nonzero(as_tuple=True)
+            z_aligned = head_logits(h_rows[row_of[b, positions[b, i]]], ctx.teacher, ctx.teacher_n_vocab,
+                                    detach_head=False)
+        ce = cross_entropy_sum(z_s, labels)
+        kd, aligned = mined_kd_from_rows(z_s, labels, z_aligned, aligned, ctx.vocab_map, ctx.temperature,
+                                         ctx.mined_target, ctx.first_ids)
         return total_loss(ctx, ce, kd, aligned=aligned)
 
 

@@ -172,6 +172,9 @@ def _pad_to(batch: dict, width: int, pad_ids: tuple[int, int]) -> dict:
     """``batch`` with every sequence right-padded to ``width``, as the official collate pads to max_length."""
     out = {}
     for name, t in batch.items():
+        if t.dim() != 2:  # example_index
+            out[name] = t
+            continue
         value = {"input_ids": pad_ids[0], "teacher_input_ids": pad_ids[1], "labels": IGNORE,
                  "teacher_labels": IGNORE}.get(name, 0)
         out[name] = torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
@@ -324,3 +327,21 @@ def test_uld_keeps_padded_teacher_rows_in_its_sort(cross_pairs, small_splits):
         expected = uld_distance_sum(z_s[..., :ctx.n_vocab], batch["labels"], z_t, batch["teacher_labels"])
         assert z_t.shape[-1] > ctx.teacher_n_vocab
         torch.testing.assert_close(method.loss(student, batch, ctx)["kd"], expected)
+
+
+def test_mined_loss_equals_the_term_on_full_teacher_logits(cross_pairs, small_splits):
+    """MinED runs the teacher's head on the aligned rows only; its KD term equals ``mined_kd_sum`` on the full
+    [B,T,V] teacher logits."""
+    from repro.methods import _teacher_batch, mined_kd_sum
+
+    student, teacher, batch, method, ctx = _setup(cross_pairs["mistral_to_llama"], small_splits, "mined")
+    with torch.no_grad():
+        z_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :ctx.n_vocab]
+        tb = _teacher_batch(batch)
+        z_t = teacher(input_ids=tb["input_ids"], attention_mask=tb["attention_mask"]).logits
+        expected, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
+                                         ctx.temperature, ctx.mined_target, ctx.first_ids)
+        terms = method.loss(student, batch, ctx)
+    assert aligned > 0
+    torch.testing.assert_close(terms["kd"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms["aligned"], aligned)
