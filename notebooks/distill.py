@@ -28,6 +28,7 @@ role: str = "student"  # always student here
 divergence: str = "kl"  # divergence key for KD methods and dskd_cma, "" otherwise
 model: str = "results/models/base/gpt2_student"  # student base model: hub id or local path
 teacher: str = "results/runs/gpt2/teacher/model"  # the pair's fine-tuned teacher checkpoint
+teacher_states: str = "results/teacher_states/gpt2/states.pt"  # the pair's teacher-state cache ("": live teacher)
 data_dir: str = "results/data"  # folder with train.jsonl, dev.jsonl and test/<set>.jsonl
 out_dir: str = "results/runs/gpt2/kd-kl"  # where checkpoint, logs, generations and scores.json go
 training: dict = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "micro_batch_size": 32, "seed": 10,
@@ -45,8 +46,8 @@ from repro.cells import CellConfig, evaluate_cell, run_training
 from repro.io import read_jsonl
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
-                 teacher=teacher, data_dir=data_dir, out_dir=out_dir, training=training, evaluation=evaluation,
-                 threads=threads)
+                 teacher=teacher, teacher_states=teacher_states, data_dir=data_dir, out_dir=out_dir,
+                 training=training, evaluation=evaluation, threads=threads)
 cfg
 
 # %% [markdown]

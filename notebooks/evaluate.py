@@ -26,6 +26,7 @@ role: str = "student"  # "teacher" or "student"
 divergence: str = "kl"  # divergence key, "" when none
 model: str = "results/models/base/gpt2_student"  # the base model the cell trained (recorded only)
 teacher: str = "results/runs/gpt2/teacher/model"  # the teacher the cell distilled from (recorded only)
+teacher_states: str = ""  # the teacher-state cache the cell read (recorded only)
 data_dir: str = "results/data"  # folder with test/<set>.jsonl
 out_dir: str = "results/runs/gpt2/kd-kl"  # the cell's folder: model/ is evaluated, scores.json written
 training: dict = {"lr": 2e-3, "epochs": 5, "dev_seeds": [10]}  # the cell's training settings (precision is used)
@@ -38,8 +39,8 @@ import pandas as pd
 from repro.cells import CellConfig, evaluate_cell
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
-                 teacher=teacher, data_dir=data_dir, out_dir=out_dir, training=training, evaluation=evaluation,
-                 threads=threads)
+                 teacher=teacher, teacher_states=teacher_states, data_dir=data_dir, out_dir=out_dir,
+                 training=training, evaluation=evaluation, threads=threads)
 cfg
 
 # %%

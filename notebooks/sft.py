@@ -28,6 +28,7 @@ role: str = "teacher"  # "teacher" (the teacher row) or "student" (the SFT basel
 divergence: str = ""  # unused by SFT
 model: str = "results/models/base/gpt2_teacher"  # model to fine-tune: hub id or local path
 teacher: str = ""  # unused by SFT
+teacher_states: str = ""  # unused by SFT
 data_dir: str = "results/data"  # folder with train.jsonl, dev.jsonl and test/<set>.jsonl
 out_dir: str = "results/runs/gpt2/teacher"  # where checkpoint, logs, generations and scores.json go
 training: dict = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "micro_batch_size": 32, "seed": 10,
@@ -45,8 +46,8 @@ from repro.cells import CellConfig, evaluate_cell, run_training
 from repro.io import read_jsonl
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
-                 teacher=teacher, data_dir=data_dir, out_dir=out_dir, training=training, evaluation=evaluation,
-                 threads=threads)
+                 teacher=teacher, teacher_states=teacher_states, data_dir=data_dir, out_dir=out_dir,
+                 training=training, evaluation=evaluation, threads=threads)
 cfg
 
 # %% [markdown]

@@ -27,6 +27,7 @@ class CellConfig:
     evaluation: dict
     divergence: str = ""
     teacher: str = ""
+    teacher_states: str = ""  # the pair's teacher-state cache (repro.teacher_states); "": the live teacher
     threads: int = 1
     test_sets: tuple[str, ...] = TEST_SETS
 
@@ -111,6 +112,12 @@ def train_cell(cfg: CellConfig) -> dict:
                   teacher_padded_rows=settings.teacher_padded_rows)
     if teacher is not None and method.cross_vocab:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
+    if teacher is not None and settings.teacher_cache and cfg.teacher_states:
+        from .teacher_states import fingerprint, load
+
+        expected = fingerprint(cfg.teacher, data / "train.jsonl", settings.max_length, settings.max_prompt_length,
+                               dtype)
+        ctx.teacher_states = load(cfg.teacher_states, expected)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir, accelerator)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})

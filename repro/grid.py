@@ -22,6 +22,8 @@ METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD
 # Table 3 (PAPER.md section 5): KD in different spaces (vanilla KD), in the student space only, in both spaces.
 ABLATION_TITLES = {"kd": "Different spaces (KD)", "dskd_student_space": "Student space only",
                    "dskd": "Dual space (DSKD)"}
+# Methods that read only the teacher's generated text, never its states.
+BLACK_BOX_METHODS = ("seqkd",)
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
 
 
@@ -53,6 +55,11 @@ class Cell:
     @property
     def needs_teacher(self) -> bool:
         return self.role == "student" and self.method != "sft"
+
+    @property
+    def reads_teacher_states(self) -> bool:
+        """Whether the cell reads the teacher's hidden states (white-box KD; SeqKD reads only its text)."""
+        return self.needs_teacher and self.method not in BLACK_BOX_METHODS
 
     @property
     def notebook(self) -> str:
@@ -133,6 +140,28 @@ def train_summary_file(config: dict, cell: Cell) -> Path:
     return run_dir(config, cell) / "train_summary.json"
 
 
+def teacher_states_file(config: dict, pair: str) -> Path:
+    """The teacher-state cache of a pair's teacher (``repro.teacher_states``)."""
+    return results_dir(config) / "teacher_states" / pair / "states.pt"
+
+
+def uses_teacher_states(config: dict, cell: Cell) -> bool:
+    """Whether ``cell`` reads its teacher from the cache: a white-box student cell with ``training.teacher_cache``
+    on (the default)."""
+    return cell.reads_teacher_states and bool(cell_training(config, cell).get("teacher_cache", True))
+
+
+def teacher_state_pairs(config: dict) -> dict[str, dict]:
+    """The pairs that need a teacher-state cache, each with what its builder is given: the training settings of
+    the pair's student cells and whether DSKD-CMA's statistics are needed."""
+    out: dict[str, dict] = {}
+    for cell in cells(config):
+        if uses_teacher_states(config, cell):
+            entry = out.setdefault(cell.pair, {"training": cell_training(config, cell), "cma": False})
+            entry["cma"] = entry["cma"] or cell.method == "dskd_cma"
+    return out
+
+
 def separate_evaluation(config: dict) -> bool:
     """Whether evaluation runs as its own job per cell (``evaluation.separate_jobs``; the paper configuration) or
     inside the training job (the miniature: one notebook kernel per cell)."""
@@ -198,6 +227,7 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
         "divergence": cell.divergence or "",
         "model": model_source(config, model_key),
         "teacher": str(checkpoint_dir(config, teacher_cell(cell))) if cell.needs_teacher else "",
+        "teacher_states": str(teacher_states_file(config, cell.pair)) if uses_teacher_states(config, cell) else "",
         "data_dir": str(data_dir(config)),
         "out_dir": str(run_dir(config, cell)),
         "training": training,

@@ -468,8 +468,12 @@ class DSKDCrossModelAttention(SFT):
     def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
         if ctx.teacher is None or ctx.teacher_tokenizer is None:
             raise ValueError("method 'dskd_cma' needs the teacher and its tokenizer (Context.teacher_tokenizer)")
-        sums = cma_example_sums(ctx.teacher, encoded, ctx.teacher_tokenizer.pad_token_id, ctx.cma_normalisation,
-                                ctx.max_length)
+        cached = ctx.teacher_states.cma_sums.get(ctx.cma_normalisation) if ctx.teacher_states is not None else None
+        if cached is not None and len(cached) == len(encoded):
+            sums = cached  # the cache's fingerprint covers the teacher, the data and max_length
+        else:
+            sums = cma_example_sums(ctx.teacher, encoded, ctx.teacher_tokenizer.pad_token_id,
+                                    ctx.cma_normalisation, ctx.max_length)
         for enc, row in zip(encoded, sums):
             enc.cma_sums = row
 

@@ -45,6 +45,7 @@ class TrainSettings:
     mined_target: str = CHOICES["mined_target"][0]
     mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
     teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
+    teacher_cache: bool = True  # read the teacher from its cache when the cell is given one (repro.teacher_states)
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
@@ -144,6 +145,10 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
                              teacher_tokenizer=teacher_tokenizer)
     teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
+    if ctx.teacher_states is not None:
+        from .teacher_states import check_matches
+
+        check_matches(ctx.teacher_states, encoded, "teacher-state cache")
     with accelerator.autocast():  # what prepare computes with the teacher, in the precision of the steps
         method.prepare(encoded, tokenizer, ctx)
     ctx.modules = method.build(student, ctx.teacher)

@@ -110,7 +110,27 @@ def cell_inputs(wildcards):
         inputs["model"] = str(grid.base_model_dir(config, model) / "config.json")
     if cell.needs_teacher:
         inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_cell(cell)))
+    if grid.uses_teacher_states(config, cell):
+        inputs["teacher_states"] = str(grid.teacher_states_file(config, cell.pair))
     return inputs
+
+
+TEACHER_STATE_PAIRS = grid.teacher_state_pairs(config)
+
+
+def build_teacher_states(pair, train_file, out_file, threads, log):
+    """Build the pair's teacher-state cache with `python -m repro.teacher_states`, given the training settings the
+    pair's cells use (in one process: the builder runs alone); its output goes to `log`."""
+    import json
+    import subprocess
+
+    entry = TEACHER_STATE_PAIRS[pair]
+    training = {**entry["training"], "processes": 1, "shard_optimizer": False}
+    teacher = grid.checkpoint_dir(config, grid.Cell(pair, "sft", role="teacher"))
+    command = [PYTHON, "-m", "repro.teacher_states", "--teacher", str(teacher), "--data", str(train_file),
+               "--out", str(out_file), "--training", json.dumps(training, sort_keys=True), "--threads", str(threads)]
+    with open(log, "w", encoding="utf-8") as f:
+        subprocess.run(command + (["--cma"] if entry["cma"] else []), stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
 FIGURE_NUMBERS = grid.figure_numbers(config)

@@ -2,6 +2,29 @@
 # evaluate it on the five test sets: in the same job (the miniature: one notebook kernel per cell) or, with
 # evaluation.separate_jobs (the paper configuration), in an evaluate job of its own.
 
+if TEACHER_STATE_PAIRS:
+
+    rule cache_teacher:
+        """Run the trained teacher of {pair} once over the training set and keep its final hidden states at the
+        response positions (and DSKD-CMA's statistics): the exact teacher-state cache its white-box cells read."""
+        input:
+            teacher=lambda wildcards: str(grid.train_summary_file(config, grid.Cell(wildcards.pair, "sft",
+                                                                                    role="teacher"))),
+            train=str(grid.data_dir(config) / "train.jsonl"),
+        output:
+            states=f"{RESULTS}/teacher_states/{{pair}}/states.pt",
+            info=f"{RESULTS}/teacher_states/{{pair}}/states.json",
+        log:
+            f"{RESULTS}/logs/cache_teacher/{{pair}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/cache_teacher/{{pair}}.tsv"
+        threads: 1
+        resources:
+            gpu=1,
+        run:
+            build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0])
+
+
 if SEPARATE_EVALUATION:
 
     rule train_cell:

@@ -31,15 +31,26 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells", [("config/config.yaml", 54), ("config/micro.yaml", 11)])
-def test_dry_run_job_counts(tmp_path, configfile, cells):
+@pytest.mark.parametrize("configfile, cells, caches", [("config/config.yaml", 54, 4), ("config/micro.yaml", 11, 2)])
+def test_dry_run_job_counts(tmp_path, configfile, cells, caches):
     result = _run(["-n", "--configfile", str(REPO / configfile),
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "make_tables": 1,
-                      "make_figure1": 1, "make_figure2": 1, "make_figure3": 1, "plot_training_curves": 1,
-                      "make_report": 1, "all": 1, "total": cells + 16}
+    assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "cache_teacher": caches,
+                      "make_tables": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
+                      "plot_training_curves": 1, "make_report": 1, "all": 1, "total": cells + caches + 16}
+
+
+def test_without_the_teacher_cache_no_cache_jobs(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["training"]["teacher_cache"] = False
+    (tmp_path / "off.yaml").write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(tmp_path / "off.yaml"), "--directory", str(tmp_path)], REPO)
+    assert result.returncode == 0, result.stderr
+    assert "cache_teacher" not in _job_counts(result.stdout + result.stderr)
 
 
 def test_paper_configuration_lists_every_cell_offline(tmp_path):
@@ -53,8 +64,9 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert _job_counts(output) == {"convert_notebook": 9, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
-                                   "make_tables": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
-                                   "plot_training_curves": 1, "make_report": 1, "all": 1, "total": 125}
+                                   "cache_teacher": 4, "make_tables": 1, "make_figure1": 1, "make_figure2": 1,
+                                   "make_figure3": 1, "plot_training_curves": 1, "make_report": 1, "all": 1,
+                                   "total": 129}
     config = load_config(REPO / "config" / "paper.yaml")
     for table in (1, 2, 3):
         for cell in grid.table_cells(config, table):
@@ -182,6 +194,11 @@ def test_micro_run_end_to_end(tmp_path):
     assert all("kd" in r for r in steps("kd-kl"))
     assert all({"t2s_ce", "t2s_kd", "s2t_kd", "t2s_acc"} <= set(r) for r in steps("dskd-kl"))
     assert all("s2t_kd" not in r and "t2s_ce" in r for r in steps("dskd_student_space-kl"))
+    # one teacher-state cache per pair with white-box cells, DSKD-CMA's statistics where its cells need them
+    caches = {pair: json.loads((results / "teacher_states" / pair / "states.json").read_text())
+              for pair in ("gpt2", "qwen_gpt2")}
+    assert all(c["examples"] == 160 and c["bytes"] > 0 for c in caches.values())
+    assert caches["gpt2"]["cma"] == [] and caches["qwen_gpt2"]["cma"] == ["official"]
     seqkd_data = [json.loads(line) for line in (results / "runs/gpt2/seqkd/seqkd_train.jsonl").read_text().splitlines()]
     assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
     for name in ("prepare_data", "make_tables", "figure1", "figure2", "figure3", "training_curves"):

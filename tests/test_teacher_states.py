@@ -1,0 +1,153 @@
+"""The exact teacher-state cache: every white-box method gives the same terms and gradients from the cache as from
+the live teacher, a short training run ends with the same weights, and a cache built for other inputs is refused."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from repro import teacher_states
+from repro.data import collate, encode_dataset
+from repro.methods import Context, get_method
+from repro.models import init_model, load_model
+from repro.synthetic import write_splits
+from repro.vocab import load_tokenizer
+
+MAX_LENGTH = 256
+# (teacher arch, tokenizer), (student arch, tokenizer), methods
+PAIRS = {
+    "same": (("llama", "llama"), ("llama", "llama"), ["kd:kl", "kd:akl", "dskd:js", "dskd_student_space:kl"]),
+    "cross": (("qwen2", "qwen"), ("gpt2", "gpt2"), ["uld", "mined", "dskd_cma:kl"]),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, trained_tokenizers):
+    root = tmp_path_factory.mktemp("states")
+    out = {}
+    for name, ((t_arch, t_tok), (s_arch, s_tok), _) in PAIRS.items():
+        for role, arch, tok, width in (("teacher", t_arch, t_tok, 48), ("student", s_arch, s_tok, 32)):
+            spec = {"arch": arch, "layers": 1, "hidden": width, "heads": 2, "max_positions": MAX_LENGTH,
+                    "dropout": 0.0, **({"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {})}
+            init_model(spec, load_tokenizer(trained_tokenizers[tok]), root / name / role, seed=5)
+        out[name] = (root / name / "teacher", root / name / "student")
+    return out
+
+
+def _context(method_name, teacher, t_tok, s_tok, divergence):
+    method = get_method(method_name)
+    ctx = Context(n_vocab=len(s_tok), divergence=divergence or None, teacher=teacher, max_length=MAX_LENGTH)
+    if method.cross_vocab:
+        ctx.teacher_tokenizer, ctx.teacher_n_vocab = t_tok, len(t_tok)
+    return method, ctx
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_cached_terms_and_gradients_equal_the_live_teacher(models, small_splits, tmp_path, pair):
+    teacher_dir, student_dir = models[pair]
+    s_tok, t_tok = load_tokenizer(student_dir), load_tokenizer(teacher_dir)
+    teacher = load_model(teacher_dir).eval().requires_grad_(False)
+    rows = small_splits["train"][:10]
+    cross = pair == "cross"
+    encoded = encode_dataset(rows, s_tok, MAX_LENGTH, 128, teacher_tokenizer=t_tok if cross else None)
+    side = encode_dataset(rows, t_tok, MAX_LENGTH, 128)  # what the cache builder tokenises
+    states = teacher_states.build(teacher, side, t_tok.pad_token_id, {"test": True}, cma=("official",),
+                                  max_length=MAX_LENGTH, batch_size=3)
+    teacher_states.check_matches(states, encoded, "cache")
+    assert states.examples == 10 and states.hidden.shape[1] == 48
+    for spec in PAIRS[pair][2]:
+        name, _, divergence = spec.partition(":")
+        results = []
+        for cached in (False, True):
+            torch.manual_seed(0)
+            student = load_model(student_dir)
+            method, ctx = _context(name, teacher, t_tok, s_tok, divergence)
+            ctx.teacher_states = states if cached else None
+            ctx.modules = method.build(student, teacher)
+            method.prepare(encoded, s_tok, ctx)
+            # two micro batches of one global batch, in another order than the cache was built in
+            method.begin_step(encoded, ctx)
+            terms_sum: dict[str, float] = {}
+            for part in (encoded[6:], encoded[:6]):
+                terms = method.loss(student, collate(part, s_tok.pad_token_id, t_tok.pad_token_id if cross else None),
+                                    ctx)
+                terms["loss"].backward()
+                for k, v in terms.items():
+                    terms_sum[k] = terms_sum.get(k, 0.0) + v.item()
+            params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules else [])
+            results.append((terms_sum, [p.grad.clone() for p in params if p.grad is not None], ctx))
+        (live, live_grads, live_ctx), (cached_terms, cached_grads, cached_ctx) = results
+        for k, v in live.items():
+            assert cached_terms[k] == pytest.approx(v, rel=1e-6, abs=1e-6), (spec, k)
+        assert len(live_grads) == len(cached_grads)
+        for a, b in zip(live_grads, cached_grads):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        if name == "dskd_cma":  # the statistics came from the cache, and equal the computed ones
+            torch.testing.assert_close(cached_ctx.cma_scales, live_ctx.cma_scales, rtol=1e-9, atol=0)
+
+
+def _cell(tmp_path, models, cache_file, name, method="kd", divergence="kl"):
+    from repro.cells import CellConfig
+
+    teacher_dir, student_dir = models["same"]
+    training = {"lr": 5e-3, "epochs": 2, "batch_size": 8, "micro_batch_size": 4, "max_length": MAX_LENGTH,
+                "max_prompt_length": 128, "dev_seeds": [10]}
+    return CellConfig(cell_id=f"p/{name}", pair="p", method=method, role="student", divergence=divergence,
+                      model=str(student_dir), teacher=str(teacher_dir), teacher_states=str(cache_file),
+                      data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / name), training=training,
+                      evaluation={"seeds": [10], "max_new_tokens": 4, "batch_size": 4})
+
+
+def _build_with_the_cli(tmp_path, models, training, out):
+    done = subprocess.run([sys.executable, "-m", "repro.teacher_states", "--teacher", str(models["same"][0]),
+                           "--data", str(tmp_path / "data" / "train.jsonl"), "--out", str(out), "--training",
+                           json.dumps(training)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_training_with_the_cache_ends_with_the_same_weights(models, small_splits, tmp_path):
+    from repro.cells import train_cell
+
+    splits = {"train": small_splits["train"][:24], "dev": small_splits["dev"][:2],
+              **{k: v[:2] for k, v in small_splits.items() if k not in ("train", "dev")}}
+    write_splits(splits, tmp_path / "data")
+    cache = tmp_path / "states" / "states.pt"
+    info = _build_with_the_cli(tmp_path, models, {"max_length": MAX_LENGTH, "max_prompt_length": 128,
+                                                  "micro_batch_size": 4}, cache)
+    assert info["examples"] == 24 and info["bytes"] == cache.stat().st_size and info["dtype"] == "torch.float32"
+    assert json.loads((tmp_path / "states" / "states.json").read_text())["rows"] == info["rows"]
+    for method in ("kd", "dskd"):
+        live = train_cell(_cell(tmp_path, models, "", f"{method}-live", method))
+        cached = train_cell(_cell(tmp_path, models, cache, f"{method}-cached", method))
+        assert live["steps"] == cached["steps"] == 6
+        a = load_model(tmp_path / f"{method}-live" / "model").state_dict()
+        b = load_model(tmp_path / f"{method}-cached" / "model").state_dict()
+        for key, value in a.items():
+            torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-5)
+    # a cache of other data, or of other settings, is refused with what differs
+    other = tmp_path / "other" / "states.pt"
+    _build_with_the_cli(tmp_path, models, {"max_length": 128, "max_prompt_length": 64}, other)
+    with pytest.raises(ValueError, match="another max_length, max_prompt_length"):
+        train_cell(_cell(tmp_path, models, other, "refused"))
+    rows = (tmp_path / "data" / "train.jsonl").read_text().splitlines()
+    (tmp_path / "data" / "train.jsonl").write_text("\n".join(rows[1:]) + "\n")
+    with pytest.raises(ValueError, match="another data"):
+        train_cell(_cell(tmp_path, models, cache, "refused"))
+    with pytest.raises(FileNotFoundError, match="no teacher-state cache"):
+        train_cell(_cell(tmp_path, models, tmp_path / "missing.pt", "refused"))
+
+
+def test_check_matches_names_the_example(models, small_splits):
+    teacher_dir, _ = models["same"]
+    tok = load_tokenizer(teacher_dir)
+    teacher = load_model(teacher_dir).eval()
+    encoded = encode_dataset(small_splits["train"][:4], tok, MAX_LENGTH, 128)
+    states = teacher_states.build(teacher, encoded, tok.pad_token_id, {})
+    with pytest.raises(ValueError, match="holds 4 examples, the training set 3"):
+        teacher_states.check_matches(states, encoded[:3], "f")
+    shorter = encode_dataset(small_splits["train"][:4], tok, 64, 32)
+    with pytest.raises(ValueError, match=r"f: example \d+ has \d+ cached response positions but \d+"):
+        teacher_states.check_matches(states, shorter, "f")
