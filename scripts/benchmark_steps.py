@@ -4,9 +4,11 @@ One training step = the method's loss on one batch + backward + AdamW, on random
 (default: student 2 x 128, teacher 4 x 256, a batch of 4 sequences of 128 tokens whose first 40 are the prompt),
 for each vocabulary size asked for. Each (vocabulary, method) runs in a process of its own, so its peak resident
 memory is its own; the processes run in interleaved rounds (every method once per round), and the step time is the
-median over rounds of each process's median step. Cross-vocabulary methods use a second, permuted vocabulary of the
-same size for the teacher (MinED: every response position aligned one-to-one, the map a random permutation);
-DSKD-CMA's statistics come from ``repro.methods.cma_example_sums`` (its official normalisation, over max_length).
+median over rounds of each process's median step. ``METHOD+cache`` reads the teacher from the teacher-state cache
+(``repro.teacher_states``, built before the timed steps) instead of running its body. Cross-vocabulary methods use a
+second, permuted vocabulary of the same size for the teacher (MinED: every response position aligned one-to-one,
+the map a random permutation); DSKD-CMA's statistics come from ``repro.methods.cma_example_sums`` (its official
+normalisation, over max_length).
 
     python scripts/benchmark_steps.py --vocab 8192 50257 151936 --out benchmark.json
 
@@ -25,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_METHODS = ["sft", "kd:kl", "kd:js", "kd:akl", "dskd:kl", "dskd:js", "dskd:akl", "dskd_cma:kl", "uld",
-                   "mined"]
+                   "mined", "kd:kl+cache", "kd:akl+cache", "dskd:kl+cache", "dskd_cma:kl+cache", "uld+cache",
+                   "mined+cache"]
 
 
 def _child(args) -> dict:
@@ -42,7 +45,8 @@ def _child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    name, _, divergence = args.child.partition(":")
+    spec, cached = args.child.removesuffix("+cache"), args.child.endswith("+cache")
+    name, _, divergence = spec.partition(":")
     method = get_method(name)
     vocab, (b, length, prompt) = args.vocab[0], (args.batch, args.length, args.prompt)
 
@@ -75,6 +79,14 @@ def _child(args) -> dict:
             for item, sums in zip(items, cma_example_sums(teacher, items, 0, "official", ctx.max_length)):
                 item.cma_sums = sums
             method.begin_step(items, ctx)
+    if cached and teacher is not None:  # the teacher-state cache of this batch: the teacher's body never runs
+        from repro import teacher_states
+
+        side = "teacher_" if method.cross_vocab else ""
+        examples = [Encoded(input_ids=batch[f"{side}input_ids"][i].tolist(), labels=batch[f"{side}labels"][i].tolist())
+                    for i in range(b)]
+        ctx.teacher_states = teacher_states.build(teacher, examples, 0, {})
+        batch["example_index"] = torch.arange(b)
     if black_box := method.black_box:  # SeqKD trains as SFT on the teacher's text: the same step as SFT
         method = get_method("sft")
     ctx.modules = method.build(student, teacher)
@@ -135,11 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nvocabulary {vocab}: student {args.student}, teacher {args.teacher}, batch {args.batch} x "
               f"{args.length} ({args.prompt} prompt positions), {args.threads} thread(s), median of {args.rounds} "
               f"rounds x {args.steps} steps")
-        print(f"{'method':<14}{'s/step':>9}{'x SFT':>8}{'peak MB':>10}{'x SFT':>8}")
+        print(f"{'method':<20}{'s/step':>9}{'x SFT':>8}{'peak MB':>10}{'x SFT':>8}")
         for name, m in summary.items():
             time_ratio = f"{m['median_s'] / base['median_s']:.2f}" if base else "-"
             memory_ratio = f"{m['peak_mb'] / base['peak_mb']:.2f}" if base else "-"
-            print(f"{name:<14}{m['median_s']:>9.3f}{time_ratio:>8}{m['peak_mb']:>10.0f}{memory_ratio:>8}")
+            print(f"{name:<20}{m['median_s']:>9.3f}{time_ratio:>8}{m['peak_mb']:>10.0f}{memory_ratio:>8}")
             results.append({"vocab": vocab, "method": name, **m, "runs": runs[(vocab, name)]})
     if args.out:
         from repro.io import write_json
