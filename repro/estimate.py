@@ -4,7 +4,10 @@ this for the cluster runtime it requests).
     python -m repro.estimate config/paper.yaml [--peak-tflops 312 --train-mfu 0.35 --generate-mfu 0.10]
 
 The estimate is a FLOP count divided by a sustained rate: training costs 6 N FLOPs per token for a fully trained
-model of N parameters (4 N with LoRA: no weight gradients for the frozen base), a frozen teacher 2 N per token; the
+model of N parameters (4 N with LoRA: no weight gradients for the frozen base), a frozen teacher 2 N per token, or,
+read from the teacher-state cache (``training.teacher_cache``), only its head on the response tokens (2 d V per
+token) plus one cache job per pair (2 N per training token once; DSKD-CMA's official statistics another 2 N per
+position of every example padded to max_length); the
 dev evaluation after every epoch and the test evaluation cost 2 N per prompt and generated token, at a lower
 utilisation (sampling is memory-bound). Defaults: an A100's 312 bf16 TFLOP/s at 35% for training and 10% for
 generation. It is a planning number, within a factor of about two; measured times are recorded per job by
@@ -26,6 +29,16 @@ KNOWN_PARAMETERS = {
     "Qwen/Qwen1.5-1.8B": 1.837e9,
     "mistralai/Mistral-7B-v0.1": 7.242e9,
 }
+# (hidden size, head rows) of the paper's models: the teacher's head is what a cached teacher still costs.
+KNOWN_SHAPES = {
+    "gpt2": (768, 50257),
+    "gpt2-xl": (1600, 50257),
+    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": (2048, 32000),
+    "meta-llama/Llama-2-7b-hf": (4096, 32000),
+    "Qwen/Qwen1.5-1.8B": (2048, 151936),
+    "mistralai/Mistral-7B-v0.1": (4096, 32000),
+}
+RESPONSE_SHARE = {"synthetic": 0.5, "real": 0.5}  # share of a training sequence's tokens that are response tokens
 # Data sizes of the paper's data when they cannot be read from the config (PAPER.md section 4).
 PAPER_TRAIN_EXAMPLES = 11_400
 PAPER_TEST_EXAMPLES = {"dolly": 500, "selfinst": 242, "vicuna": 80, "sni": 1694, "unni": 10_000}
@@ -50,6 +63,19 @@ def parameters(config: dict, model: str) -> float:
         return KNOWN_PARAMETERS[spec["id"]]
     vocab = config["tokenizers"][spec["tokenizer"]]["vocab_size"]
     return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"]
+
+
+def head_flops(config: dict, model: str) -> float:
+    """FLOPs of one token through a model's output head (2 d V)."""
+    spec = config["models"][model]
+    if "id" in spec:
+        if spec["id"] not in KNOWN_SHAPES:
+            raise ValueError(f"config key 'models.{model}.id': no head shape known for {spec['id']!r} "
+                             f"(known: {', '.join(KNOWN_SHAPES)}); add it to repro.estimate.KNOWN_SHAPES")
+        hidden, vocab = KNOWN_SHAPES[spec["id"]]
+    else:
+        hidden, vocab = spec["hidden"], config["tokenizers"][spec["tokenizer"]]["vocab_size"]
+    return 2 * hidden * vocab
 
 
 def _data(config: dict) -> tuple[int, int, dict[str, int], str]:
@@ -77,12 +103,30 @@ def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[s
         teacher = parameters(config, pair["teacher"])
         if cell.method == "seqkd":  # the teacher answers every training prompt once (sampling)
             dev += 2 * teacher * (PROMPT_TOKENS[kind] + generated) * n_train
+        elif grid.uses_teacher_states(config, cell):  # cached: the teacher's head on the response tokens only
+            flops += head_flops(config, pair["teacher"]) * tokens * RESPONSE_SHARE[kind]
         else:  # a frozen teacher forward on every training token
             flops += 2 * teacher * tokens
     test = per_prompt * sum(n_test.values()) * len(config["evaluation"]["seeds"])
     train_rate = rates.peak_tflops * 1e12 * rates.train_mfu
     generate_rate = rates.peak_tflops * 1e12 * rates.generate_mfu
     return {"train": flops / train_rate + dev / generate_rate, "evaluate": test / generate_rate}
+
+
+def cache_seconds(config: dict, pair: str, rates: Rates = Rates()) -> float:
+    """Estimated GPU-seconds of a pair's teacher-state cache job (``repro.teacher_states``)."""
+    entry = grid.teacher_state_pairs(config)[pair]
+    n_train, _, _, kind = _data(config)
+    teacher = parameters(config, config["pairs"][pair]["teacher"])
+    flops = 2 * teacher * n_train * TOKENS_PER_EXAMPLE[kind]
+    if entry["cma"] and entry["training"].get("cma_normalisation", "official") == "official":
+        flops += 2 * teacher * n_train * entry["training"]["max_length"]
+    return flops / (rates.peak_tflops * 1e12 * rates.train_mfu)
+
+
+def cache_minutes(config: dict, pair: str, margin: float = 1.5, floor: int = 10) -> int:
+    """Wall-clock minutes to request for a pair's cache job: the estimate with ``margin``, at least ``floor``."""
+    return max(floor, math.ceil(cache_seconds(config, pair) * margin / 60))
 
 
 def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, floor: int = 10) -> int:
@@ -93,14 +137,29 @@ def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, f
 
 
 def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
-    """One row per job: cell, step, estimated GPU-hours and the minutes a cluster job would request."""
+    """One row per job: cell (or ``{pair}/teacher_states``), step (``train``, ``evaluate``, ``cache``), estimated
+    GPU-hours and the minutes a cluster job would request."""
     rows = []
+    for pair in grid.teacher_state_pairs(config):
+        rows.append({"cell": f"{pair}/teacher_states", "step": "cache", "gpu_hours": cache_seconds(config, pair, rates)
+                     / 3600, "request_minutes": cache_minutes(config, pair)})
     for cell in grid.cells(config):
         seconds = job_seconds(config, cell, rates)
         for step in ("train", "evaluate"):
             rows.append({"cell": cell.id, "step": step, "gpu_hours": seconds[step] / 3600,
                          "request_minutes": job_minutes(config, cell, step)})
     return rows
+
+
+def without_teacher_cache(config: dict) -> dict:
+    """A copy of ``config`` with ``training.teacher_cache`` off (every cell runs its teacher live)."""
+    import copy
+
+    other = copy.deepcopy(config)
+    other["training"]["teacher_cache"] = False
+    for pair in other["pairs"].values():
+        pair.get("student_training", {}).pop("teacher_cache", None)
+    return other
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +179,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}")
     for r in rows:
         print(f"{r['cell']:{width}}  {r['step']:8}  {r['gpu_hours']:9.2f}  {r['request_minutes']:17d}")
-    print(f"{'total':{width}}  {'':8}  {sum(r['gpu_hours'] for r in rows):9.1f}")
+    total = sum(r["gpu_hours"] for r in rows)
+    print(f"{'total':{width}}  {'':8}  {total:9.1f}")
+    config = load_config(args.config)
+    live = sum(r["gpu_hours"] for r in estimate(without_teacher_cache(config),
+                                                Rates(args.peak_tflops, args.train_mfu, args.generate_mfu)))
+    print(f"{'without the teacher-state cache':{width}}  {'':8}  {live:9.1f}  ({total / live:.2f}x with it)")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,13 @@ def cell_runtime(wildcards, step):
     return job_minutes(config, cell_of(wildcards), step)
 
 
+def cache_runtime(pair):
+    """Minutes to request for a pair's teacher-state cache job (the estimate, with margin)."""
+    from repro.estimate import cache_minutes
+
+    return cache_minutes(config, pair)
+
+
 def cell_inputs(wildcards):
     """Inputs of one cell job: its notebook, the data, the base model it trains (when built here), and the trained
     teacher it distils from."""

@@ -21,6 +21,7 @@ if TEACHER_STATE_PAIRS:
         threads: 1
         resources:
             gpu=1,
+            runtime=lambda wildcards: cache_runtime(wildcards.pair),
         run:
             build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0])
 
