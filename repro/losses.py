@@ -93,17 +93,20 @@ def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return _reduce(_kl_terms(log_ps, _log_mix(log_ps, log_pt, skew)), inf_s | inf_t)
 
 
-def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, first_k: int = 64) -> torch.Tensor:
+def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, first_k: int = 64,
+                 buckets: int = 4096, candidates: int = 256) -> torch.Tensor:
     """AKL's head gap ``g_head`` [...]: the sum of ``gap`` [..., V] over the head of ``p_t`` [..., V] (PAPER.md
     section 2), found without sorting the vocabulary.
 
     The definition: sort ``p_t`` ascending, stably (ties in index order); the tail is the prefix whose cumulative sum
     is ``<= threshold``, the head the rest. Equivalently, with ``T = sum p_t``, the head is the ``c`` largest
     entries whose exclusive prefix sum in descending order is below ``T - threshold``, and among entries tied with
-    the smallest of them, the ones of highest index (the stable ascending order puts them last). So the largest
-    entries are selected by ``topk`` (``first_k`` of them, then 16 times as many for the rows whose head is longer,
-    and a full stable sort only for rows whose head exceeds a quarter of the vocabulary); prefix sums in float64.
-    Tested equal to the sorted definition, ties included.
+    the smallest of them, the ones of highest index (the stable ascending order puts them last). Two exact ways to
+    find it without a sort: the ``first_k`` largest entries (``topk``) where the head ends among them (peaked
+    rows); otherwise a histogram of ``p_t`` over ``buckets`` buckets of its float bits (the exponent and 8 mantissa
+    bits, so a bucket spans values within 0.4% of each other) locates the bucket where the head ends, and only that
+    bucket's entries (at most ``candidates``) are ordered. Rows where even that bucket is larger fall back to the
+    stable sort. Prefix sums in float64. Tested equal to the sorted definition, ties included.
     """
     vocab = p_t.shape[-1]
     lead = p_t.shape[:-1]
@@ -111,32 +114,73 @@ def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, f
     g = gap.reshape(-1, vocab)
     limit = p.double().sum(-1) - threshold  # head: exclusive descending prefix sum < limit
     out = torch.zeros(p.shape[0], dtype=gap.dtype, device=gap.device)
-    todo = torch.arange(p.shape[0], device=p.device)
-    k = first_k
-    while todo.numel():
-        if 4 * k >= vocab:  # long heads: the sorted definition itself, on these rows only
-            rows = todo
-            ordered, order = p[rows].sort(dim=-1, stable=True)
-            tail = ordered.double().cumsum(-1) <= threshold
-            out[rows] = (g[rows].gather(-1, order) * ~tail).sum(-1)
-            break
-        values = p[todo].topk(k, dim=-1).values.double()  # [n, k], descending
-        exclusive = values.cumsum(-1) - values
-        covered = values.sum(-1) >= limit[todo]  # the head ends within these k
-        rows = todo[covered]
-        if rows.numel():
-            count = (exclusive[covered] < limit[rows, None]).sum(-1)  # head size c (0 only if nothing qualifies)
-            smallest = values[covered].gather(-1, (count - 1).clamp_min(0)[:, None]).to(p.dtype)  # [n, 1]
-            row_p = p[rows]
-            above = row_p > smallest
-            tied = row_p == smallest
-            wanted = count[:, None] - above.sum(-1, keepdim=True)  # tied entries that belong to the head
-            from_right = tied.flip(-1).cumsum(-1).flip(-1)  # among tied entries: how many at or after this index
-            head = above | (tied & (from_right <= wanted))
-            out[rows] = torch.where(count > 0, (g[rows] * head).sum(-1), 0.0)
-        todo = todo[~covered]
-        k *= 16
+    rows = torch.arange(p.shape[0], device=p.device)
+    if first_k < vocab:
+        values = p.topk(first_k, dim=-1).values.double()  # [n, k], descending
+        covered = values.sum(-1) >= limit  # the head ends within these k
+        if covered.any():
+            done = rows[covered]
+            out[done] = _head_from_candidates(p[done], g[done], values[covered], limit[done])
+        rows = rows[~covered]
+    if rows.numel() and candidates < vocab:
+        every = rows.numel() == p.shape[0]  # (no copies of the rows when all of them are left)
+        out[rows], unresolved = _head_by_histogram(p if every else p[rows], g if every else g[rows], limit[rows],
+                                                   buckets, candidates)
+        rows = rows[unresolved]
+    if rows.numel():  # the sorted definition itself, on these rows only
+        ordered, order = p[rows].sort(dim=-1, stable=True)
+        tail = ordered.double().cumsum(-1) <= threshold
+        out[rows] = (g[rows].gather(-1, order) * ~tail).sum(-1)
     return out.reshape(lead)
+
+
+def _head_from_candidates(p: torch.Tensor, g: torch.Tensor, values: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """Head gap of rows ``p``/``g`` [n, V] whose head ends among their largest entries ``values`` [n, k] (float64,
+    descending): the head size ``c`` and its smallest value ``v``; then every entry from ``v`` up, less the
+    entries tied with ``v`` that the head does not take (the lowest-index ones), found only in rows with such
+    ties."""
+    exclusive = values.cumsum(-1) - values
+    count = (exclusive < limit[:, None]).sum(-1)  # head entries among the values (0: the head is empty)
+    smallest = values.gather(-1, (count - 1).clamp_min(0)[:, None]).to(p.dtype)  # [n, 1]
+    at_least = p >= smallest
+    out = torch.where(count > 0, (g * at_least).sum(-1), 0.0)
+    excess = at_least.sum(-1) - count  # tied entries beyond the head: the lowest-index ones are not in it
+    rows = ((excess > 0) & (count > 0)).nonzero().squeeze(-1)
+    if rows.numel():
+        tied = p[rows] == smallest[rows]
+        from_left = tied.cumsum(-1)
+        dropped = tied & (from_left <= excess[rows, None])
+        out[rows] -= (g[rows] * dropped).sum(-1)
+    return out
+
+
+def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, buckets: int,
+                       candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head gaps [n] of rows [n, V] located by a histogram over the float bits of ``p`` (non-negative float32:
+    their bit patterns are ordered as the values), and the mask [n] of rows it could not resolve (``candidates``
+    or more entries in the bucket where the head ends). The gaps of the buckets above come from a histogram too;
+    only the boundary bucket's entries are ordered (by value, then index, both descending: the order in which the
+    stable ascending sort's tail leaves them)."""
+    keys = p.float().contiguous().view(torch.int32) >> 15  # exponent + 8 mantissa bits
+    bucket = (keys.max(-1, keepdim=True).values - keys).clamp_(max=buckets - 1).long()  # 0: the largest values
+    mass = p.new_zeros(p.shape[0], buckets, dtype=torch.float64).scatter_add_(1, bucket, p.double())
+    gaps = g.new_zeros(p.shape[0], buckets).scatter_add_(1, bucket, g)
+    inclusive = mass.cumsum(-1)
+    where = (inclusive < limit[:, None]).sum(-1).clamp_(max=buckets - 1)  # the bucket where the head ends
+    above = (inclusive - mass).gather(-1, where[:, None]).squeeze(-1)
+    gap_above = (gaps.cumsum(-1) - gaps).gather(-1, where[:, None]).squeeze(-1)
+    members = torch.where(bucket == where[:, None], p, -1.0)  # the boundary bucket's entries; -1 elsewhere
+    values, index = members.topk(candidates, dim=-1)
+    unresolved = values[:, -1] >= 0  # the bucket may hold more entries than the candidates
+    order = index.argsort(dim=-1, descending=True, stable=True)
+    values, index = values.gather(-1, order), index.gather(-1, order)
+    order = values.argsort(dim=-1, descending=True, stable=True)  # by value, ties by index, both descending
+    values, index = values.gather(-1, order).double(), index.gather(-1, order)
+    member = values >= 0
+    exclusive = above[:, None] + (values * member).cumsum(-1) - values * member
+    head = member & (exclusive < limit[:, None])
+    out = gap_above + (g.gather(-1, index) * head).sum(-1)
+    return torch.where(limit > 0, out, 0.0), unresolved
 
 
 def akl_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,

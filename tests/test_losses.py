@@ -283,3 +283,17 @@ def test_akl_equals_the_previous_full_sort_implementation():
     torch.testing.assert_close(w_kl, w_sorted, rtol=1e-5, atol=1e-6)
     expected = w_sorted * forward_kl(z_s, z_t, 2.0) + (1 - w_sorted) * DIVERGENCES["rkl"](z_s, z_t, 2.0)
     torch.testing.assert_close(DIVERGENCES["akl"](z_s, z_t, 2.0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_akl_head_by_histogram_resolves_flat_rows_exactly():
+    """The histogram path on its own: flat rows over 50,000 entries (where the head is thousands of entries long)
+    are resolved without a sort and equal the sorted definition; a uniform row (one bucket) is left to the sort."""
+    from repro.losses import _head_by_histogram
+
+    torch.manual_seed(0)
+    p_t = torch.softmax(torch.randn(6, 50000) * torch.tensor([0.5, 0.3, 1.0, 2.0, 3.0, 0.0])[:, None], -1)
+    gap = torch.rand(p_t.shape)
+    limit = p_t.double().sum(-1) - 0.5
+    got, unresolved = _head_by_histogram(p_t, gap, limit, buckets=4096, candidates=256)
+    assert unresolved.tolist() == [False] * 5 + [True]
+    torch.testing.assert_close(got[:5], _sorted_head_gap(p_t, gap, 0.5)[:5], rtol=1e-6, atol=1e-6)
