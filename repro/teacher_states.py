@@ -83,7 +83,9 @@ def load(path: str | os.PathLike, expected: dict | None = None) -> TeacherStates
     if not path.exists():
         raise FileNotFoundError(f"{path}: no teacher-state cache (build it with python -m repro.teacher_states, "
                                 f"or set training.teacher_cache: false)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # memory-mapped: a cell reads the rows of its batches, not the whole file (tens of GB at the paper's scale), and
+    # the processes of one machine share the pages
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if expected is not None and state["fingerprint"] != expected:
         differ = sorted(k for k in set(expected) | set(state["fingerprint"])
                         if expected.get(k) != state["fingerprint"].get(k))
