@@ -20,23 +20,15 @@ from dataclasses import dataclass
 
 from . import grid
 
-# Parameters of the paper's models (the hub is not asked: planning must work offline).
-KNOWN_PARAMETERS = {
-    "gpt2": 124e6,
-    "gpt2-xl": 1.558e9,
-    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": 1.100e9,
-    "meta-llama/Llama-2-7b-hf": 6.738e9,
-    "Qwen/Qwen1.5-1.8B": 1.837e9,
-    "mistralai/Mistral-7B-v0.1": 7.242e9,
-}
-# (hidden size, head rows) of the paper's models: the teacher's head is what a cached teacher still costs.
-KNOWN_SHAPES = {
-    "gpt2": (768, 50257),
-    "gpt2-xl": (1600, 50257),
-    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": (2048, 32000),
-    "meta-llama/Llama-2-7b-hf": (4096, 32000),
-    "Qwen/Qwen1.5-1.8B": (2048, 151936),
-    "mistralai/Mistral-7B-v0.1": (4096, 32000),
+# Parameters, hidden size and head rows of the paper's models (the hub is not asked: planning must work offline);
+# the head is what a cached teacher still costs.
+KNOWN_MODELS = {
+    "gpt2": (124e6, 768, 50257),
+    "gpt2-xl": (1.558e9, 1600, 50257),
+    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": (1.100e9, 2048, 32000),
+    "meta-llama/Llama-2-7b-hf": (6.738e9, 4096, 32000),
+    "Qwen/Qwen1.5-1.8B": (1.837e9, 2048, 151936),
+    "mistralai/Mistral-7B-v0.1": (7.242e9, 4096, 32000),
 }
 RESPONSE_SHARE = {"synthetic": 0.5, "real": 0.5}  # share of a training sequence's tokens that are response tokens
 # Data sizes of the paper's data when they cannot be read from the config (PAPER.md section 4).
@@ -53,28 +45,26 @@ class Rates:
     generate_mfu: float = 0.10
 
 
-def parameters(config: dict, model: str) -> float:
-    """Parameter count of a config model: known hub ids, or the size of a miniature architecture."""
+def _shape(config: dict, model: str) -> tuple[float, int, int]:
+    """(parameters, hidden size, head rows) of a config model: known hub ids, or a miniature architecture's."""
     spec = config["models"][model]
     if "id" in spec:
-        if spec["id"] not in KNOWN_PARAMETERS:
+        if spec["id"] not in KNOWN_MODELS:
             raise ValueError(f"config key 'models.{model}.id': no parameter count known for {spec['id']!r} "
-                             f"(known: {', '.join(KNOWN_PARAMETERS)}); add it to repro.estimate.KNOWN_PARAMETERS")
-        return KNOWN_PARAMETERS[spec["id"]]
+                             f"(known: {', '.join(KNOWN_MODELS)}); add it to repro.estimate.KNOWN_MODELS")
+        return KNOWN_MODELS[spec["id"]]
     vocab = config["tokenizers"][spec["tokenizer"]]["vocab_size"]
-    return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"]
+    return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"], spec["hidden"], vocab
+
+
+def parameters(config: dict, model: str) -> float:
+    """Parameter count of a config model."""
+    return _shape(config, model)[0]
 
 
 def head_flops(config: dict, model: str) -> float:
     """FLOPs of one token through a model's output head (2 d V)."""
-    spec = config["models"][model]
-    if "id" in spec:
-        if spec["id"] not in KNOWN_SHAPES:
-            raise ValueError(f"config key 'models.{model}.id': no head shape known for {spec['id']!r} "
-                             f"(known: {', '.join(KNOWN_SHAPES)}); add it to repro.estimate.KNOWN_SHAPES")
-        hidden, vocab = KNOWN_SHAPES[spec["id"]]
-    else:
-        hidden, vocab = spec["hidden"], config["tokenizers"][spec["tokenizer"]]["vocab_size"]
+    _, hidden, vocab = _shape(config, model)
     return 2 * hidden * vocab
 
 
