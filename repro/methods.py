@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE
-from .losses import cross_entropy_sum, forward_kl, get_divergence
+from .lean import LEAN
+from .losses import cross_entropy_sum, get_divergence
+
+# The teacher-space and MinED terms are forward KL: its lean form (repro.lean; the same values and gradients).
+forward_kl = LEAN["kl"]
 
 # Options where the project can follow the official code or another choice (README "Fidelity"); the first of each
 # is the default and reproduces the official code.
@@ -92,8 +96,10 @@ class Context:
         return self.teacher_n_vocab
 
     def divergence_fn(self):
-        """The row's divergence with its options bound (e.g. ``skew`` for ``skl``)."""
-        fn = get_divergence(self.divergence)
+        """The row's divergence with its options bound (e.g. ``skew`` for ``skl``), in its lean form
+        (``repro.lean``: the registry's values and gradients with bounded memory)."""
+        get_divergence(self.divergence)  # an unknown name is named here
+        fn = LEAN[self.divergence]
         options = self.divergence_options.get(self.divergence, {})
         return lambda s, t, tau: fn(s, t, tau, **options)
 
