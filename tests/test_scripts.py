@@ -92,3 +92,25 @@ def test_step_benchmark_script_runs_every_method(tmp_path):
     assert set(results) == set(methods)
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
     assert results["seqkd"]["runs"][0]["black_box"] and "x SFT" in done.stdout
+
+
+def test_grid_cost_script_sums_benchmarks_by_job_kind(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = {"benchmarks/run_cell/gpt2/kd-kl.tsv": 20.0, "benchmarks/run_cell/gpt2/kd-js.tsv": 22.0,
+             "benchmarks/run_cell/gpt2/teacher.tsv": 30.0, "benchmarks/cache_teacher/gpt2.tsv": 3.0,
+             "benchmarks/make_tables.tsv": 2.0}
+    for name, seconds in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:20\t1\t1\t1\t1\t0\t0\t50\t{seconds}\n")
+    for cell, train in (("kd-kl", 12.0), ("kd-js", 13.0), ("teacher", 25.0)):
+        (tmp_path / "runs" / "gpt2" / cell).mkdir(parents=True)
+        (tmp_path / "runs" / "gpt2" / cell / "train_summary.json").write_text(f'{{"train_seconds": {train}}}')
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    kinds = read_json(out)["kinds"]
+    assert kinds["run_cell: kd"] == {"jobs": 2, "seconds": 42.0, "training": 25.0}
+    assert kinds["run_cell: teacher"]["training"] == 25.0 and kinds["cache_teacher"]["seconds"] == 3.0
+    assert read_json(out)["total_seconds"] == 77.0 and "total" in done.stdout
