@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from repro.data import IGNORE  # noqa: E402
+from repro import teacher_states  # noqa: E402
+from repro.data import IGNORE, Encoded  # noqa: E402
 from repro.io import write_json  # noqa: E402
 from repro.methods import Context, get_method  # noqa: E402
 from repro.models import build_config  # noqa: E402
@@ -52,7 +53,9 @@ def random_batch(batch: int, length: int, vocab: int, device, generator) -> dict
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
 
 
-def run_method(name: str, teacher, args, device) -> dict:
+def run_method(name: str, teacher, args, device, cached: bool = False) -> dict:
+    """Timed steps of ``name``; ``cached``: the teacher read from a teacher-state cache of each batch (built before
+    the step's timer starts, as a run builds it once before training)."""
     torch.manual_seed(0)
     vocab = GPT2_VOCAB if not args.tiny else 512
     student = make_model(SHAPES["tiny" if args.tiny else "paper"]["student"], vocab, device, torch.float32)
@@ -72,6 +75,12 @@ def run_method(name: str, teacher, args, device) -> dict:
     timings, losses = [], []
     for step in range(args.warmup + args.steps):
         batch = random_batch(args.micro_batch, args.seq_len, vocab, device, generator)
+        if cached:
+            examples = [Encoded(input_ids=batch["input_ids"][i].tolist(), labels=batch["labels"][i].tolist())
+                        for i in range(args.micro_batch)]
+            with autocast:
+                ctx.teacher_states = teacher_states.build(teacher, examples, 0, {}, batch_size=args.micro_batch)
+            batch["example_index"] = torch.arange(args.micro_batch, device=device)
         if on_gpu:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -90,8 +99,15 @@ def run_method(name: str, teacher, args, device) -> dict:
     if not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(f"{name}: non-finite loss in the smoke run: {losses}")
     tokens = args.micro_batch * args.seq_len * len(timings)
-    result = {"method": name, "steps": len(timings), "micro_batch": args.micro_batch, "seq_len": args.seq_len,
-              "tokens_per_s": tokens / sum(timings), "s_per_step": sum(timings) / len(timings),
+    # model FLOPs per token: the student's forward and backward (6 N), the teacher's forward (2 N) or, cached, its head
+    # on the response half of the tokens (2 d V / 2)
+    head = teacher.get_output_embeddings().weight
+    teacher_flops = head.numel() if cached else 2 * sum(p.numel() for p in teacher.parameters())
+    flops_per_token = 6 * sum(p.numel() for p in student.parameters()) + teacher_flops
+    tokens_per_s = tokens / sum(timings)
+    result = {"method": name + ("+cache" if cached else ""), "steps": len(timings), "micro_batch": args.micro_batch,
+              "seq_len": args.seq_len, "tokens_per_s": tokens_per_s, "s_per_step": sum(timings) / len(timings),
+              "mfu": flops_per_token * tokens_per_s / (args.peak_tflops * 1e12) if on_gpu else None,
               "losses": losses,
               "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else None,
               "student_parameters": sum(p.numel() for p in student.parameters()),
@@ -112,6 +128,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, for checking the script on a CPU")
     parser.add_argument("--bf16-on-cpu", action="store_true", help="bf16 autocast on a CPU too")
+    parser.add_argument("--cache", action="store_true", help="each method also with the teacher-state cache")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for the MFU "
+                        "(989: H100/H200 SXM)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -124,11 +143,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     teacher.requires_grad_(False)
     results = []
     for name in args.methods:
-        result = run_method(name, teacher, args, device)
-        results.append(result)
-        memory = f"{result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] is not None else "n/a (CPU)"
-        print(f"{name:6s} tokens/s {result['tokens_per_s']:10.0f}   s/step {result['s_per_step']:.3f}   "
-              f"peak memory {memory}   last loss {result['losses'][-1]:.3f}", flush=True)
+        for cached in (False, True) if args.cache else (False,):
+            result = run_method(name, teacher, args, device, cached)
+            results.append(result)
+            memory = f"{result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] is not None else "n/a (CPU)"
+            mfu = f"{100 * result['mfu']:.1f}%" if result["mfu"] is not None else "n/a"
+            print(f"{result['method']:12s} tokens/s {result['tokens_per_s']:10.0f}   s/step {result['s_per_step']:.3f}"
+                  f"   MFU {mfu}   peak memory {memory}   last loss {result['losses'][-1]:.3f}", flush=True)
     if args.out:
         write_json(args.out, {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                               "torch": torch.__version__, "results": results})

@@ -9,12 +9,12 @@ from repro.io import read_json
 def test_gpu_smoke_script_runs_kd_and_dskd_at_tiny_shapes(tmp_path):
     out = tmp_path / "smoke.json"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_smoke.py"), "--tiny", "--steps", "2",
-                           "--warmup", "1", "--seq-len", "32", "--micro-batch", "2", "--bf16-on-cpu",
+                           "--warmup", "1", "--seq-len", "32", "--micro-batch", "2", "--bf16-on-cpu", "--cache",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "kd " in done.stdout and "dskd" in done.stdout and "tokens/s" in done.stdout
     results = {r["method"]: r for r in read_json(out)["results"]}
-    assert set(results) == {"kd", "dskd"}
+    assert set(results) == {"kd", "dskd", "kd+cache", "dskd+cache"}
     assert results["dskd"]["projector_parameters"] > 0 == results["kd"]["projector_parameters"]
     assert all(r["tokens_per_s"] > 0 and len(r["losses"]) == 2 for r in results.values())
 
