@@ -156,22 +156,47 @@ def _head_from_candidates(p: torch.Tensor, g: torch.Tensor, values: torch.Tensor
 
 def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, buckets: int,
                        candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head gaps [n] of rows [n, V] located by a histogram over the float bits of ``p`` (non-negative float32:
-    their bit patterns are ordered as the values), and the mask [n] of rows it could not resolve (``candidates``
-    or more entries in the bucket where the head ends). The gaps of the buckets above come from a histogram too;
-    only the boundary bucket's entries are ordered (by value, then index, both descending: the order in which the
-    stable ascending sort's tail leaves them)."""
-    keys = p.float().contiguous().view(torch.int32) >> 15  # exponent + 8 mantissa bits
-    bucket = (keys.max(-1, keepdim=True).values - keys).clamp_(max=buckets - 1).long()  # 0: the largest values
-    mass = p.new_zeros(p.shape[0], buckets, dtype=torch.float64).scatter_add_(1, bucket, p.double())
-    gaps = g.new_zeros(p.shape[0], buckets).scatter_add_(1, bucket, g)
-    inclusive = mass.cumsum(-1)
-    where = (inclusive < limit[:, None]).sum(-1).clamp_(max=buckets - 1)  # the bucket where the head ends
-    above = (inclusive - mass).gather(-1, where[:, None]).squeeze(-1)
-    gap_above = (gaps.cumsum(-1) - gaps).gather(-1, where[:, None]).squeeze(-1)
-    members = torch.where(bucket == where[:, None], p, -1.0)  # the boundary bucket's entries; -1 elsewhere
-    values, index = members.topk(candidates, dim=-1)
-    unresolved = values[:, -1] >= 0  # the bucket may hold more entries than the candidates
+    """Head gaps [n] of rows [n, V] located by histograms over the float bits of ``p`` (non-negative float32: their
+    bit patterns are ordered as the values), and the mask [n] of rows it could not resolve.
+
+    A first histogram over the exponent and 8 mantissa bits finds the bucket where the head ends; where that bucket
+    holds ``candidates`` entries or more (nearly flat rows), a second histogram over the next 8 mantissa bits of its
+    entries narrows it down. The mass and gaps of the buckets above come from the histograms; only the final
+    bucket's entries are ordered (by value, then index, both descending: the order in which the stable ascending
+    sort's tail leaves them)."""
+    bits = p.float().contiguous().view(torch.int32)
+    inside = torch.ones_like(p, dtype=torch.bool)
+    above = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
+    gap_above = torch.zeros(p.shape[0], dtype=g.dtype, device=p.device)
+    unresolved = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+    members = values = index = None
+    for shift in (15, 7):
+        keys = torch.where(inside, bits >> shift, -1)
+        top = keys.max(-1, keepdim=True).values
+        bucket = torch.where(inside, (top - keys).clamp(max=buckets - 1), buckets).long()  # outside: a spare one
+        mass = p.new_zeros(p.shape[0], buckets + 1, dtype=torch.float64).scatter_add_(1, bucket, p.double())
+        gaps = g.new_zeros(p.shape[0], buckets + 1).scatter_add_(1, bucket, g)
+        mass, gaps = mass[:, :buckets], gaps[:, :buckets]
+        inclusive = above[:, None] + mass.cumsum(-1)
+        where = (inclusive < limit[:, None]).sum(-1).clamp_(max=buckets - 1)[:, None]  # where the head ends
+        level_above = (inclusive - mass).gather(-1, where).squeeze(-1)
+        level_gap = gap_above + (gaps.cumsum(-1) - gaps).gather(-1, where).squeeze(-1)
+        level_inside = bucket == where
+        level_values, level_index = torch.where(level_inside, p, -1.0).topk(candidates, dim=-1)
+        resolved = unresolved & (level_values[:, -1] < 0)  # the bucket holds fewer entries than the candidates
+        if members is None:
+            values, index = level_values, level_index
+        else:
+            values = torch.where(resolved[:, None], level_values, values)
+            index = torch.where(resolved[:, None], level_index, index)
+        keep = unresolved & ~resolved  # rows that the next level narrows down
+        above = torch.where(unresolved, level_above, above)
+        gap_above = torch.where(unresolved, level_gap, gap_above)
+        inside = inside & level_inside
+        members = True
+        unresolved = keep
+        if not unresolved.any():
+            break
     order = index.argsort(dim=-1, descending=True, stable=True)
     values, index = values.gather(-1, order), index.gather(-1, order)
     order = values.argsort(dim=-1, descending=True, stable=True)  # by value, ties by index, both descending
