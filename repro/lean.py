@@ -36,7 +36,6 @@ def _value_and_grad(name: str, ls: torch.Tensor, m: torch.Tensor, infinite: torc
                     weights: torch.Tensor | None, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The divergence [n] and ``df/dl`` [n, V] (or None) on one chunk of log-probabilities [n, V]."""
     p = ls.exp()
-    keep = ~infinite
     if name == "kl":
         q = m.exp()
         value, g = losses._kl_terms(m, ls), (-q if need_grad else None)
@@ -51,8 +50,10 @@ def _value_and_grad(name: str, ls: torch.Tensor, m: torch.Tensor, infinite: torc
         skew = options.get("skew", 0.1)
         a = _mix(m, ls, skew)
         value = losses._kl_terms(m, a)
-        g = -torch.exp(math.log1p(-skew) + ls + m - a) if need_grad and skew < 1 else (torch.zeros_like(ls)
-                                                                                       if need_grad else None)
+        if need_grad:  # -(1 - s) p q / mixture; nothing at s = 1, where the mixture is the teacher
+            g = -torch.exp(math.log1p(-skew) + ls + m - a) if skew < 1 else torch.zeros_like(ls)
+        else:
+            g = None
     elif name == "srkl":
         skew = options.get("skew", 0.1)
         a = _mix(ls, m, skew)
@@ -74,7 +75,7 @@ def _value_and_grad(name: str, ls: torch.Tensor, m: torch.Tensor, infinite: torc
         raise ValueError(f"no lean form of divergence {name!r}")
     if infinite.any():
         value = value.masked_fill(infinite, 0.0)
-        g = torch.where(keep, g, 0.0) if g is not None else None
+        g = torch.where(infinite, 0.0, g) if g is not None else None
     return value.sum(-1), g
 
 

@@ -169,7 +169,7 @@ def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, bu
     above = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
     gap_above = torch.zeros(p.shape[0], dtype=g.dtype, device=p.device)
     unresolved = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
-    members = values = index = None
+    values = index = None
     for shift in (15, 7):
         keys = torch.where(inside, bits >> shift, -1)
         top = keys.max(-1, keepdim=True).values
@@ -184,7 +184,7 @@ def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, bu
         level_inside = bucket == where
         level_values, level_index = torch.where(level_inside, p, -1.0).topk(candidates, dim=-1)
         resolved = unresolved & (level_values[:, -1] < 0)  # the bucket holds fewer entries than the candidates
-        if members is None:
+        if values is None:
             values, index = level_values, level_index
         else:
             values = torch.where(resolved[:, None], level_values, values)
@@ -193,7 +193,6 @@ def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, bu
         above = torch.where(unresolved, level_above, above)
         gap_above = torch.where(unresolved, level_gap, gap_above)
         inside = inside & level_inside
-        members = True
         unresolved = keep
         if not unresolved.any():
             break
