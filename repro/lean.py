@@ -33,50 +33,62 @@ def _mix(log_p: torch.Tensor, log_q: torch.Tensor, weight_p: float) -> torch.Ten
 
 
 def _value_and_grad(name: str, ls: torch.Tensor, m: torch.Tensor, infinite: torch.Tensor, options: dict,
-                    weights: torch.Tensor | None, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The divergence [n] and ``df/dl`` [n, V] (or None) on one chunk of log-probabilities [n, V]."""
-    p = ls.exp()
+                    weights: torch.Tensor | None, need_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """On one chunk of log-probabilities [n, V]: the divergence [n] (forward pass, ``need_grad`` False) or
+    ``df/dl`` [n, V] (backward pass, ``need_grad`` True), each computed only when asked for."""
+    p = ls.exp() if name in ("rkl", "js", "srkl", "akl", "tvd") else None
+    value = g = None
     if name == "kl":
-        q = m.exp()
-        value, g = losses._kl_terms(m, ls), (-q if need_grad else None)
+        if need_grad:
+            g = -m.exp()
+        else:
+            value = losses._kl_terms(m, ls)
     elif name == "rkl":
-        value = losses._kl_terms(ls, m)
-        g = p * (ls - m + 1) if need_grad else None
+        if need_grad:
+            g = p * (ls - m + 1)
+        else:
+            value = losses._kl_terms(ls, m)
     elif name == "js":
         a = _mix(ls, m, 0.5)
-        value = 0.5 * (losses._kl_terms(m, a) + losses._kl_terms(ls, a))
-        g = 0.5 * p * (ls - a) if need_grad else None
+        if need_grad:
+            g = 0.5 * p * (ls - a)
+        else:
+            value = 0.5 * (losses._kl_terms(m, a) + losses._kl_terms(ls, a))
     elif name == "skl":
         skew = options.get("skew", 0.1)
         a = _mix(m, ls, skew)
-        value = losses._kl_terms(m, a)
         if need_grad:  # -(1 - s) p q / mixture; nothing at s = 1, where the mixture is the teacher
             g = -torch.exp(math.log1p(-skew) + ls + m - a) if skew < 1 else torch.zeros_like(ls)
         else:
-            g = None
+            value = losses._kl_terms(m, a)
     elif name == "srkl":
         skew = options.get("skew", 0.1)
         a = _mix(ls, m, skew)
-        value = losses._kl_terms(ls, a)
         if need_grad:
             share = torch.exp(math.log(skew) + ls - a) if skew > 0 else 0.0  # s p / mixture
             g = p * (ls - a + 1 - share)
         else:
-            g = None
+            value = losses._kl_terms(ls, a)
     elif name == "akl":
         w = weights[:, None]
-        value = w * losses._kl_terms(m, ls) + (1 - w) * losses._kl_terms(ls, m)
-        g = w * -m.exp() + (1 - w) * p * (ls - m + 1) if need_grad else None
+        if need_grad:
+            g = w * -m.exp() + (1 - w) * p * (ls - m + 1)
+        else:
+            value = w * losses._kl_terms(m, ls) + (1 - w) * losses._kl_terms(ls, m)
     elif name == "tvd":
         q = m.exp()
-        value = 0.5 * (q - p).abs()
-        g = 0.5 * p * torch.sign(p - q) if need_grad else None
+        if need_grad:
+            g = 0.5 * p * torch.sign(p - q)
+        else:
+            value = 0.5 * (q - p).abs()
     else:
         raise ValueError(f"no lean form of divergence {name!r}")
-    if infinite.any():
-        value = value.masked_fill(infinite, 0.0)
-        g = torch.where(infinite, 0.0, g) if g is not None else None
-    return value.sum(-1), g
+    masked = infinite.any()
+    if value is not None:
+        value = (value.masked_fill(infinite, 0.0) if masked else value).sum(-1)
+    if g is not None and masked:
+        g = torch.where(infinite, 0.0, g)
+    return value, g
 
 
 def _log_probs(z: torch.Tensor, temperature: float, lse: torch.Tensor | None = None):
