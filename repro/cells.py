@@ -73,7 +73,7 @@ def train_cell(cfg: CellConfig) -> dict:
     """
     from .data import load_examples
     from .io import write_json
-    from .methods import Context, get_method
+    from .methods import CHOICES, Context, get_method
     from .models import add_lora, count_parameters, load_model, merge_lora
     from .training import TrainSettings, make_accelerator, train
     from .vocab import load_tokenizer
@@ -105,11 +105,8 @@ def train_cell(cfg: CellConfig) -> dict:
         teacher.requires_grad_(False)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
                   divergence=cfg.divergence or None, teacher=teacher,
-                  dskd_s2t_divergence=settings.dskd_s2t_divergence,
                   divergence_options=settings.divergence_options(), max_length=settings.max_length,
-                  cma_normalisation=settings.cma_normalisation, mined_alignment=settings.mined_alignment,
-                  mined_target=settings.mined_target, mined_vocab_map=settings.mined_vocab_map,
-                  teacher_padded_rows=settings.teacher_padded_rows)
+                  **{name: getattr(settings, name) for name in CHOICES})  # every fidelity option
     if teacher is not None and method.cross_vocab:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
     if teacher is not None and settings.teacher_cache and cfg.teacher_states:

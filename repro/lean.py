@@ -33,10 +33,13 @@ def _mix(log_p: torch.Tensor, log_q: torch.Tensor, weight_p: float) -> torch.Ten
 
 
 def _value_and_grad(name: str, ls: torch.Tensor, m: torch.Tensor, infinite: torch.Tensor, options: dict,
-                    weights: torch.Tensor | None, need_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                    weights: torch.Tensor | None, need_grad: bool,
+                    p: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """On one chunk of log-probabilities [n, V]: the divergence [n] (forward pass, ``need_grad`` False) or
-    ``df/dl`` [n, V] (backward pass, ``need_grad`` True), each computed only when asked for."""
-    p = ls.exp() if name in ("rkl", "js", "srkl", "akl", "tvd") else None
+    ``df/dl`` [n, V] (backward pass, ``need_grad`` True), each computed only when asked for; ``p``: ``exp(ls)``
+    when the caller has it."""
+    if p is None and name in ("rkl", "js", "srkl", "akl", "tvd"):
+        p = ls.exp()
     value = g = None
     if name == "kl":
         if need_grad:
@@ -155,8 +158,9 @@ class _Lean(torch.autograd.Function):
             ls, inf_s, _ = _log_probs(z_s[rows], ctx.temperature, known[0])
             m, inf_t, _ = _log_probs(z_t[rows], ctx.temperature, known[1])
             w = weights[rows] if weights is not None else None
-            _, g = _value_and_grad(ctx.name, ls, m, _either(inf_s, inf_t, ls), ctx.options, w, need_grad=True)
-            p = ls.exp() if inf_s is None else torch.where(inf_s, 0.0, ls.exp())
+            # unmasked p is enough: g is zero and g_z is zeroed below wherever a student logit is infinite
+            p = ls.exp()
+            _, g = _value_and_grad(ctx.name, ls, m, _either(inf_s, inf_t, ls), ctx.options, w, need_grad=True, p=p)
             g_z = (g - p * g.sum(-1, keepdim=True)) / ctx.temperature
             if inf_s is not None:  # infinite logits take no gradient (as through nan_to_num)
                 g_z = torch.where(inf_s, 0.0, g_z)
