@@ -116,12 +116,19 @@ def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, f
     out = torch.zeros(p.shape[0], dtype=gap.dtype, device=gap.device)
     rows = torch.arange(p.shape[0], device=p.device)
     if first_k < vocab:
-        values = p.topk(first_k, dim=-1).values.double()  # [n, k], descending
-        covered = values.sum(-1) >= limit  # the head ends within these k
-        if covered.any():
-            done = rows[covered]
-            out[done] = _head_from_candidates(p[done], g[done], values[covered], limit[done])
-        rows = rows[~covered]
+        # the head can end within the first_k largest entries only where first_k copies of the largest reach the
+        # limit: nearly flat rows skip the topk
+        near = rows[p.amax(-1).double() * first_k >= limit]
+        resolved = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        if near.numel():
+            every = near.numel() == p.shape[0]  # (no copies of the rows when all of them are near)
+            values = (p if every else p[near]).topk(first_k, dim=-1).values.double()  # [n, k], descending
+            covered = values.sum(-1) >= limit[near]  # the head ends within these k
+            done = near[covered]
+            if done.numel():
+                out[done] = _head_from_candidates(p[done], g[done], values[covered], limit[done])
+                resolved[done] = True
+        rows = rows[~resolved]
     if rows.numel() and candidates < vocab:
         every = rows.numel() == p.shape[0]  # (no copies of the rows when all of them are left)
         out[rows], unresolved = _head_by_histogram(p if every else p[rows], g if every else g[rows], limit[rows],
