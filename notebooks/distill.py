@@ -21,16 +21,16 @@
 # sets; the paper configuration evaluates in a job of its own (evaluate.ipynb).
 
 # %% tags=["parameters"]
-cell_id: str = "gpt2/kd-kl"  # table cell id, {pair}/{row}
+cell_id: str = "gpt2/kd-kl/seed10"  # run id, {pair}/{row}/seed{training seed}
 pair: str = "gpt2"  # teacher/student pair key of the config
 method: str = "kd"  # method key: seqkd, kd, dskd, dskd_student_space, uld, mined, dskd_cma
 role: str = "student"  # always student here
 divergence: str = "kl"  # divergence key for KD methods and dskd_cma, "" otherwise
 model: str = "results/models/base/gpt2_student"  # student base model: hub id or local path
-teacher: str = "results/runs/gpt2/teacher/model"  # the pair's fine-tuned teacher checkpoint
+teacher: str = "results/runs/gpt2/teacher/seed10/model"  # the pair's fine-tuned teacher checkpoint
 teacher_states: str = "results/teacher_states/gpt2/states.pt"  # the pair's teacher-state cache ("": live teacher)
 data_dir: str = "results/data"  # folder with train.jsonl, dev.jsonl and test/<set>.jsonl
-out_dir: str = "results/runs/gpt2/kd-kl"  # where checkpoint, logs, generations and scores.json go
+out_dir: str = "results/runs/gpt2/kd-kl/seed10"  # where checkpoint, logs, generations and scores.json go
 training: dict = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "micro_batch_size": 32, "seed": 10,
                   "dev_seeds": [10]}  # repro.training.TrainSettings fields
 evaluation: dict = {"seeds": [10, 20, 30], "max_new_tokens": 64, "batch_size": 50}  # decoding settings

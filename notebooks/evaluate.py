@@ -19,16 +19,16 @@
 # then over seeds. Used as a job of its own when `evaluation.separate_jobs` is on (the paper configuration).
 
 # %% tags=["parameters"]
-cell_id: str = "gpt2/kd-kl"  # table cell id, {pair}/{row}
+cell_id: str = "gpt2/kd-kl/seed10"  # run id, {pair}/{row}/seed{training seed}
 pair: str = "gpt2"  # teacher/student pair key of the config
 method: str = "kd"  # method key of the row
 role: str = "student"  # "teacher" or "student"
 divergence: str = "kl"  # divergence key, "" when none
 model: str = "results/models/base/gpt2_student"  # the base model the cell trained (recorded only)
-teacher: str = "results/runs/gpt2/teacher/model"  # the teacher the cell distilled from (recorded only)
+teacher: str = "results/runs/gpt2/teacher/seed10/model"  # the teacher the cell distilled from (recorded only)
 teacher_states: str = ""  # the teacher-state cache the cell read (recorded only)
 data_dir: str = "results/data"  # folder with test/<set>.jsonl
-out_dir: str = "results/runs/gpt2/kd-kl"  # the cell's folder: model/ is evaluated, scores.json written
+out_dir: str = "results/runs/gpt2/kd-kl/seed10"  # the cell's folder: model/ is evaluated, scores.json written
 training: dict = {"lr": 2e-3, "epochs": 5, "dev_seeds": [10]}  # the cell's training settings (precision is used)
 evaluation: dict = {"seeds": [10, 20, 30], "max_new_tokens": 64, "batch_size": 50}  # decoding settings
 threads: int = 1  # torch threads of this job

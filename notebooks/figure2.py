@@ -14,11 +14,12 @@
 # # Figure 2: LLM-as-judge win rates of DSKD against vanilla KD (PAPER.md section 4)
 #
 # For every pair and divergence with both a KD and a DSKD student, an LLM judge compares their answers (the
-# seed-10 generations on random Dolly test prompts) pairwise, A / B / tie, with the order of the two answers
-# randomised. The judge is any OpenAI-compatible endpoint (`figures.judge.base_url`, `figures.judge.model`;
-# the paper's is gpt-4-turbo at temperature 0.1). Its API key is read from the environment variable that
-# `figures.judge.api_key_env` names and is never written anywhere. Without that variable this notebook records
-# that no judge is configured, and the report says so. Verdicts are cached, so a rerun costs no calls.
+# sampling-seed-10 generations of each row's run with the first training seed, on random Dolly test prompts) pairwise,
+# A / B / tie, with the order of the two answers randomised. The judge is any OpenAI-compatible endpoint
+# (`figures.judge.base_url`, `figures.judge.model`; the paper's is gpt-4-turbo at temperature 0.1). Its API key is
+# read from the environment variable that `figures.judge.api_key_env` names and is never written anywhere. Without
+# that variable this notebook records that no judge is configured, and the report says so. Verdicts are cached, so a
+# rerun costs no calls.
 
 # %% tags=["parameters"]
 workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml

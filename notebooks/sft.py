@@ -21,7 +21,7 @@
 # on the five test sets; the paper configuration evaluates in a job of its own (evaluate.ipynb).
 
 # %% tags=["parameters"]
-cell_id: str = "gpt2/teacher"  # table cell id, {pair}/{row}
+cell_id: str = "gpt2/teacher/seed10"  # run id, {pair}/{row}/seed{training seed}
 pair: str = "gpt2"  # teacher/student pair key of the config
 method: str = "sft"  # always sft here
 role: str = "teacher"  # "teacher" (the teacher row) or "student" (the SFT baseline)
@@ -30,7 +30,7 @@ model: str = "results/models/base/gpt2_teacher"  # model to fine-tune: hub id or
 teacher: str = ""  # unused by SFT
 teacher_states: str = ""  # unused by SFT
 data_dir: str = "results/data"  # folder with train.jsonl, dev.jsonl and test/<set>.jsonl
-out_dir: str = "results/runs/gpt2/teacher"  # where checkpoint, logs, generations and scores.json go
+out_dir: str = "results/runs/gpt2/teacher/seed10"  # where checkpoint, logs, generations and scores.json go
 training: dict = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "micro_batch_size": 32, "seed": 10,
                   "dev_seeds": [10]}  # repro.training.TrainSettings fields
 evaluation: dict = {"seeds": [10, 20, 30], "max_new_tokens": 64, "batch_size": 50}  # decoding settings

@@ -71,8 +71,9 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
     rows = load_examples(grid.data_dir(config) / "train.jsonl")
     values = {}
     for pair, cells in students.items():
-        teacher = grid.checkpoint_dir(config, grid.teacher_cell(cells["KD"]))
-        values[pair] = pair_distances(teacher, {label: grid.checkpoint_dir(config, c) for label, c in cells.items()},
+        teacher = grid.checkpoint_dir(config, grid.teacher_run(config, cells["KD"]))
+        checkpoints = {label: grid.checkpoint_dir(config, grid.first_run(config, c)) for label, c in cells.items()}
+        values[pair] = pair_distances(teacher, checkpoints,
                                       rows, settings["n_examples"], settings["max_chars"], threads)
     lines = ["| Pair | Student | Cosine distance | Inner-product distance | Examples |", "|---|---|---|---|---|"]
     for pair, per_student in values.items():
@@ -82,8 +83,8 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
                          f"{ip['mean']:.4f} ± {ip['std']:.4f} | {len(kinds['cosine'])} |")
     table = "\n".join(lines) + "\n"
     out = figure3_outputs(config)
-    write_json(out["results"], {"settings": settings, "cells": {p: {k: c.id for k, c in cs.items()}
-                                                                 for p, cs in students.items()}, "values": values})
+    runs = {p: {k: grid.first_run(config, c).run_id for k, c in cs.items()} for p, cs in students.items()}
+    write_json(out["results"], {"settings": settings, "runs": runs, "values": values})
     write_text(out["table_md"], table)
     fig = plot_representation({_pair_title(config, p): v for p, v in values.items()})
     files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[3])
@@ -99,8 +100,9 @@ def _comparison_title(dskd: grid.Cell) -> str:
     return f"{dskd.pair}, {grid.DIVERGENCE_TITLES.get(dskd.divergence, dskd.divergence)}"
 
 
-def generation_file(config: dict, cell: grid.Cell, test_set: str, seed: int) -> Path:
-    return grid.run_dir(config, cell) / "generations" / f"{test_set}_seed{seed}.jsonl"
+def generation_file(config: dict, run: grid.Cell, test_set: str, seed: int) -> Path:
+    """The generations of one run on a test set with sampling seed ``seed``."""
+    return grid.run_dir(config, run) / "generations" / f"{test_set}_seed{seed}.jsonl"
 
 
 def make_figure2(config: dict, environ=None, client=None) -> dict:
@@ -132,8 +134,10 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
     for dskd, kd in grid.judge_comparisons(config):
         title = _comparison_title(dskd)
         titles[title] = (dskd.id, kd.id)
-        first = read_jsonl(generation_file(config, dskd, settings.test_set, settings.generation_seed))
-        second = read_jsonl(generation_file(config, kd, settings.test_set, settings.generation_seed))
+        first = read_jsonl(generation_file(config, grid.first_run(config, dskd), settings.test_set,
+                                           settings.generation_seed))
+        second = read_jsonl(generation_file(config, grid.first_run(config, kd), settings.test_set,
+                                            settings.generation_seed))
         items += build_items(first, second, settings, "DSKD", "KD", title)
     records = run_judge(items, settings, out["cache"], client=client, environ=environ)
     summary = summarize(records, "DSKD", "KD")
@@ -146,21 +150,21 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
 
 
 def make_training_curves(config: dict) -> list[Path]:
-    """One figure (PNG and PDF) per cell with a training log: loss terms, diagnostics, dev Rouge-L. Returns the
+    """One figure (PNG and PDF) per run with a training log: loss terms, diagnostics, dev Rouge-L. Returns the
     files written."""
     import matplotlib.pyplot as plt
 
     from .figures import plot_training_curves, save_figure
 
     files = []
-    for cell in grid.cells(config):
-        log = read_jsonl(grid.run_dir(config, cell) / "train_log.jsonl")
-        fig = plot_training_curves(log, cell.id)
-        files += save_figure(fig, grid.training_curve_stem(config, cell))
+    for run in grid.runs(config):
+        log = read_jsonl(grid.run_dir(config, run) / "train_log.jsonl")
+        fig = plot_training_curves(log, run.run_id)
+        files += save_figure(fig, grid.training_curve_stem(config, run))
         plt.close(fig)
     return files
 
 
 def training_curve_files(config: dict) -> list[Path]:
-    return [grid.training_curve_stem(config, c).with_suffix(ext) for c in grid.cells(config)
+    return [grid.training_curve_stem(config, run).with_suffix(ext) for run in grid.runs(config)
             for ext in (".png", ".pdf")]

@@ -127,17 +127,17 @@ def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, f
 
 
 def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
-    """One row per job: cell (or ``{pair}/teacher_states``), step (``train``, ``evaluate``, ``cache``), estimated
+    """One row per job: run (or ``{pair}/teacher_states``), step (``train``, ``evaluate``, ``cache``), estimated
     GPU-hours and the minutes a cluster job would request."""
     rows = []
     for pair in grid.teacher_state_pairs(config):
         rows.append({"cell": f"{pair}/teacher_states", "step": "cache", "gpu_hours": cache_seconds(config, pair, rates)
                      / 3600, "request_minutes": cache_minutes(config, pair)})
-    for cell in grid.cells(config):
-        seconds = job_seconds(config, cell, rates)
+    for run in grid.runs(config):
+        seconds = job_seconds(config, run, rates)
         for step in ("train", "evaluate"):
-            rows.append({"cell": cell.id, "step": step, "gpu_hours": seconds[step] / 3600,
-                         "request_minutes": job_minutes(config, cell, step)})
+            rows.append({"cell": run.run_id, "step": step, "gpu_hours": seconds[step] / 3600,
+                         "request_minutes": job_minutes(config, run, step)})
     return rows
 
 

@@ -6,6 +6,11 @@ A cell is one table row of one pair: the teacher row (``{pair}/teacher``, SFT of
 (``{pair}/sft``) and one row per KD method and divergence (``{pair}/kd-kl``, ...). Tables 1 and 2 hold the cells of
 the pairs assigned to them (``pairs.<pair>.table``); Table 3, the ablation, re-uses the KD and DSKD cells of the
 pairs listed in ``ablation`` beside their ``dskd_student_space`` cells.
+
+A run is one training of a cell with one training seed (a ``Cell`` whose ``seed`` is set; one job each): every
+student row is trained once per seed of ``training.seeds`` and its table entry is the mean over those runs; the
+teacher row is trained once, with the first seed, and every student run of the pair distils from that teacher (as in
+the paper: one teacher per pair). Every run has its own folder, ``runs/{pair}/{row}/seed{seed}/``.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ class Cell:
     method: str
     role: str = "student"
     divergence: str | None = None
+    seed: int | None = None  # the training seed of a run; None for the row itself
 
     @property
     def name(self) -> str:
@@ -43,6 +49,19 @@ class Cell:
     @property
     def id(self) -> str:
         return f"{self.pair}/{self.name}"
+
+    @property
+    def run_id(self) -> str:
+        """``{pair}/{row}/seed{seed}``: the id of a run."""
+        return f"{self.id}/seed{_seed_of(self)}"
+
+    @property
+    def row(self) -> "Cell":
+        """The table row of a run (the cell without its seed)."""
+        return Cell(self.pair, self.method, self.role, self.divergence)
+
+    def with_seed(self, seed: int) -> "Cell":
+        return Cell(self.pair, self.method, self.role, self.divergence, seed)
 
     @property
     def title(self) -> str:
@@ -87,6 +106,42 @@ def find_cell(config: dict, pair: str, name: str) -> Cell:
     raise KeyError(f"no cell {pair}/{name} in this configuration")
 
 
+def training_seeds(config: dict) -> list[int]:
+    """The training seeds of every student row (``training.seeds``; the first one also trains the teacher)."""
+    return list(config["training"]["seeds"])
+
+
+def cell_runs(config: dict, cell: Cell) -> list[Cell]:
+    """The runs of a row: one per training seed for a student row, one (the first seed) for the teacher row."""
+    seeds = training_seeds(config)
+    return [cell.with_seed(s) for s in (seeds[:1] if cell.role == "teacher" else seeds)]
+
+
+def runs(config: dict) -> list[Cell]:
+    """Every run of ``config`` (one job each), row by row."""
+    return [run for cell in cells(config) for run in cell_runs(config, cell)]
+
+
+def first_run(config: dict, cell: Cell) -> Cell:
+    """The run of ``cell`` with the first training seed (what Figures 2-3 and the teacher of a pair use)."""
+    return cell.with_seed(training_seeds(config)[0])
+
+
+def find_run(config: dict, pair: str, name: str, seed: int) -> Cell:
+    cell = find_cell(config, pair, name)
+    for run in cell_runs(config, cell):
+        if run.seed == seed:
+            return run
+    seeds = [r.seed for r in cell_runs(config, cell)]
+    raise KeyError(f"no run of {cell.id} with training seed {seed} in this configuration (its seeds: {seeds})")
+
+
+def _seed_of(run: Cell) -> int:
+    if run.seed is None:
+        raise ValueError(f"{run.id} is a table row, not a run: give it a training seed (grid.cell_runs)")
+    return run.seed
+
+
 def results_dir(config: dict) -> Path:
     return Path(config["results_dir"])
 
@@ -119,8 +174,9 @@ def model_source(config: dict, name: str) -> str:
     return spec["id"] if "id" in spec else str(base_model_dir(config, name))
 
 
-def run_dir(config: dict, cell: Cell) -> Path:
-    return results_dir(config) / "runs" / cell.pair / cell.name
+def run_dir(config: dict, run: Cell) -> Path:
+    """The folder of one run: ``runs/{pair}/{row}/seed{seed}``."""
+    return results_dir(config) / "runs" / run.pair / run.name / f"seed{_seed_of(run)}"
 
 
 def scores_file(config: dict, cell: Cell) -> Path:
@@ -132,7 +188,13 @@ def checkpoint_dir(config: dict, cell: Cell) -> Path:
 
 
 def teacher_cell(cell: Cell) -> Cell:
+    """The teacher row of a cell's pair."""
     return Cell(cell.pair, "sft", role="teacher")
+
+
+def teacher_run(config: dict, cell: Cell) -> Cell:
+    """The one run of the teacher that every student run of the pair distils from."""
+    return first_run(config, teacher_cell(cell))
 
 
 def train_summary_file(config: dict, cell: Cell) -> Path:
@@ -207,12 +269,17 @@ def table_files(config: dict) -> list[Path]:
 
 
 def cell_training(config: dict, cell: Cell) -> dict:
-    """The training settings of a cell: the global ``training`` section with its pair role's overrides."""
-    return {**config["training"], **config["pairs"][cell.pair][f"{cell.role}_training"]}
+    """The training settings of a run (``repro.training.TrainSettings`` fields): the global ``training`` section
+    with its pair role's overrides, and the run's ``seed`` (a row: its first run's) in place of ``seeds``."""
+    training = {**config["training"], **config["pairs"][cell.pair][f"{cell.role}_training"]}
+    training.pop("seeds", None)
+    run = cell if cell.seed is not None else first_run(config, cell)
+    return {**training, "seed": run.seed}
 
 
 def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
-    """The papermill parameters of one cell's notebook (plain YAML-able values; no secrets)."""
+    """The papermill parameters of one run's notebook (plain YAML-able values; no secrets)."""
+    _seed_of(cell)
     pair = config["pairs"][cell.pair]
     model_key = pair[cell.role]
     training = cell_training(config, cell)
@@ -220,13 +287,13 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
     training["dev_seeds"] = evaluation.pop("dev_seeds")
     evaluation.pop("separate_jobs", None)
     return {
-        "cell_id": cell.id,
+        "cell_id": cell.run_id,
         "pair": cell.pair,
         "method": cell.method,
         "role": cell.role,
         "divergence": cell.divergence or "",
         "model": model_source(config, model_key),
-        "teacher": str(checkpoint_dir(config, teacher_cell(cell))) if cell.needs_teacher else "",
+        "teacher": str(checkpoint_dir(config, teacher_run(config, cell))) if cell.needs_teacher else "",
         "teacher_states": str(teacher_states_file(config, cell.pair)) if uses_teacher_states(config, cell) else "",
         "data_dir": str(data_dir(config)),
         "out_dir": str(run_dir(config, cell)),
@@ -302,8 +369,8 @@ def figure_numbers(config: dict) -> list[int]:
     return [1] + ([2] if judge_comparisons(config) else []) + ([3] if representation_students(config) else [])
 
 
-def training_curve_stem(config: dict, cell: Cell) -> Path:
-    return figures_dir(config) / "training" / cell.pair / cell.name
+def training_curve_stem(config: dict, run: Cell) -> Path:
+    return figures_dir(config) / "training" / run.pair / run.name / f"seed{_seed_of(run)}"
 
 
 def report_file(config: dict) -> Path:

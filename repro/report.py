@@ -110,11 +110,11 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
     """(label, rendered HTML notebook) of every job of the workflow."""
     results = grid.results_dir(config)
     out = [("data preparation", results / "notebooks" / "prepare_data.html")]
-    for cell in grid.cells(config):
-        out.append((f"{cell.id}: training" + ("" if grid.separate_evaluation(config) else " and evaluation"),
-                    grid.run_dir(config, cell) / "train.html"))
+    for run in grid.runs(config):
+        out.append((f"{run.run_id}: training" + ("" if grid.separate_evaluation(config) else " and evaluation"),
+                    grid.run_dir(config, run) / "train.html"))
         if grid.separate_evaluation(config):
-            out.append((f"{cell.id}: evaluation", grid.run_dir(config, cell) / "evaluate.html"))
+            out.append((f"{run.run_id}: evaluation", grid.run_dir(config, run) / "evaluate.html"))
     out.append(("Tables 1-3", results / "notebooks" / "make_tables.html"))
     out += [(f"Figure {n}", results / "notebooks" / f"figure{n}.html") for n in grid.figure_numbers(config)]
     out.append(("training curves", results / "notebooks" / "training_curves.html"))
@@ -130,7 +130,9 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
     results = grid.results_dir(config)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page.add(f"<h1>Dual-Space Knowledge Distillation: reproduction report</h1>"
-             f"<p>Results folder <code>{_esc(results)}</code>, {len(grid.cells(config))} table cells, "
+             f"<p>Results folder <code>{_esc(results)}</code>, {len(grid.cells(config))} table cells in "
+             f"{len(grid.runs(config))} training runs (training seeds "
+             f"{_esc(', '.join(map(str, grid.training_seeds(config))))}), "
              f"divergences {_esc(', '.join(config['divergences']))}, evaluation seeds "
              f"{_esc(', '.join(map(str, config['evaluation']['seeds'])))}. Built {when}.</p>"
              '<nav><a href="#tables">Tables</a><a href="#figure1">Figure 1</a><a href="#figure2">Figure 2</a>'
@@ -168,9 +170,9 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
                  f'of the divergence {_esc(divergence)}.</p>')
 
     page.add('<h2 id="training">Training curves</h2><ul class="files">')
-    for cell in grid.cells(config):
-        stem = grid.training_curve_stem(config, cell)
-        page.add(f"<li>{_esc(cell.id)}: {page.link(stem.with_suffix('.png'), 'PNG')}, "
+    for run in grid.runs(config):
+        stem = grid.training_curve_stem(config, run)
+        page.add(f"<li>{_esc(run.run_id)}: {page.link(stem.with_suffix('.png'), 'PNG')}, "
                  f"{page.link(stem.with_suffix('.pdf'), 'PDF')}</li>")
     page.add("</ul>")
 

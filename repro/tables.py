@@ -1,10 +1,15 @@
-"""Aggregate finished cells into the paper's Tables 1-3 (PAPER.md section 5) as Markdown, LaTeX and CSV.
+"""Aggregate finished runs into the paper's Tables 1-3 (PAPER.md section 5) as Markdown, LaTeX and CSV.
 
-Rows are methods, columns Dolly, SelfInst, VicunaEval, S-NI, UnNI and Avg, each ``mean +- std`` over the
-evaluation seeds. Where PAPER.md reports a number for a row, it is shown beside ours (``Paper Avg``). Every
-"w/ DSKD" row (and, in Table 3, every row) is compared with the KD row of the same pair and divergence by a paired
-sign-flip permutation test over (test set, prompt, seed) triples: the mean Rouge-L difference and a two-sided p-value.
-A cell without scores is kept as a row marked missing, never dropped.
+Rows are methods, columns Dolly, SelfInst, VicunaEval, S-NI, UnNI and Avg. A student row is trained once per
+training seed (``training.seeds``, one run each); each run's score on a test set is its mean Rouge-L over the
+evaluation (sampling) seeds, and the table shows ``mean ± std`` over the row's runs (the teacher row: one run, its
+std over sampling seeds). Where PAPER.md reports a number for a row, it is shown beside ours (``Paper Avg``). Every
+"w/ DSKD" row (and, in Table 3, every row) is compared with the KD row of the same pair and divergence: the
+difference of their mean Avg over training runs, with a 95% interval from a hierarchical bootstrap whose first
+resampling unit is the training run (then the prompts of each test set), so training noise, sampling noise and the
+finite test sets are all in it. Under each table: the standard error of one run's Avg from its prompts and sampling
+seeds alone (what larger test sets would shrink). A row whose runs are not all finished is shown with the runs it
+has and marked; a row with none is kept as a row marked missing, never dropped.
 """
 from __future__ import annotations
 
@@ -34,11 +39,12 @@ PAPER_NOTES = {
     2: "PAPER.md reports DSKD gains of +0.82 to +3.35 Avg over KD across divergences for TinyLLaMA; DSKD-CMA-AKL with "
        "Mistral is more than 5 points above MinED.",
 }
-PERMUTATIONS = 10_000
+BOOTSTRAP = 10_000  # hierarchical bootstrap replicates of every DSKD-vs-KD interval
+LEVEL = 0.95
 
 
 def _comparison_cell(cell: grid.Cell, table: int) -> grid.Cell | None:
-    """The KD row a row is tested against: "w/ DSKD" rows in Tables 1-2, every non-KD row in Table 3."""
+    """The KD row a row is compared with: "w/ DSKD" rows in Tables 1-2, every non-KD row in Table 3."""
     if cell.divergence is None or cell.method == "kd":
         return None
     if table == 3 or cell.method == "dskd":
@@ -46,93 +52,158 @@ def _comparison_cell(cell: grid.Cell, table: int) -> grid.Cell | None:
     return None
 
 
+def finished_runs(config: dict, cell: grid.Cell) -> list[tuple[grid.Cell, dict]]:
+    """(run, scores) of every run of a row whose scores file exists, in seed order."""
+    out = []
+    for run in grid.cell_runs(config, cell):
+        path = grid.scores_file(config, run)
+        if path.exists():
+            out.append((run, read_json(path)))
+    return out
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def collect(config: dict, table: int) -> list[dict]:
-    """The rows of ``table`` in order; a cell whose scores file is missing gives a row with status ``missing``."""
+    """The rows of ``table`` in order: mean ± std over the finished runs of each row (``runs`` of ``runs_planned``;
+    status ``done``, ``partial`` or ``missing``)."""
     rows = []
     for cell in grid.table_cells(config, table):
         pair = config["pairs"][cell.pair]
+        planned = len(grid.cell_runs(config, cell))
         row = {"table": table, "pair": cell.pair, "teacher": pair["teacher"], "student": pair["student"],
                "row": grid.row_title(cell, table), "cell": cell.id, "method": cell.method,
-               "divergence": cell.divergence or "", "status": "missing"}
-        path = grid.scores_file(config, cell)
-        if path.exists():
-            scores = read_json(path)
-            row["status"] = "done"
+               "divergence": cell.divergence or "", "status": "missing", "runs": 0, "runs_planned": planned}
+        finished = finished_runs(config, cell)
+        if finished:
+            row["status"] = "done" if len(finished) == planned else "partial"
+            row["runs"] = len(finished)
+            row["training_seeds"] = " ".join(str(run.seed) for run, _ in finished)
+            scores = [s for _, s in finished]
             for t in grid.TEST_SETS:
-                row[t], row[f"{t}_std"] = scores["test_sets"][t]["mean"], scores["test_sets"][t]["std"]
-            row["avg"], row["avg_std"] = scores["avg"]["mean"], scores["avg"]["std"]
-            row["dev"] = scores["best_dev_rougeL"]
-            row["seeds"] = len(next(iter(scores["test_sets"].values()))["per_seed"])
+                row[t], row[f"{t}_std"] = _run_spread([s["test_sets"][t] for s in scores])
+            row["avg"], row["avg_std"] = _run_spread([s["avg"] for s in scores])
+            row["dev"] = _spread([s["best_dev_rougeL"] for s in scores])[0]
+            row["seeds"] = len(next(iter(scores[0]["test_sets"].values()))["per_seed"])
+            errors = [run_standard_error(config, run) for run, _ in finished]
+            row["run_se"] = max(errors) if None not in errors else None
         row["paper_avg"] = PAPER_AVG.get((cell.pair, cell.method, cell.divergence))
         other = _comparison_cell(cell, table)
         if other is not None:
             row["compared_with"] = other.id
-            test = paired_test(config, cell, other) if row["status"] == "done" else None
-            row["delta_vs_kd"], row["p_value"], row["pairs_tested"] = (
-                (test["delta"], test["p"], test["n"]) if test else (None, None, None))
+            test = compare(config, cell, other) if finished else None
+            row["delta_vs_kd"], row["delta_low"], row["delta_high"], row["runs_compared"] = (
+                (test["delta"], test["low"], test["high"], f"{test['runs'][0]} vs {test['runs'][1]}")
+                if test else (None, None, None, None))
         rows.append(row)
     return rows
 
 
-def _per_example(config: dict, cell: grid.Cell) -> dict[tuple, float] | None:
-    """Rouge-L of every (test set, example index, seed) of a cell, from its saved generations; None if absent."""
-    scores = read_json(grid.scores_file(config, cell))
+def _run_spread(entries: list[dict]) -> tuple[float, float]:
+    """Mean ± std of a row over its runs; a single run keeps its spread over sampling seeds."""
+    if len(entries) == 1:
+        return entries[0]["mean"], entries[0]["std"]
+    return _spread([e["mean"] for e in entries])
+
+
+def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
+    """Rouge-L of every test prompt of a run, averaged over its sampling seeds: {test set: [per prompt, in file
+    order]}; None when a generations file is missing."""
+    scores = read_json(grid.scores_file(config, run))
     out = {}
-    gen = grid.run_dir(config, cell) / "generations"
+    gen = grid.run_dir(config, run) / "generations"
     for t in grid.TEST_SETS:
-        for seed in scores["test_sets"][t]["per_seed"]:
+        seeds = list(scores["test_sets"][t]["per_seed"])
+        columns = []
+        for seed in seeds:
             path = gen / f"{t}_seed{seed}.jsonl"
             if not path.exists():
                 return None
-            for i, r in enumerate(read_jsonl(path)):
-                out[(t, i, str(seed), r["prompt"])] = r["rougeL"]
+            columns.append([r["rougeL"] for r in read_jsonl(path)])
+        if len({len(c) for c in columns}) != 1:
+            raise ValueError(f"{gen}: the {t} generations of the sampling seeds {seeds} differ in length")
+        out[t] = [sum(values) / len(values) for values in zip(*columns)]
     return out
 
 
-def paired_test(config: dict, cell: grid.Cell, other: grid.Cell) -> dict | None:
-    """Mean Rouge-L difference ``cell - other`` over the (test set, prompt, seed) triples both have, and the
-    two-sided p-value of a paired sign-flip permutation test (``PERMUTATIONS`` random sign patterns, fixed seed).
-    None when ``other`` has no scores or generations yet."""
-    if not grid.scores_file(config, other).exists():
+def run_standard_error(config: dict, run: grid.Cell) -> float | None:
+    """Standard error of one run's Avg from its test prompts and sampling seeds: each test set's per-prompt scores
+    (mean over sampling seeds) as a sample of prompts, ``sqrt(sum_t var_t / n_t) / T`` over the T test sets."""
+    import math
+    import statistics
+
+    prompts = per_prompt(config, run)
+    if prompts is None:
         return None
-    a, b = _per_example(config, cell), _per_example(config, other)
-    if a is None or b is None:
-        return None
-    keys = sorted(set(a) & set(b))
-    if not keys:
-        raise ValueError(f"cells {cell.id} and {other.id} share no (test set, prompt, seed) to compare")
-    return sign_flip_test([a[k] - b[k] for k in keys])
+    variance = sum(statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in prompts.values())
+    return math.sqrt(variance) / len(prompts)
 
 
-def sign_flip_test(diffs: list[float], permutations: int = PERMUTATIONS, seed: int = 0) -> dict:
-    """Paired permutation test of mean(diffs) = 0: under the null every difference is equally likely positive or
-    negative. Returns ``{"delta": mean, "p": two-sided p-value, "n": len(diffs)}`` (p with the +1 correction)."""
+def compare(config: dict, cell: grid.Cell, other: grid.Cell) -> dict | None:
+    """Difference of the mean Avg of row ``cell`` and row ``other`` over their finished runs, with its 95% interval
+    (``hierarchical_bootstrap``). None when either row has no finished run with generations."""
+    a = [p for run, _ in finished_runs(config, cell) if (p := per_prompt(config, run)) is not None]
+    b = [p for run, _ in finished_runs(config, other) if (p := per_prompt(config, run)) is not None]
+    if not a or not b:
+        return None
+    return hierarchical_bootstrap(a, b)
+
+
+def hierarchical_bootstrap(a: list[dict[str, list[float]]], b: list[dict[str, list[float]]],
+                           replicates: int = BOOTSTRAP, level: float = LEVEL, seed: int = 0) -> dict:
+    """Mean Avg of runs ``a`` minus that of runs ``b`` and a percentile interval at ``level``.
+
+    ``a``, ``b``: one entry per training run, {test set: per-prompt scores}; a run's Avg is the mean over test sets
+    of its mean over prompts. Each replicate draws the runs of each side with replacement (the training run is the
+    first resampling unit; the two sides independently), then the prompts of each test set with replacement, the
+    same draw for both sides (the prompts are shared), and takes the difference of the mean Avg. Returns ``{"delta",
+    "low", "high", "runs": (len(a), len(b)), "replicates"}``."""
     import numpy as np
 
-    d = np.asarray(diffs, dtype=np.float64)
-    observed = abs(d.mean())
+    sets = list(a[0])
+    for side in (a, b):
+        for run in side:
+            if list(run) != sets or any(len(run[t]) != len(a[0][t]) for t in sets):
+                raise ValueError("hierarchical_bootstrap: every run needs the same test sets and prompts")
     rng = np.random.default_rng(seed)
-    extreme, done = 0, 0
-    chunk = max(1, min(permutations, 2_000_000 // max(len(d), 1)))
-    while done < permutations:
-        k = min(chunk, permutations - done)
-        signs = rng.integers(0, 2, size=(k, len(d)), dtype=np.int8) * 2 - 1
-        extreme += int((np.abs(signs @ d) / len(d) >= observed - 1e-12).sum())
-        done += k
-    return {"delta": float(d.mean()), "p": (extreme + 1) / (permutations + 1), "n": int(len(d))}
+    draws = {t: rng.integers(0, len(a[0][t]), size=(replicates, len(a[0][t]))) for t in sets}
+
+    def run_avgs(side) -> np.ndarray:  # [runs, replicates]: each run's Avg on every replicate's prompts
+        return np.mean([np.asarray([run[t] for run in side])[:, draws[t]].mean(-1) for t in sets], axis=0)
+
+    def side_mean(side) -> np.ndarray:  # [replicates]: mean over the replicate's draw of runs
+        picks = rng.integers(0, len(side), size=(replicates, len(side)))
+        return np.take_along_axis(run_avgs(side).T, picks, axis=1).mean(-1)
+
+    def avg(run) -> float:
+        return float(np.mean([np.mean(run[t]) for t in sets]))
+
+    replicate = side_mean(a) - side_mean(b)
+    tail = (1 - level) / 2
+    low, high = np.quantile(replicate, [tail, 1 - tail])
+    delta = float(np.mean([avg(r) for r in a]) - np.mean([avg(r) for r in b]))
+    return {"delta": delta, "low": float(low), "high": float(high), "runs": (len(a), len(b)),
+            "replicates": replicates}
 
 
 def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
     """The teacher quality gate: one warning per pair whose SFT teacher does not beat the student SFT on the dev
-    set (best dev Rouge-L of each; the student SFT cell may belong to another pair with the same student)."""
+    set (best dev Rouge-L; the student's mean over its runs; the student SFT cell may belong to another pair with
+    the same student)."""
     warnings = []
     for row in rows:
-        if not row["cell"].endswith("/teacher") or row["status"] != "done":
+        if not row["cell"].endswith("/teacher") or row["status"] == "missing":
             continue
         sft = grid.sft_cell(config, row["pair"])
-        if sft is None or not grid.scores_file(config, sft).exists():
+        finished = finished_runs(config, sft) if sft is not None else []
+        if not finished:
             continue
-        sft_dev = read_json(grid.scores_file(config, sft))["best_dev_rougeL"]
+        sft_dev = _spread([s["best_dev_rougeL"] for _, s in finished])[0]
         if row["dev"] <= sft_dev:
             warnings.append(f"WARNING: the teacher of pair {row['pair']!r} ({row['teacher']}) does not beat the "
                             f"student SFT baseline ({sft.id}) on the dev set: dev Rouge-L {row['dev']:.2f} <= "
@@ -146,35 +217,48 @@ def _fmt(mean, std=None) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _p(p) -> str:
-    return "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
 def _cells(row: dict) -> list[str]:
     if row["status"] == "missing":
         values = ["missing"] * (len(grid.TEST_SETS) + 1)
     else:
         values = [_fmt(row[t], row[f"{t}_std"]) for t in grid.TEST_SETS] + [_fmt(row["avg"], row["avg_std"])]
-    values.append(_fmt(row["paper_avg"]))
-    if "compared_with" in row:
-        values += [f"{row['delta_vs_kd']:+.2f}" if row.get("delta_vs_kd") is not None else "-",
-                   _p(row.get("p_value"))]
+    runs = f"{row['runs']}" if row["status"] != "partial" else f"{row['runs']} of {row['runs_planned']}"
+    values += [runs, _fmt(row["paper_avg"])]
+    if "compared_with" in row and row.get("delta_vs_kd") is not None:
+        values += [f"{row['delta_vs_kd']:+.2f}", f"[{row['delta_low']:+.2f}, {row['delta_high']:+.2f}]"]
+    elif "compared_with" in row:
+        values += ["-", "-"]
     else:
         values += ["", ""]
     return values
 
 
 HEADER = (["Pair", "Method"] + [grid.TEST_SET_TITLES[t] for t in grid.TEST_SETS]
-          + ["Avg", "Paper Avg", "Δ vs KD", "p"])
+          + ["Avg", "Runs", "Paper Avg", "Δ vs KD", "95% interval"])
 
 
 def caption(table: int) -> str:
     what = {1: "GPT-2 students", 2: "TinyLLaMA students", 3: "ablation: KD in different spaces, in the student "
                                                                "space only, in both spaces (DSKD)"}[table]
-    return (f"Table {table} ({what}). Rouge-L (x100), mean ± std over evaluation seeds; Avg is the mean of the five "
-            f"test-set means. Paper Avg: the number PAPER.md reports for the row, where it gives one. Δ vs KD and p: "
-            f"mean paired difference from the KD row of the same pair and divergence over every (test set, prompt, "
-            f"seed), and the two-sided p-value of a sign-flip permutation test ({PERMUTATIONS:,} permutations).")
+    return (f"Table {table} ({what}). Rouge-L (x100). Each training run's score on a test set is its mean over the "
+            f"evaluation seeds; a row shows mean ± std over its training runs (Runs; one run: the std over "
+            f"evaluation seeds), Avg the mean of the five test sets. Paper Avg: the number PAPER.md reports for the "
+            f"row, where it gives one. Δ vs KD: the row's mean Avg minus that of the KD row of the same pair and "
+            f"divergence; 95% interval: hierarchical bootstrap ({BOOTSTRAP:,} replicates) over training runs, then "
+            f"the prompts of each test set, so it holds training noise, sampling noise and the finite test sets. "
+            f"With few runs per row, a bootstrap interval is narrower than the true one; an interval that includes 0 "
+            f"establishes no difference.")
+
+
+def standard_error_line(rows: list[dict]) -> str | None:
+    """The line under a table: the standard error of one run's Avg from prompts and sampling seeds alone."""
+    errors = [r["run_se"] for r in rows if r.get("run_se") is not None]
+    if not errors:
+        return None
+    import statistics
+
+    return (f"Standard error of one run's Avg from its test prompts and sampling seeds alone (no training noise): "
+            f"median {statistics.median(errors):.2f}, largest {max(errors):.2f} points over the rows of this table.")
 
 
 def to_markdown(config: dict, rows: list[dict], table: int) -> str:
@@ -182,11 +266,16 @@ def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     for r in rows:
         lines.append("| " + " | ".join([f"{r['teacher']} -> {r['student']}", r["row"]] + _cells(r)) + " |")
     lines += ["", caption(table)]
+    if (line := standard_error_line(rows)) is not None:
+        lines += ["", line]
     if table in PAPER_NOTES:
         lines += ["", PAPER_NOTES[table]]
     missing = [r["cell"] for r in rows if r["status"] == "missing"]
     if missing:
         lines += ["", f"**Missing cells (no scores yet): {', '.join(missing)}.**"]
+    partial = [f"{r['cell']} ({r['runs']} of {r['runs_planned']} runs)" for r in rows if r["status"] == "partial"]
+    if partial:
+        lines += ["", f"**Rows with unfinished runs (shown over the finished ones): {', '.join(partial)}.**"]
     lines += [f"\n**{w}**" for w in teacher_warnings(config, rows)]
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,8 @@ if 2 in FIGURE_NUMBERS:
         it records so (the report says that Figure 2 needs one) and succeeds."""
         input:
             notebook=source_notebook("figure2"),
-            scores=[str(grid.scores_file(config, c)) for pair in grid.judge_comparisons(config) for c in pair],
+            scores=[str(grid.scores_file(config, grid.first_run(config, c))) for pair in grid.judge_comparisons(config)
+                    for c in pair],
         params:
             # Whether the key's variable is set (a boolean, never the key): Snakemake reruns this step when it changes
             # (rerun trigger "params"), so setting the key later and rerunning the workflow draws Figure 2.
@@ -73,10 +74,10 @@ if 3 in FIGURE_NUMBERS:
 
 
 rule plot_training_curves:
-    """Loss terms, diagnostics and dev Rouge-L of every cell, one figure per cell."""
+    """Loss terms, diagnostics and dev Rouge-L of every run, one figure per run."""
     input:
         notebook=source_notebook("training_curves"),
-        summaries=[str(grid.train_summary_file(config, c)) for c in CELLS],
+        summaries=[str(grid.train_summary_file(config, run)) for run in RUNS],
     output:
         figures=[str(p) for p in analysis.training_curve_files(config)],
         notebook=f"{RESULTS}/notebooks/training_curves.ipynb",

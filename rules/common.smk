@@ -8,6 +8,7 @@ from repro import analysis, grid
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
 CELLS = grid.cells(config)
+RUNS = grid.runs(config)  # one job per run: a cell trained with one training seed
 RESULTS = str(grid.results_dir(config))
 DATA_FILES = [str(p) for p in grid.data_files(config)]
 TABLES = [str(p) for p in grid.table_files(config)]
@@ -21,6 +22,7 @@ PAIR_NAMES = "|".join(sorted(config["pairs"]))
 wildcard_constraints:
     pair=PAIR_NAMES,
     cell=CELL_NAMES,
+    seed=r"\d+",
     notebook=r"[a-z0-9_]+",
 
 
@@ -73,11 +75,13 @@ def export_html(notebook, target):
 
 
 def cell_of(wildcards):
-    return grid.find_cell(config, wildcards.pair, wildcards.cell)
+    """The run {pair}/{cell}/seed{seed} of the job."""
+    return grid.find_run(config, wildcards.pair, wildcards.cell, int(wildcards.seed))
 
 
 def cell_params(wildcards, threads, evaluate):
-    """The notebook parameters of cell {pair}/{cell}; `evaluate`: also evaluate in the training notebook."""
+    """The notebook parameters of run {pair}/{cell}/seed{seed}; `evaluate`: also evaluate in the training
+    notebook."""
     return {**grid.cell_params(config, cell_of(wildcards), threads), "evaluate": evaluate}
 
 
@@ -116,7 +120,7 @@ def cell_inputs(wildcards):
     if model in grid.built_models(config):
         inputs["model"] = str(grid.base_model_dir(config, model) / "config.json")
     if cell.needs_teacher:
-        inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_cell(cell)))
+        inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_run(config, cell)))
     if grid.uses_teacher_states(config, cell):
         inputs["teacher_states"] = str(grid.teacher_states_file(config, cell.pair))
     return inputs
@@ -133,7 +137,7 @@ def build_teacher_states(pair, train_file, out_file, threads, log):
 
     entry = TEACHER_STATE_PAIRS[pair]
     training = {**entry["training"], "processes": 1, "shard_optimizer": False}
-    teacher = grid.checkpoint_dir(config, grid.Cell(pair, "sft", role="teacher"))
+    teacher = grid.checkpoint_dir(config, grid.teacher_run(config, grid.Cell(pair, "sft", role="teacher")))
     command = [PYTHON, "-m", "repro.teacher_states", "--teacher", str(teacher), "--data", str(train_file),
                "--out", str(out_file), "--training", json.dumps(training, sort_keys=True), "--threads", str(threads)]
     with open(log, "w", encoding="utf-8") as f:
@@ -142,9 +146,9 @@ def build_teacher_states(pair, train_file, out_file, threads, log):
 
 FIGURE_NUMBERS = grid.figure_numbers(config)
 FIGURE_FILES = {n: [str(p) for p in grid.figure_files(config, n)] for n in FIGURE_NUMBERS}
-FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, c)) for cells in
+FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, run)) for cells in
                          grid.representation_students(config).values() for cell in cells.values()
-                         for c in (cell, grid.teacher_cell(cell))})
+                         for run in (grid.first_run(config, cell), grid.teacher_run(config, cell))})
 REPORT = str(grid.report_file(config))
 JUDGE_CONFIGURED = bool(os.environ.get(grid.figure_settings(config, "judge")["api_key_env"], "").strip())
 

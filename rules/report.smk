@@ -2,10 +2,10 @@
 
 
 rule make_tables:
-    """Collect every cell's scores into results/tables/table{n}.{md,tex,csv} (Tables 1-3)."""
+    """Collect every run's scores into results/tables/table{n}.{md,tex,csv} (Tables 1-3)."""
     input:
         notebook=source_notebook("make_tables"),
-        scores=[str(grid.scores_file(config, c)) for c in CELLS],
+        scores=[str(grid.scores_file(config, run)) for run in RUNS],
     output:
         tables=TABLES,
         notebook=f"{RESULTS}/notebooks/make_tables.ipynb",

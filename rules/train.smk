@@ -8,8 +8,8 @@ if TEACHER_STATE_PAIRS:
         """Run the trained teacher of {pair} once over the training set and keep its final hidden states at the
         response positions (and DSKD-CMA's statistics): the exact teacher-state cache its white-box cells read."""
         input:
-            teacher=lambda wildcards: str(grid.train_summary_file(config, grid.Cell(wildcards.pair, "sft",
-                                                                                    role="teacher"))),
+            teacher=lambda wildcards: str(grid.train_summary_file(config, grid.teacher_run(
+                config, grid.Cell(wildcards.pair, "sft", role="teacher")))),
             train=str(grid.data_dir(config) / "train.jsonl"),
         output:
             states=f"{RESULTS}/teacher_states/{{pair}}/states.pt",
@@ -29,17 +29,18 @@ if TEACHER_STATE_PAIRS:
 if SEPARATE_EVALUATION:
 
     rule train_cell:
-        """Train one table cell ({pair}/{cell}, e.g. gpt2/kd-kl) through notebooks/sft.py or distill.py."""
+        """Train one run of a table cell ({pair}/{cell}/seed{seed}, e.g. gpt2/kd-kl/seed10) through notebooks/sft.py
+        or distill.py."""
         input:
             unpack(cell_inputs),
         output:
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.html",
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.html",
         log:
-            f"{RESULTS}/logs/train_cell/{{pair}}/{{cell}}.log",
+            f"{RESULTS}/logs/train_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/train_cell/{{pair}}/{{cell}}.tsv"
+            f"{RESULTS}/benchmarks/train_cell/{{pair}}/{{cell}}/seed{{seed}}.tsv"
         threads: 1
         resources:
             gpu=cell_gpus,
@@ -49,18 +50,18 @@ if SEPARATE_EVALUATION:
                             output.notebook, log[0])
 
     rule evaluate_cell:
-        """Evaluate the best checkpoint of one table cell on the five test sets through notebooks/evaluate.py."""
+        """Evaluate the best checkpoint of one run on the five test sets through notebooks/evaluate.py."""
         input:
             notebook=source_notebook("evaluate"),
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
         output:
-            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/evaluate.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/evaluate.html",
+            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/scores.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/evaluate.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/evaluate.html",
         log:
-            f"{RESULTS}/logs/evaluate_cell/{{pair}}/{{cell}}.log",
+            f"{RESULTS}/logs/evaluate_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/evaluate_cell/{{pair}}/{{cell}}.tsv"
+            f"{RESULTS}/benchmarks/evaluate_cell/{{pair}}/{{cell}}/seed{{seed}}.tsv"
         threads: 1
         resources:
             gpu=1,
@@ -71,18 +72,19 @@ if SEPARATE_EVALUATION:
 else:
 
     rule run_cell:
-        """Train one table cell ({pair}/{cell}) through notebooks/sft.py or distill.py and evaluate it there."""
+        """Train one run of a table cell ({pair}/{cell}/seed{seed}) through notebooks/sft.py or distill.py and
+        evaluate it there."""
         input:
             unpack(cell_inputs),
         output:
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/train_summary.json",
-            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/scores.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/train.html",
+            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
+            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/scores.json",
+            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.ipynb",
+            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.html",
         log:
-            f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}.log",
+            f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/run_cell/{{pair}}/{{cell}}.tsv"
+            f"{RESULTS}/benchmarks/run_cell/{{pair}}/{{cell}}/seed{{seed}}.tsv"
         threads: 1
         resources:
             gpu=cell_gpus,

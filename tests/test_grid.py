@@ -1,3 +1,5 @@
+import pytest
+
 from conftest import REPO
 from repro import grid
 from repro.config import load_config
@@ -23,16 +25,40 @@ def test_default_grid_cells():
     assert grid.find_cell(config, "gpt2", "dskd-js").notebook == "distill"
     kd = grid.find_cell(config, "gpt2", "kd-kl")
     assert kd.needs_teacher and kd.title == "KD (KL)"
-    params = grid.cell_params(config, kd, threads=2)
-    assert params["teacher"].endswith("runs/gpt2/teacher/model")
+    with pytest.raises(ValueError, match="gpt2/kd-kl is a table row, not a run"):
+        grid.cell_params(config, kd)
+    params = grid.cell_params(config, kd.with_seed(20), threads=2)
+    assert params["teacher"].endswith("runs/gpt2/teacher/seed10/model")  # one teacher run, the first seed
+    assert params["out_dir"].endswith("runs/gpt2/kd-kl/seed20") and params["cell_id"] == "gpt2/kd-kl/seed20"
+    assert params["training"]["seed"] == 20 and "seeds" not in params["training"]
     assert params["model"].endswith("models/base/gpt2_student")
     assert params["training"]["lr"] == config["pairs"]["gpt2"]["student_training"]["lr"]
     assert params["training"]["dev_seeds"] == config["evaluation"]["dev_seeds"]
     assert "dev_seeds" not in params["evaluation"]
     teacher = grid.find_cell(config, "gpt2", "teacher")
-    assert not teacher.needs_teacher and grid.cell_params(config, teacher)["teacher"] == ""
+    assert not teacher.needs_teacher and grid.cell_params(config, teacher.with_seed(10))["teacher"] == ""
     names = [p.name for p in grid.table_files(config)]
     assert names == [f"table{n}.{e}" for n in (1, 2, 3) for e in ("md", "tex", "csv")]
+
+
+def test_training_seeds_expand_into_runs():
+    """Every student row is one run per training seed, the teacher row one run (the first seed)."""
+    config = load_config(REPO / "config" / "config.yaml")
+    config["training"]["seeds"] = [10, 20, 30]
+    rows, runs = grid.cells(config), grid.runs(config)
+    teachers = sum(c.role == "teacher" for c in rows)
+    assert len(runs) == teachers + 3 * (len(rows) - teachers) == 4 + 3 * 50
+    assert [r.run_id for r in grid.cell_runs(config, grid.find_cell(config, "gpt2", "kd-kl"))] == [
+        "gpt2/kd-kl/seed10", "gpt2/kd-kl/seed20", "gpt2/kd-kl/seed30"]
+    assert [r.run_id for r in grid.cell_runs(config, grid.find_cell(config, "gpt2", "teacher"))] == [
+        "gpt2/teacher/seed10"]
+    assert len({grid.run_dir(config, r) for r in runs}) == len(runs)  # a folder of its own for every run
+    assert grid.find_run(config, "gpt2", "sft", 30).row == grid.Cell("gpt2", "sft")
+    with pytest.raises(KeyError, match="no run of gpt2/teacher with training seed 20"):
+        grid.find_run(config, "gpt2", "teacher", 20)
+    config["training"]["seeds"] = [7]
+    assert len(grid.runs(config)) == len(rows)
+    assert grid.cell_training(config, grid.Cell("gpt2", "sft"))["seed"] == 7
 
 
 def test_hub_models_are_not_built():
@@ -48,7 +74,7 @@ def test_cell_config_rejects_inconsistent_parameters():
     from repro.cells import CellConfig
 
     config = load_config(REPO / "config" / "config.yaml")
-    params = grid.cell_params(config, grid.find_cell(config, "gpt2", "kd-kl"))
+    params = grid.cell_params(config, grid.find_run(config, "gpt2", "kd-kl", 10))
     CellConfig(**params)
     for change, message in [({"teacher": ""}, "needs a teacher checkpoint"),
                             ({"divergence": ""}, "needs a divergence"),

@@ -71,7 +71,7 @@ def _fake_generations(config, n=4):
         for cell, answer in ((dskd, "a careful full answer"), (kd, "short")):
             rows = [{"prompt": f"prompt {i}", "instruction": f"instruction {i}", "input": "", "references": ["ref"],
                      "prediction": f"{answer} {i}", "seed": 10, "rougeL": 0.0} for i in range(n)]
-            write_jsonl(analysis.generation_file(config, cell, "dolly", 10), rows)
+            write_jsonl(analysis.generation_file(config, grid.first_run(config, cell), "dolly", 10), rows)
 
 
 def test_judge_step_without_an_endpoint_says_so(tmp_path):

@@ -1,5 +1,8 @@
-"""The table builder on synthetic scores and generations: layout, paper numbers, paired tests, missing cells,
-the teacher quality gate."""
+"""The table builder on synthetic scores and generations: layout, mean ± std over training runs, paper numbers,
+the hierarchical bootstrap against hand-computed cases, the standard-error line, partial and missing rows, the
+teacher quality gate."""
+import math
+
 import pytest
 
 from conftest import REPO
@@ -11,7 +14,8 @@ PROMPTS = ["p1", "p2", "p3", "p4"]
 
 
 def _split(line: str) -> list[str]:
-    """Markdown row -> [pair, method, Dolly, SelfInst, VicunaEval, S-NI, UnNI, Avg, Paper Avg, delta, p]."""
+    """Markdown row -> [pair, method, Dolly, SelfInst, VicunaEval, S-NI, UnNI, Avg, Runs, Paper Avg, delta,
+    interval]."""
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
@@ -20,45 +24,72 @@ def config(tmp_path):
     config = load_config(REPO / "config" / "config.yaml")
     config["results_dir"] = str(tmp_path)
     config["divergences"] = ["kl", "js"]
+    config["training"]["seeds"] = [10, 20]
     config["evaluation"]["seeds"] = [10, 20]
     return config
 
 
-def _write_cell(config, cell, base: float, dev: float | None = None, per_example=None):
-    """scores.json and generations of a fake finished cell; Rouge-L of example i is ``base + i`` unless given."""
-    run = grid.run_dir(config, cell)
+def _write_run(config, run, base: float, dev: float | None = None, per_example=None):
+    """scores.json and generations of a fake finished run; Rouge-L of example i is ``base + i`` unless given (the
+    same for both sampling seeds)."""
+    folder = grid.run_dir(config, run)
+    values = per_example or [base + i for i in range(len(PROMPTS))]
+    mean = sum(values) / len(values)
     sets = {}
     for t in grid.TEST_SETS:
-        per_seed = {}
         for seed in (10, 20):
-            values = per_example or [base + i for i in range(len(PROMPTS))]
-            write_jsonl(run / "generations" / f"{t}_seed{seed}.jsonl",
+            write_jsonl(folder / "generations" / f"{t}_seed{seed}.jsonl",
                         [{"prompt": p, "prediction": "x", "seed": seed, "rougeL": v} for p, v in zip(PROMPTS, values)])
-            per_seed[str(seed)] = sum(values) / len(values)
-        sets[t] = {"mean": sum(per_seed.values()) / 2, "std": 0.5, "per_seed": per_seed, "n": len(PROMPTS)}
-    write_json(grid.scores_file(config, cell), {"cell": cell.id, "test_sets": sets,
-                                                "avg": {"mean": base + 1.5, "std": 0.25},
-                                                "best_dev_rougeL": base if dev is None else dev})
+        sets[t] = {"mean": mean, "std": 0.5, "per_seed": {"10": mean, "20": mean}, "n": len(PROMPTS)}
+    write_json(grid.scores_file(config, run), {"cell": run.run_id, "test_sets": sets,
+                                               "avg": {"mean": mean, "std": 0.25},
+                                               "best_dev_rougeL": base if dev is None else dev})
 
 
-def test_sign_flip_test():
-    assert tables.sign_flip_test([1.0] * 30)["p"] < 0.001
-    balanced = tables.sign_flip_test([1.0, -1.0] * 15)
-    assert balanced["delta"] == 0 and balanced["p"] == 1.0
-    small = tables.sign_flip_test([0.5, 0.4, -0.1], permutations=2000)
-    assert 0.2 < small["p"] <= 1 and small["n"] == 3
-    # exact two-sided p for 3 positive differences: 2 of the 8 sign patterns are as extreme
-    assert tables.sign_flip_test([1.0, 1.0, 1.0], permutations=20000)["p"] == pytest.approx(0.25, abs=0.02)
+def _write_cell(config, cell, base: float, dev: float | None = None, per_example=None, shift: float = 0.0):
+    """Every run of a row; the run with the second training seed ``shift`` points higher on every example."""
+    for k, run in enumerate(grid.cell_runs(config, cell)):
+        values = per_example or [base + i for i in range(len(PROMPTS))]
+        _write_run(config, run, base, dev, [v + k * shift for v in values])
 
 
-def test_tables_layout_paper_numbers_and_paired_tests(config):
-    cells = grid.cells(config)
+def test_hierarchical_bootstrap_against_hand_computed_cases():
+    # constant prompts, runs with Avg 1 and 3 against runs at 0: the mean of two runs drawn with replacement is
+    # 1, 2 or 3 with probabilities 1/4, 1/2, 1/4, so the 95% percentile interval is [1, 3] around 2
+    a = [{"x": [1.0, 1.0]}, {"x": [3.0, 3.0]}]
+    b = [{"x": [0.0, 0.0]}, {"x": [0.0, 0.0]}]
+    result = tables.hierarchical_bootstrap(a, b, replicates=4000)
+    assert result["delta"] == 2.0 and (result["low"], result["high"]) == (1.0, 3.0) and result["runs"] == (2, 2)
+    # one run each, prompts 1 and 0 against 0 and 0: two prompts drawn with replacement give 0, 0.5 or 1
+    one = tables.hierarchical_bootstrap([{"x": [1.0, 0.0]}], [{"x": [0.0, 0.0]}], replicates=4000)
+    assert one["delta"] == 0.5 and (one["low"], one["high"]) == (0.0, 1.0)
+    # the prompts are drawn once for both sides: identical per-prompt scores give exactly 0, however spread
+    same = tables.hierarchical_bootstrap([{"x": [1.0, 5.0, 9.0]}], [{"x": [1.0, 5.0, 9.0]}], replicates=500)
+    assert (same["delta"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    # a run's Avg is the mean over test sets of its mean over prompts
+    two = tables.hierarchical_bootstrap([{"x": [2.0], "y": [4.0, 4.0, 4.0]}], [{"x": [0.0], "y": [0.0, 0.0, 0.0]}])
+    assert (two["delta"], two["low"], two["high"]) == (3.0, 3.0, 3.0)
+    with pytest.raises(ValueError, match="same test sets and prompts"):
+        tables.hierarchical_bootstrap([{"x": [1.0]}], [{"x": [1.0, 2.0]}])
+
+
+def test_run_standard_error_by_hand(config):
+    run = grid.find_run(config, "gpt2", "sft", 10)
+    _write_run(config, run, 0.0, per_example=[0.0, 2.0, 0.0, 2.0])
+    # every test set: per-prompt means 0, 2, 0, 2 -> sample variance 4/3, over 4 prompts 1/3; five sets: sqrt(5/3)/5
+    assert tables.run_standard_error(config, run) == pytest.approx(math.sqrt(5 / 3) / 5)
+
+
+def test_tables_layout_runs_paper_numbers_and_intervals(config):
     missing = grid.Cell("llama", "dskd", divergence="js")
-    for k, cell in enumerate(cells):
+    partial = grid.Cell("llama", "kd", divergence="kl")
+    for cell in grid.cells(config):
         if cell == missing:
             continue
-        if cell.method == "dskd":  # DSKD one point above KD on every example
-            _write_cell(config, cell, 20.0, per_example=[21.0, 22.0, 23.0, 24.0])
+        if cell == partial:
+            _write_run(config, grid.cell_runs(config, cell)[0], 20.0)
+        elif cell.method == "dskd":  # DSKD one point above KD on every example, a second run one point higher
+            _write_cell(config, cell, 20.0, per_example=[21.0, 22.0, 23.0, 24.0], shift=1.0)
         elif cell.role == "teacher":
             _write_cell(config, cell, 40.0)
         else:
@@ -67,32 +98,41 @@ def test_tables_layout_paper_numbers_and_paired_tests(config):
     assert [p.name for p in paths] == [f"table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "tex", "csv")]
     t1 = paths[0].read_text()
     lines = t1.splitlines()
-    assert lines[2] == ("| Pair | Method | Dolly | SelfInst | VicunaEval | S-NI | UnNI | Avg | Paper Avg | Δ vs KD | "
-                        "p |")
+    assert lines[2] == ("| Pair | Method | Dolly | SelfInst | VicunaEval | S-NI | UnNI | Avg | Runs | Paper Avg | "
+                        "Δ vs KD | 95% interval |")
     rows = [_split(line) for line in lines if line.startswith("| gpt2_teacher")]
     assert [r[1] for r in rows] == ["Teacher (SFT)", "SFT", "KD (KL)", "KD (JS)", "KD w/ DSKD (KL)",
                                     "KD w/ DSKD (JS)"]
-    dskd_js = rows[-1]
-    assert dskd_js[2] == "22.50 ± 0.50" and dskd_js[8] == "18.37" and dskd_js[9] == "+1.00" and dskd_js[10] == "<0.001"
-    assert rows[3][8] == "16.98" and rows[3][9] == ""  # KD (JS): the paper's number, no test against itself
+    teacher, kd_js, dskd_js = rows[0], rows[3], rows[-1]
+    assert teacher[7] == "41.50 ± 0.25" and teacher[8] == "1"  # one teacher run: its spread over sampling seeds
+    # DSKD runs: Avg 22.5 and 23.5 -> mean 23.00, sample std 0.71; KD: 21.5 twice
+    assert dskd_js[2] == "23.00 ± 0.71" and dskd_js[8] == "2" and dskd_js[9] == "18.37" and dskd_js[10] == "+1.50"
+    low, high = (float(v) for v in dskd_js[11].strip("[]").split(","))
+    assert 1.0 <= low < 1.5 < high <= 2.0  # the runs differ by 1: resampling runs moves the mean by up to 0.5
+    assert kd_js[9] == "16.98" and kd_js[10] == ""  # KD (JS): the paper's number, no comparison with itself
+    assert "Standard error of one run's Avg from its test prompts and sampling seeds alone" in t1
     cross = [_split(line)[1] for line in lines if line.startswith("| qwen_teacher")]
     assert cross == ["Teacher (SFT)", "SeqKD", "MinED", "ULD", "DSKD-CMA (KL)", "DSKD-CMA (JS)"]
     assert "Student space only" not in t1 and "WARNING" not in t1
-    # a missing cell stays in the table, marked, and is listed
+    # a missing row stays in the table, marked, and is listed; a partial row is shown over its finished runs
     t2 = paths[3].read_text()
     missing_row = next(line for line in t2.splitlines() if "KD w/ DSKD (JS)" in line and "llama2" in line)
     assert missing_row.count("missing") == 6
     assert "Missing cells (no scores yet): llama/dskd-js" in t2
-    # Table 3: per divergence, the three spaces, each tested against KD
+    partial_row = _split(next(line for line in t2.splitlines() if "| KD (KL)" in line and "llama2" in line))
+    assert partial_row[8] == "1 of 2" and "llama/kd-kl (1 of 2 runs)" in t2
+    # Table 3: per divergence, the three spaces, each compared with KD
     t3 = [_split(line) for line in paths[6].read_text().splitlines() if line.startswith("| gpt2_teacher")]
     assert [r[1] for r in t3] == ["Different spaces (KD) (KL)", "Student space only (KL)", "Dual space (DSKD) (KL)",
                                   "Different spaces (KD) (JS)", "Student space only (JS)", "Dual space (DSKD) (JS)"]
-    assert t3[1][9] == "+0.00" and t3[1][10] == "1.000" and t3[2][9] == "+1.00"
+    assert t3[1][10] == "+0.00" and t3[1][11] == "[+0.00, +0.00]" and t3[2][10] == "+1.50"
     tex = paths[1].read_text()
-    assert r"\begin{tabular}" in tex and r"KD w/ DSKD (JS)" in tex and r"22.50 $\pm$ 0.50" in tex
+    assert r"\begin{tabular}" in tex and r"KD w/ DSKD (JS)" in tex and r"23.00 $\pm$ 0.71" in tex
     csv_lines = paths[2].read_text().splitlines()
     assert len(csv_lines) == 1 + len(grid.table_cells(config, 1))
-    assert "delta_vs_kd" in csv_lines[0] and "p_value" in csv_lines[0] and "paper_avg" in csv_lines[0]
+    for field in ("delta_vs_kd", "delta_low", "delta_high", "runs", "run_se", "paper_avg"):
+        assert field in csv_lines[0].split(",")
+    assert "p_value" not in csv_lines[0]
 
 
 def test_teacher_gate_uses_the_student_sft_of_the_same_student(config, capsys):
@@ -109,7 +149,7 @@ def test_tables_by_hand_from_partial_results(config, tmp_path):
     """``python -m repro.tables`` builds tables from whatever has finished."""
     from repro.config import load_yaml
 
-    _write_cell(config, grid.Cell("gpt2", "sft"), 20.0)
+    _write_run(config, grid.find_run(config, "gpt2", "sft", 10), 20.0)
     path = tmp_path / "c.yaml"
     raw = load_yaml(REPO / "config" / "config.yaml")
     raw["results_dir"] = str(tmp_path)
@@ -119,3 +159,4 @@ def test_tables_by_hand_from_partial_results(config, tmp_path):
     tables.main([str(path)])
     t1 = (tmp_path / "tables" / "table1.md").read_text()
     assert "| gpt2_teacher -> gpt2_student | SFT | 21.50 ± 0.50" in t1 and "gpt2/teacher" in t1
+    assert "gpt2/sft (1 of 3 runs)" in t1  # the default config trains every student row with three seeds

@@ -31,8 +31,10 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells, caches", [("config/config.yaml", 54, 4), ("config/micro.yaml", 11, 2)])
+@pytest.mark.parametrize("configfile, cells, caches", [("config/config.yaml", 4 + 3 * 50, 4),
+                                                       ("config/micro.yaml", 2 + 2 * 9, 2)])
 def test_dry_run_job_counts(tmp_path, configfile, cells, caches):
+    """One job per run: every student row once per training seed (3 by default, 2 in micro), each teacher once."""
     result = _run(["-n", "--configfile", str(REPO / configfile),
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
@@ -70,7 +72,7 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
     config = load_config(REPO / "config" / "paper.yaml")
     for table in (1, 2, 3):
         for cell in grid.table_cells(config, table):
-            assert f"pair={cell.pair}, cell={cell.name}" in output
+            assert f"pair={cell.pair}, cell={cell.name}, seed=10" in output
     assert "results-paper/tables/table3.tex" in output
 
 
@@ -123,8 +125,9 @@ def test_micro_run_end_to_end(tmp_path):
             assert (results / "figures" / f"{stem}.{ext}").stat().st_size > 1000
     assert not (results / "figures" / "figure2_judge_win_rates.png").exists()
     for name in ("teacher", "sft", "kd-kl", "dskd-kl"):
-        assert (results / "figures" / "training" / "gpt2" / f"{name}.png").exists()
-    assert (results / "figures" / "training" / "qwen_gpt2" / "dskd_cma-kl.pdf").exists()
+        assert (results / "figures" / "training" / "gpt2" / name / "seed10.png").exists()
+    assert (results / "figures" / "training" / "gpt2" / "kd-kl" / "seed20.png").exists()
+    assert (results / "figures" / "training" / "qwen_gpt2" / "dskd_cma-kl" / "seed20.pdf").exists()
     distances = json.loads((results / "analysis" / "figure3_representation_distance.json").read_text())
     assert set(distances["values"]["gpt2"]) == {"SFT", "KD", "DSKD"}
     assert all(len(v["cosine"]) == 8 for v in distances["values"]["gpt2"].values())
@@ -153,7 +156,7 @@ def test_micro_run_end_to_end(tmp_path):
     # the report in headless Chromium: it loads, every link resolves, a screenshot is taken
     binary = chromium_or_skip()
     dom, links = check_page(binary, results, "report/index.html", tmp_path / "report.png")
-    assert "../runs/gpt2/kd-kl/train.html" in links and "../notebooks/figure3.html" in links
+    assert "../runs/gpt2/kd-kl/seed20/train.html" in links and "../notebooks/figure3.html" in links
     assert (tmp_path / "report.png").stat().st_size > 10_000
     results = tmp_path / "results"
     table = (results / "tables" / "table1.md").read_text()
@@ -161,8 +164,11 @@ def test_micro_run_end_to_end(tmp_path):
             if line.startswith("| gpt2_teacher")]
     assert [r[1] for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)"]
     for row in rows:
-        assert len(row) == 11  # pair, method, five test sets, Avg, paper Avg, difference from KD, p-value
-    assert re.fullmatch(r"[+-]\d+\.\d\d", rows[-1][9]) and re.fullmatch(r"<?[01]\.\d+", rows[-1][10])
+        assert len(row) == 12  # pair, method, five test sets, Avg, runs, paper Avg, difference from KD, interval
+    assert [r[8] for r in rows] == ["1", "2", "2", "2", "2"]  # the teacher once, every student row per seed
+    assert re.fullmatch(r"[+-]\d+\.\d\d", rows[-1][10])
+    assert re.fullmatch(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[-1][11])
+    assert "Standard error of one run's Avg" in table
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
     assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED", "DSKD-CMA (KL)"]
     table3 = (results / "tables" / "table3.md").read_text()
@@ -172,8 +178,10 @@ def test_micro_run_end_to_end(tmp_path):
         assert (results / "tables" / f"table1.{ext}").exists() and (results / "tables" / f"table3.{ext}").exists()
     cells = [("gpt2", c) for c in ("teacher", "sft", "seqkd", "kd-kl", "dskd-kl", "dskd_student_space-kl")]
     cells += [("qwen_gpt2", c) for c in ("teacher", "seqkd", "uld", "mined", "dskd_cma-kl")]
-    for pair, cell in cells:
-        run = results / "runs" / pair / cell
+    runs = [(pair, cell, 10) for pair, cell in cells] + [(pair, cell, 20) for pair, cell in cells
+                                                         if cell != "teacher"]
+    for pair, cell, seed in runs:
+        run = results / "runs" / pair / cell / f"seed{seed}"
         scores = json.loads((run / "scores.json").read_text())
         assert set(scores["test_sets"]) == {"dolly", "selfinst", "vicuna", "sni", "unni"}
         assert (run / "model" / "config.json").exists()
@@ -182,10 +190,10 @@ def test_micro_run_end_to_end(tmp_path):
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
         html = (run / "train.html").read_text()
         assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
-        bench = (results / "benchmarks" / "run_cell" / pair / f"{cell}.tsv").read_text().splitlines()
+        bench = (results / "benchmarks" / "run_cell" / pair / cell / f"seed{seed}.tsv").read_text().splitlines()
         assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and float(bench[1].split("\t")[0]) > 0
     def steps(cell, pair="gpt2"):
-        lines = (results / "runs" / pair / cell / "train_log.jsonl").read_text().splitlines()
+        lines = (results / "runs" / pair / cell / "seed10" / "train_log.jsonl").read_text().splitlines()
         return [r for r in map(json.loads, lines) if "step" in r]
 
     assert all({"t2s_ce", "t2s_kd", "s2t_kd", "attention_entropy"} <= set(r) for r in steps("dskd_cma-kl", "qwen_gpt2"))
@@ -199,7 +207,8 @@ def test_micro_run_end_to_end(tmp_path):
               for pair in ("gpt2", "qwen_gpt2")}
     assert all(c["examples"] == 160 and c["bytes"] > 0 for c in caches.values())
     assert caches["gpt2"]["cma"] == [] and caches["qwen_gpt2"]["cma"] == ["official"]
-    seqkd_data = [json.loads(line) for line in (results / "runs/gpt2/seqkd/seqkd_train.jsonl").read_text().splitlines()]
+    seqkd_file = results / "runs/gpt2/seqkd/seed10/seqkd_train.jsonl"
+    seqkd_data = [json.loads(line) for line in seqkd_file.read_text().splitlines()]
     assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
     for name in ("prepare_data", "make_tables", "figure1", "figure2", "figure3", "training_curves"):
         assert (results / "notebooks" / f"{name}.ipynb").exists()
@@ -210,12 +219,12 @@ def test_micro_run_end_to_end(tmp_path):
     again = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
     # a run interrupted before one cell and the tables were done redoes that cell and the tables, nothing else
-    (results / "runs" / "gpt2" / "kd-kl" / "scores.json").unlink()
+    (results / "runs" / "gpt2" / "kd-kl" / "seed20" / "scores.json").unlink()
     shutil.rmtree(results / "tables")
     redo = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
-    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "make_figure2": 1,
-                                                      "make_figure3": 1, "plot_training_curves": 1,
-                                                      "make_report": 1, "all": 1, "total": 7}
+    # (Figures 2 and 3 read the first seed's runs only: not redone)
+    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "plot_training_curves": 1,
+                                                      "make_report": 1, "all": 1, "total": 5}
     # a notebook run by hand with its defaults works (here the evaluation notebook, on the micro results)
     import jupytext
 
@@ -223,7 +232,8 @@ def test_micro_run_end_to_end(tmp_path):
     by_hand = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "evaluate.ipynb", "out.ipynb"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert by_hand.returncode == 0, by_hand.stderr[-3000:]
-    assert json.loads((results / "runs" / "gpt2" / "kd-kl" / "scores.json").read_text())["test_sets"]["dolly"]["n"] == 4
+    scores = json.loads((results / "runs" / "gpt2" / "kd-kl" / "seed10" / "scores.json").read_text())
+    assert scores["test_sets"]["dolly"]["n"] == 4
 
 
 @pytest.mark.slow
@@ -235,12 +245,12 @@ def test_separate_evaluation_jobs_run(tmp_path):
     path = tmp_path / "separate.yaml"
     path.write_text(yaml.safe_dump(config))
     result = _run(["--cores", "2", "--configfile", str(path), "--directory", str(tmp_path),
-                   "results/runs/gpt2/sft/scores.json"], REPO)
+                   "results/runs/gpt2/sft/seed10/scores.json"], REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run = tmp_path / "results" / "runs" / "gpt2" / "sft"
+    run = tmp_path / "results" / "runs" / "gpt2" / "sft" / "seed10"
     for name in ("train.ipynb", "train.html", "evaluate.ipynb", "evaluate.html", "scores.json"):
         assert (run / name).exists(), name
-    assert (tmp_path / "results" / "benchmarks" / "evaluate_cell" / "gpt2" / "sft.tsv").exists()
+    assert (tmp_path / "results" / "benchmarks" / "evaluate_cell" / "gpt2" / "sft" / "seed10.tsv").exists()
 
 
 def test_a_config_without_kd_and_dskd_cells_has_no_figures_2_and_3(tmp_path):
