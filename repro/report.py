@@ -135,10 +135,17 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
              f"{_esc(', '.join(map(str, grid.training_seeds(config))))}), "
              f"divergences {_esc(', '.join(config['divergences']))}, evaluation seeds "
              f"{_esc(', '.join(map(str, config['evaluation']['seeds'])))}. Built {when}.</p>"
-             '<nav><a href="#tables">Tables</a><a href="#figure1">Figure 1</a><a href="#figure2">Figure 2</a>'
+             '<nav><a href="#claims">Claims</a><a href="#tables">Tables</a><a href="#figure1">Figure 1</a>'
+             '<a href="#figure2">Figure 2</a>'
              '<a href="#figure3">Figure 3</a><a href="#training">Training curves</a>'
              '<a href="#notebooks">Notebooks</a></nav>')
 
+    from .claims import claims_files
+
+    page.add('<h2 id="claims">The paper\'s claims</h2>')
+    files = claims_files(config)
+    page.add(f"<p>{page.link(files['md'], 'Markdown')}, {page.link(files['csv'], 'CSV')}</p>")
+    page.markdown_file(files["md"])
     page.add('<h2 id="tables">Tables</h2>')
     for n in grid.tables(config):
         d = results / "tables"

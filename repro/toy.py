@@ -155,6 +155,7 @@ def run_toy(divergences: list[str], settings: ToySettings, progress: bool = True
                 "best_step": _mean_std(torch.cat([r["best_step"] for r in runs]).float()),
                 "distance_before": _mean_std(start_dist),
                 "distance_after": _mean_std(dist),
+                "distance_after_runs": dist.tolist(),  # per repetition (the same problems in both settings)
                 "example": {"teacher": teacher[0].tolist(), "student_before": start[0].tolist(),
                             "student_after": best_hidden[0].tolist()},
             }

@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-from repro import analysis, grid
+from repro import analysis, claims, grid
 
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
@@ -150,6 +150,9 @@ FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, run)) for cells in
                          grid.representation_students(config).values() for cell in cells.values()
                          for run in (grid.first_run(config, cell), grid.teacher_run(config, cell))})
 REPORT = str(grid.report_file(config))
+CLAIMS_FILES = list(claims.claims_files(config).values())
+CLAIMS_FIGURE_INPUTS = [str(analysis.figure1_outputs(config)["results"])] + (
+    [str(analysis.figure3_outputs(config)["results"])] if 3 in FIGURE_NUMBERS else [])
 JUDGE_CONFIGURED = bool(os.environ.get(grid.figure_settings(config, "judge")["api_key_env"], "").strip())
 
 
@@ -158,7 +161,8 @@ def report_inputs(wildcards):
     judge), training curves and every rendered notebook."""
     from repro import analysis, report
 
-    inputs = list(TABLES) + [p for n in FIGURE_NUMBERS if n != 2 for p in FIGURE_FILES[n]]
+    inputs = list(TABLES) + [str(p) for p in CLAIMS_FILES]
+    inputs += [p for n in FIGURE_NUMBERS if n != 2 for p in FIGURE_FILES[n]]
     if 2 in FIGURE_NUMBERS:
         inputs.append(str(analysis.figure2_outputs(config)["results"]))
     inputs += [str(p) for p in analysis.training_curve_files(config)]

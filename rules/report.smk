@@ -19,6 +19,22 @@ rule make_tables:
         render_notebook("make_tables", {"workflow_config": config}, output.notebook, log[0])
 
 
+rule make_claims:
+    """The paper's claims checked on this run: results/tables/claims.{md,csv} (repro.claims)."""
+    input:
+        tables=TABLES,
+        figures=CLAIMS_FIGURE_INPUTS,
+    output:
+        [str(p) for p in CLAIMS_FILES],
+    log:
+        f"{RESULTS}/logs/make_claims.log",
+    run:
+        from repro.claims import write_claims
+        from repro.io import write_text
+
+        write_text(log[0], "".join(f"wrote {p}\n" for p in write_claims(config)))
+
+
 rule make_report:
     """results/report/index.html: every table inline, every figure, training curve and rendered notebook linked."""
     input:

@@ -21,6 +21,11 @@ def _split(line: str) -> list[str]:
 
 @pytest.fixture
 def config(tmp_path):
+    return small_grid(tmp_path)
+
+
+def small_grid(tmp_path):
+    """The default grid with two divergences, two training seeds and two evaluation seeds, results in tmp_path."""
     config = load_config(REPO / "config" / "config.yaml")
     config["results_dir"] = str(tmp_path)
     config["divergences"] = ["kl", "js"]

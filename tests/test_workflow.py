@@ -40,8 +40,8 @@ def test_dry_run_job_counts(tmp_path, configfile, cells, caches):
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
     assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "cache_teacher": caches,
-                      "make_tables": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
-                      "plot_training_curves": 1, "make_report": 1, "all": 1, "total": cells + caches + 16}
+                      "make_tables": 1, "make_claims": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
+                      "plot_training_curves": 1, "make_report": 1, "all": 1, "total": cells + caches + 17}
 
 
 def test_without_the_teacher_cache_no_cache_jobs(tmp_path):
@@ -66,9 +66,9 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert _job_counts(output) == {"convert_notebook": 9, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
-                                   "cache_teacher": 4, "make_tables": 1, "make_figure1": 1, "make_figure2": 1,
-                                   "make_figure3": 1, "plot_training_curves": 1, "make_report": 1, "all": 1,
-                                   "total": 129}
+                                   "cache_teacher": 4, "make_tables": 1, "make_claims": 1, "make_figure1": 1,
+                                   "make_figure2": 1, "make_figure3": 1, "plot_training_curves": 1,
+                                   "make_report": 1, "all": 1, "total": 130}
     config = load_config(REPO / "config" / "paper.yaml")
     for table in (1, 2, 3):
         for cell in grid.table_cells(config, table):
@@ -169,6 +169,9 @@ def test_micro_run_end_to_end(tmp_path):
     assert re.fullmatch(r"[+-]\d+\.\d\d", rows[-1][10])
     assert re.fullmatch(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[-1][11])
     assert "Standard error of one run's Avg" in table
+    claims = (results / "tables" / "claims.md").read_text()
+    assert "KD w/ DSKD above KD" in claims and "comparisons:" in claims
+    assert "The paper&#x27;s claims" in report or "The paper's claims" in report
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
     assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED", "DSKD-CMA (KL)"]
     table3 = (results / "tables" / "table3.md").read_text()
@@ -223,8 +226,9 @@ def test_micro_run_end_to_end(tmp_path):
     shutil.rmtree(results / "tables")
     redo = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
     # (Figures 2 and 3 read the first seed's runs only: not redone)
-    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "plot_training_curves": 1,
-                                                      "make_report": 1, "all": 1, "total": 5}
+    assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "make_claims": 1,
+                                                      "plot_training_curves": 1, "make_report": 1, "all": 1,
+                                                      "total": 6}
     # a notebook run by hand with its defaults works (here the evaluation notebook, on the micro results)
     import jupytext
 
