@@ -168,10 +168,31 @@ def built_models(config: dict) -> list[str]:
     return [name for name, spec in config["models"].items() if "arch" in spec]
 
 
+def pretraining(config: dict) -> dict | None:
+    """The ``pretraining`` section when it is enabled (every built base model is pretrained before any row trains
+    from it), else None."""
+    section = config.get("pretraining")
+    return section if section and section.get("enabled", False) else None
+
+
+def pretrained_model_dir(config: dict, name: str) -> Path:
+    return results_dir(config) / "models" / "pretrained" / name
+
+
+def pretraining_corpus_file(config: dict) -> Path:
+    return data_dir(config) / "pretraining_corpus.jsonl"
+
+
+def start_model_dir(config: dict, name: str) -> Path:
+    """The folder a built model's rows start from: the pretrained base with ``pretraining`` enabled, else the
+    randomly initialised one."""
+    return pretrained_model_dir(config, name) if pretraining(config) else base_model_dir(config, name)
+
+
 def model_source(config: dict, name: str) -> str:
     """Where to load model ``name`` from: its hub id / path, or the folder the workflow saves it in."""
     spec = config["models"][name]
-    return spec["id"] if "id" in spec else str(base_model_dir(config, name))
+    return spec["id"] if "id" in spec else str(start_model_dir(config, name))
 
 
 def run_dir(config: dict, run: Cell) -> Path:

@@ -49,3 +49,23 @@ def init_models(config: dict) -> dict:
         init_model(spec, tokenizer, out, seed=spec.get("seed", 0))
         counts[name] = count_parameters(load_model(out))
     return counts
+
+
+def make_pretraining_corpus(config: dict, log: str | None = None) -> dict:
+    """Write the pretraining corpus of the base models (``pretraining.worlds`` other seeded worlds of the synthetic
+    generator, ``repro.synthetic.pretraining_corpus``) and its report; return the report."""
+    from .io import write_json, write_jsonl, write_text
+    from .synthetic import pretraining_corpus
+
+    d, p = config["data"], config["pretraining"]
+    if d["source"] != "synthetic":
+        raise ValueError(f"pretraining: the corpus comes from the synthetic generator, so it needs data.source "
+                         f"'synthetic' (got {d['source']!r}); use pretrained hub models (models.<name>.id) instead")
+    texts, report = pretraining_corpus(d["seed"], d["n_people"], d["n_train"], d["n_dev"], d["n_test"],
+                                       p.get("worlds", 8), p.get("world_seed", 1001))
+    path = grid.pretraining_corpus_file(config)
+    write_jsonl(path, texts)
+    write_json(path.with_suffix(".report.json"), report)
+    if log:
+        write_text(log, f"wrote {path}: {report}\n")
+    return report

@@ -354,3 +354,43 @@ def write_splits(splits: dict[str, list[dict]], out_dir: str | Path) -> dict[str
         write_jsonl(path, rows)
         paths[name] = path
     return paths
+
+
+def pretraining_corpus(seed: int, n_people: int, n_train: int, n_dev: int, n_test: dict[str, int], worlds: int,
+                       world_seed: int) -> tuple[list[dict], dict]:
+    """The pretraining corpus of the miniature base models and its report.
+
+    The texts (``{"text": prompt + first reference, "family", "world"}``) are every split of ``worlds`` other seeded
+    worlds (data seeds ``world_seed``, ``world_seed + 1``, ...: other people, cities and strangers, the same task
+    families), so pretraining teaches the language and the task formats but none of the task's facts. Disjoint from
+    the data of world ``seed`` (its training, dev and test sets) by construction: a text is left out when it names a
+    person, stranger or city of that world (an invented name can recur across worlds, with other facts) or when its
+    prompt is the prompt of one of that world's examples (drawn arithmetic, spelling and number tasks can recur).
+    The report counts the texts kept and left out, by reason.
+    """
+    import re
+
+    if seed in range(world_seed, world_seed + worlds):
+        raise ValueError(f"pretraining corpus: its worlds {world_seed}..{world_seed + worlds - 1} include the "
+                         f"task's own data seed {seed}")
+    main = generate(seed, n_people, n_train, n_dev, n_test)
+    people, strangers = invent_world(seed, n_people)
+    names = {p.name for p in people + strangers} | {p.city for p in people + strangers}
+    prompts = {r["prompt"] for rows in main.values() for r in rows}
+    texts, report = [], {"kept": 0, "names": 0, "prompts": 0}
+    for k in range(worlds):
+        for rows in generate(world_seed + k, n_people, n_train, n_dev, n_test).values():
+            for r in rows:
+                text = r["prompt"] + _references(r)[0]
+                if r["prompt"] in prompts:
+                    report["prompts"] += 1
+                elif names.intersection(re.findall(r"[A-Z][a-z]+", text)):
+                    report["names"] += 1
+                else:
+                    report["kept"] += 1
+                    texts.append({"text": text, "family": r["family"], "world": world_seed + k})
+    return texts, report
+
+
+def _references(row: dict) -> list[str]:
+    return row["output"] if isinstance(row["output"], list) else [row["output"]]

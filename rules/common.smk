@@ -14,6 +14,8 @@ DATA_FILES = [str(p) for p in grid.data_files(config)]
 TABLES = [str(p) for p in grid.table_files(config)]
 TOKENIZER_FILES = [str(grid.tokenizer_dir(config, name) / "tokenizer.json") for name in config["tokenizers"]]
 BASE_MODEL_FILES = [str(grid.base_model_dir(config, name) / "config.json") for name in grid.built_models(config)]
+PRETRAINING = grid.pretraining(config)
+BUILT_MODEL_NAMES = "|".join(sorted(grid.built_models(config))) or "^$"
 CELL_NAMES = "|".join(sorted({c.name for c in CELLS}))
 SEPARATE_EVALUATION = grid.separate_evaluation(config)
 PAIR_NAMES = "|".join(sorted(config["pairs"]))
@@ -118,12 +120,27 @@ def cell_inputs(wildcards):
     inputs = {"notebook": source_notebook(cell.notebook), "data": DATA_FILES}
     model = config["pairs"][cell.pair][cell.role]
     if model in grid.built_models(config):
-        inputs["model"] = str(grid.base_model_dir(config, model) / "config.json")
+        inputs["model"] = str(grid.start_model_dir(config, model) / "config.json")
     if cell.needs_teacher:
         inputs["teacher"] = str(grid.train_summary_file(config, grid.teacher_run(config, cell)))
     if grid.uses_teacher_states(config, cell):
         inputs["teacher_states"] = str(grid.teacher_states_file(config, cell.pair))
     return inputs
+
+
+def pretrain_model(name, corpus, threads, log):
+    """Pretrain base model `name` with `python -m repro.pretrain` (settings from the `pretraining` section); its
+    output goes to `log`."""
+    import json
+    import subprocess
+
+    keys = ("epochs", "lr", "batch_size", "max_length", "min_lr", "weight_decay", "clip", "seed")
+    settings = {k: PRETRAINING[k] for k in keys if k in PRETRAINING}
+    command = [PYTHON, "-m", "repro.pretrain", "--model", str(grid.base_model_dir(config, name)), "--corpus", corpus,
+               "--out", str(grid.pretrained_model_dir(config, name)), "--settings", json.dumps(settings),
+               "--threads", str(threads)]
+    with open(log, "w", encoding="utf-8") as f:
+        subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
 TEACHER_STATE_PAIRS = grid.teacher_state_pairs(config)

@@ -1,8 +1,9 @@
 """The cost of a finished run by job kind, from Snakemake's benchmark files and the cells' training summaries.
 
-Every job writes its wall time to ``results/benchmarks/**.tsv`` (Snakemake ``benchmark:``); every cell's
-``train_summary.json`` holds the seconds its training loop took (including the per-epoch dev sampling). A cell job's
-remaining seconds are its kernel start, imports, model loading, test sampling and rendering. Prints the job-seconds
+Every job writes its wall time to ``results/benchmarks/**.tsv`` (Snakemake ``benchmark:``; a training run's at
+``<rule>/<pair>/<cell>/seed<s>.tsv``); every run's ``train_summary.json`` holds the seconds its training loop took
+(including the per-epoch dev sampling). A run job's remaining seconds are its kernel start, imports, model loading,
+test sampling and rendering. Prints the job-seconds
 by kind (the teacher rows, the student rows by method, the teacher-state caches, data, figures, tables, report), the
 training and remaining seconds of the cell jobs, and the total.
 
@@ -34,9 +35,9 @@ def cost(results: Path) -> dict:
         kind = rule
         training = 0.0
         if rule in ("run_cell", "train_cell", "evaluate_cell"):
-            pair, cell = path.parent.name, path.stem
+            _, pair, cell, seed = path.relative_to(benchmarks).with_suffix("").parts
             kind = f"{rule}: " + ("teacher" if cell == "teacher" else cell.split("-")[0])
-            summary = results / "runs" / pair / cell / "train_summary.json"
+            summary = results / "runs" / pair / cell / seed / "train_summary.json"
             if rule != "evaluate_cell" and summary.exists():
                 training = json.loads(summary.read_text())["train_seconds"]
         entry = kinds[kind]

@@ -1,8 +1,9 @@
-"""Print the README's summary of a finished run from its table CSVs (``results/tables/table{1,2,3}.csv``).
+"""Print the README's summary of a finished run from its tables (``results/tables/table{1,2,3}.csv``, claims.md).
 
-One Markdown table per same-vocabulary pair (Avg Rouge-L of every KD, DSKD and ablation row by divergence), then
-the teachers, the student SFT rows and the cross-vocabulary rows; every number as the tables print it (mean over
-evaluation seeds), so the README quotes the run instead of retyping it.
+One Markdown table per same-vocabulary pair (Avg Rouge-L of every KD, DSKD and ablation row by divergence, mean ±
+std over training runs, and DSKD's difference from KD with its 95% interval), then the teachers, the student SFT
+rows and the cross-vocabulary rows, then the claims table (``claims.md``) as the run wrote it; every number as the
+tables print it, so the README quotes the run instead of retyping it.
 
     python scripts/readme_results.py results/tables
 """
@@ -27,7 +28,18 @@ def read_rows(folder: Path) -> list[dict]:
 
 
 def _avg(row: dict) -> str:
-    return f"{float(row['avg']):.2f}" if row["status"] == "done" else "missing"
+    if row["status"] == "missing":
+        return "missing"
+    std = f" ± {float(row['avg_std']):.2f}" if row.get("avg_std") not in (None, "") else ""
+    partial = f" ({row['runs']} of {row['runs_planned']} runs)" if row["status"] == "partial" else ""
+    return f"{float(row['avg']):.2f}{std}{partial}"
+
+
+def _delta(row: dict) -> str:
+    if row.get("delta_vs_kd") in (None, ""):
+        return "-"
+    return (f"{float(row['delta_vs_kd']):+.2f} [{float(row['delta_low']):+.2f}, "
+            f"{float(row['delta_high']):+.2f}]")
 
 
 def summary(rows: list[dict]) -> str:
@@ -44,6 +56,9 @@ def summary(rows: list[dict]) -> str:
             if found:
                 lines.append(f"| {title} | " + " | ".join(_avg(found[d]) if d in found else "-"
                                                          for d in divergences) + " |")
+            if found and method != "kd":
+                lines.append(f"| {title} - KD [95% interval] | " + " | ".join(
+                    _delta(found[d]) if d in found else "-" for d in divergences) + " |")
         lines.append("")
     by_pair: dict[str, list[str]] = {}
     for r in rows:
@@ -58,7 +73,7 @@ def summary(rows: list[dict]) -> str:
                 parts.append(f"{title} {_avg(found[0])}")
             elif found:
                 values = sorted(found, key=lambda r: float(r["avg"]))
-                parts.append(f"{title} {_avg(values[0])}-{_avg(values[-1])} "
+                parts.append(f"{title} {float(values[0]['avg']):.2f}-{float(values[-1]['avg']):.2f} "
                              f"({values[0]['divergence'].upper()} lowest, {values[-1]['divergence'].upper()} "
                              f"highest)")
         lines.append(f"Different vocabularies, {pair}: " + ", ".join(parts) + ".")
@@ -77,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit(f"{args.tables}: no table1.csv, table2.csv or table3.csv")
     print(summary(rows))
+    claims = Path(args.tables) / "claims.md"
+    if claims.exists():
+        print("\n" + claims.read_text(encoding="utf-8").split("\n", 2)[2].strip())  # without its heading
 
 
 if __name__ == "__main__":

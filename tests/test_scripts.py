@@ -77,6 +77,19 @@ def test_readme_results_script_quotes_the_tables(tmp_path):
     assert "| Student space only (Table 3) | 22.07 |" in out
     assert "gpt2: Teacher (SFT) 40.12, SFT 25.50" in out
     assert "MinED 23.71, DSKD-CMA 18.74-19.33 (KL lowest, JS highest)" in out
+    # with the columns of a run with training seeds: mean ± std over runs, DSKD - KD with its interval, the claims
+    with (tmp_path / "table1.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns + ["avg_std", "runs", "runs_planned", "delta_vs_kd", "delta_low", "delta_high"])
+        writer.writerow((1, "gpt2", "KD (KL)", "kd", "kl", "done", 27.804, 1.5, 3, 3, "", "", ""))
+        writer.writerow((1, "gpt2", "KD w/ DSKD (KL)", "dskd", "kl", "partial", 25.0, 0.5, 2, 3, -2.8, -4.5, -1.25))
+    (tmp_path / "claims.md").write_text("## The paper's claims in this run\n\n| Claim | ... |\n")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_results.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "| KD | 27.80 ± 1.50 |" in done.stdout and "| KD w/ DSKD | 25.00 ± 0.50 (2 of 3 runs) |" in done.stdout
+    assert "| KD w/ DSKD - KD [95% interval] | -2.80 [-4.50, -1.25] |" in done.stdout
+    assert done.stdout.rstrip().endswith("| Claim | ... |") and "## The paper's claims" not in done.stdout
 
 
 def test_step_benchmark_script_runs_every_method(tmp_path):
@@ -96,16 +109,17 @@ def test_step_benchmark_script_runs_every_method(tmp_path):
 
 def test_grid_cost_script_sums_benchmarks_by_job_kind(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    files = {"benchmarks/run_cell/gpt2/kd-kl.tsv": 20.0, "benchmarks/run_cell/gpt2/kd-js.tsv": 22.0,
-             "benchmarks/run_cell/gpt2/teacher.tsv": 30.0, "benchmarks/cache_teacher/gpt2.tsv": 3.0,
+    files = {"benchmarks/run_cell/gpt2/kd-kl/seed10.tsv": 20.0, "benchmarks/run_cell/gpt2/kd-js/seed20.tsv": 22.0,
+             "benchmarks/run_cell/gpt2/teacher/seed10.tsv": 30.0, "benchmarks/cache_teacher/gpt2.tsv": 3.0,
              "benchmarks/make_tables.tsv": 2.0}
     for name, seconds in files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{seconds}\t0:00:20\t1\t1\t1\t1\t0\t0\t50\t{seconds}\n")
-    for cell, train in (("kd-kl", 12.0), ("kd-js", 13.0), ("teacher", 25.0)):
-        (tmp_path / "runs" / "gpt2" / cell).mkdir(parents=True)
-        (tmp_path / "runs" / "gpt2" / cell / "train_summary.json").write_text(f'{{"train_seconds": {train}}}')
+    for cell, seed, train in (("kd-kl", 10, 12.0), ("kd-js", 20, 13.0), ("teacher", 10, 25.0)):
+        run = tmp_path / "runs" / "gpt2" / cell / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "train_summary.json").write_text(f'{{"train_seconds": {train}}}')
     out = tmp_path / "cost.json"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path), "--out", str(out)],
                           capture_output=True, text=True, timeout=60)

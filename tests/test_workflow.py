@@ -31,17 +31,20 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells, caches", [("config/config.yaml", 4 + 3 * 50, 4),
-                                                       ("config/micro.yaml", 2 + 2 * 9, 2)])
-def test_dry_run_job_counts(tmp_path, configfile, cells, caches):
-    """One job per run: every student row once per training seed (3 by default, 2 in micro), each teacher once."""
+@pytest.mark.parametrize("configfile, cells, caches, bases", [("config/config.yaml", 4 + 3 * 50, 4, 0),
+                                                              ("config/micro.yaml", 2 + 2 * 9, 2, 3)])
+def test_dry_run_job_counts(tmp_path, configfile, cells, caches, bases):
+    """One job per run: every student row once per training seed (3 by default, 2 in micro), each teacher once;
+    with pretraining (micro) one corpus and one pretraining job per built base model."""
     result = _run(["-n", "--configfile", str(REPO / configfile),
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
+    pretraining = {"make_pretraining_corpus": 1, "pretrain_base": bases} if bases else {}
     assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "cache_teacher": caches,
                       "make_tables": 1, "make_claims": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
-                      "plot_training_curves": 1, "make_report": 1, "all": 1, "total": cells + caches + 17}
+                      "plot_training_curves": 1, "make_report": 1, "all": 1, **pretraining,
+                      "total": cells + caches + 17 + (bases + 1 if bases else 0)}
 
 
 def test_without_the_teacher_cache_no_cache_jobs(tmp_path):
