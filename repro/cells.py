@@ -1,7 +1,9 @@
-"""One table cell, end to end: train the model of the row, then evaluate its best checkpoint on the five test sets.
+"""One training run of a table cell, end to end: train the model of the row with one training seed, then evaluate
+its best checkpoint on the five test sets.
 
-The cell notebook (``notebooks/run_cell.py``) builds a ``CellConfig`` from its papermill parameters and calls
-``train_cell`` and ``evaluate_cell``; everything machine-readable is written here (JSON/JSONL), atomically.
+The run's notebook (``notebooks/sft.py`` or ``notebooks/distill.py``, and ``notebooks/evaluate.py`` when evaluation
+is a job of its own) builds a ``CellConfig`` from its papermill parameters and calls ``run_training`` and
+``evaluate_cell``; everything machine-readable is written here (JSON/JSONL), atomically.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngr
 
 @dataclass(frozen=True)
 class CellConfig:
-    """Everything one cell job needs; built from the notebook parameters (see ``repro.grid.cell_params``)."""
+    """Everything one run's job needs; built from the notebook parameters (see ``repro.grid.cell_params``);
+    ``cell_id`` is the run's id, ``{pair}/{row}/seed{seed}``."""
     cell_id: str
     pair: str
     method: str
