@@ -88,7 +88,8 @@ def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[s
     flops = (4 if training.get("lora") else 6) * model * tokens
     generated = 0.5 * config["evaluation"]["max_new_tokens"]  # samples stop at EOS; about half the limit
     per_prompt = 2 * model * (PROMPT_TOKENS[kind] + generated)
-    dev = per_prompt * n_dev * len(config["evaluation"]["dev_seeds"]) * training["epochs"]
+    dev_seeds = len(config["evaluation"]["dev_seeds"]) + len(config["evaluation"].get("dev_check_seeds", []))
+    dev = per_prompt * n_dev * dev_seeds * training["epochs"]
     if cell.needs_teacher:
         teacher = parameters(config, pair["teacher"])
         if cell.method == "seqkd":  # the teacher answers every training prompt once (sampling)

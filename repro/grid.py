@@ -306,6 +306,7 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
     training = cell_training(config, cell)
     evaluation = dict(config["evaluation"])
     training["dev_seeds"] = evaluation.pop("dev_seeds")
+    training["dev_check_seeds"] = evaluation.pop("dev_check_seeds", [])
     evaluation.pop("separate_jobs", None)
     return {
         "cell_id": cell.run_id,

@@ -250,6 +250,25 @@ def caption(table: int) -> str:
             f"establishes no difference.")
 
 
+def checkpoint_agreement(config: dict, cells: list[grid.Cell]) -> dict | None:
+    """How often the dev seeds of the checkpoint choice and each check seed (``evaluation.dev_check_seeds``) pick
+    the same epoch, over the finished runs of ``cells``: ``{"same": k, "runs": n, "seeds": [...]}`` (a run counts
+    once per check seed); None without check seeds or finished runs."""
+    same = total = 0
+    seeds: set[str] = set()
+    for cell in cells:
+        for run, _ in finished_runs(config, cell):
+            path = grid.train_summary_file(config, run)
+            if not path.exists():
+                continue
+            summary = read_json(path)
+            for seed, epoch in summary.get("best_epoch_by_check_seed", {}).items():
+                seeds.add(seed)
+                same += epoch == summary["best_epoch"]
+                total += 1
+    return {"same": same, "runs": total, "seeds": sorted(seeds, key=int)} if total else None
+
+
 def standard_error_line(rows: list[dict]) -> str | None:
     """The line under a table: the standard error of one run's Avg from prompts and sampling seeds alone."""
     errors = [r["run_se"] for r in rows if r.get("run_se") is not None]
@@ -268,6 +287,11 @@ def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     lines += ["", caption(table)]
     if (line := standard_error_line(rows)) is not None:
         lines += ["", line]
+    agreement = checkpoint_agreement(config, [c for c in grid.table_cells(config, table)])
+    if agreement is not None:
+        dev = ", ".join(map(str, config["evaluation"]["dev_seeds"]))
+        lines += ["", f"Checkpoint choice: the best dev epoch by dev seed(s) {dev} is also the best by check seed(s) "
+                      f"{', '.join(agreement['seeds'])} in {agreement['same']} of {agreement['runs']} runs."]
     if table in PAPER_NOTES:
         lines += ["", PAPER_NOTES[table]]
     missing = [r["cell"] for r in rows if r["status"] == "missing"]

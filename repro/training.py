@@ -49,6 +49,9 @@ class TrainSettings:
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
+    # extra dev sampling seeds, recorded per epoch but never used for the checkpoint choice: how often another dev
+    # seed would have chosen another epoch (repro.tables.checkpoint_agreement)
+    dev_check_seeds: list[int] = field(default_factory=list)
     lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
     precision: str = "auto"  # bf16 autocast ("bf16"), none ("fp32"), or "auto": bf16 on a GPU, fp32 on a CPU
     processes: int = 1  # data-parallel processes of the job (GPUs); the global batch is split among them
@@ -259,6 +262,11 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             dev_score = broadcast_object_list([dev_score])[0]
         record = {"epoch": epoch, "dev_rougeL": dev_score, "train_loss": log[-1]["loss"],
                   "elapsed_s": time.perf_counter() - started}
+        if settings.dev_check_seeds and main:  # (the main process alone: the record is its own)
+            with accelerator.autocast():
+                check = evaluate_set(student, tokenizer, dev_rows, settings.dev_check_seeds, dev_decode,
+                                     name="dev check")
+            record["dev_check_rougeL"] = {str(seed): value for seed, value in check["per_seed"].items()}
         history.append(record)
         log.append({"event": "epoch_end", **record})
         if dev_score > best["dev_rougeL"]:
@@ -275,7 +283,10 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
         state_path.unlink(missing_ok=True)
         if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
             state_path.parent.rmdir()
+    check_best = {seed: max(history, key=lambda r: r["dev_check_rougeL"][seed])["epoch"]
+                  for seed in (history[0].get("dev_check_rougeL", {}) if history else {})}
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
+            "best_epoch_by_check_seed": check_best,
             "steps": step, "train_seconds": time.perf_counter() - started, "checkpoint": str(best_dir),
             "trainable_parameters": sum(p.numel() for p in trained),
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,

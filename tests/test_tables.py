@@ -140,6 +140,20 @@ def test_tables_layout_runs_paper_numbers_and_intervals(config):
     assert "p_value" not in csv_lines[0]
 
 
+def test_checkpoint_agreement_line(config):
+    cells = [grid.Cell("gpt2", "sft"), grid.Cell("gpt2", "kd", divergence="kl")]
+    for cell in cells:
+        for k, run in enumerate(grid.cell_runs(config, cell)):
+            _write_run(config, run, 20.0)
+            # the runs' check seed picks the same epoch in 3 of the 4 runs
+            write_json(grid.train_summary_file(config, run),
+                       {"best_epoch": 3, "best_epoch_by_check_seed": {"20": 3 if (cell, k) != (cells[1], 1) else 2}})
+    assert tables.checkpoint_agreement(config, cells) == {"same": 3, "runs": 4, "seeds": ["20"]}
+    text = tables.to_markdown(config, tables.collect(config, 1), 1)
+    assert "is also the best by check seed(s) 20 in 3 of 4 runs" in text
+    assert tables.checkpoint_agreement(config, [grid.Cell("llama", "sft")]) is None
+
+
 def test_teacher_gate_uses_the_student_sft_of_the_same_student(config, capsys):
     for cell in grid.cells(config):
         _write_cell(config, cell, 20.0, dev=5.0 if cell.id == "qwen_gpt2/teacher" else None)

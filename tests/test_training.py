@@ -58,6 +58,27 @@ def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
     assert saved.config.n_layer == 1
 
 
+def test_dev_check_seeds_are_recorded_but_do_not_choose(tiny, small_splits, tmp_path):
+    """Check seeds score the dev set after every epoch; the checkpoint and the weights are those without them."""
+    tok = load_tokenizer(tiny)
+    decode = DecodeSettings(max_new_tokens=6, no_repeat_ngram_size=0, batch_size=16)
+    summaries, weights = [], []
+    for check in ([], [20, 30]):
+        model = load_model(tiny)
+        settings = TrainSettings(lr=5e-3, epochs=3, batch_size=16, micro_batch_size=16, max_length=256,
+                                 max_prompt_length=128, dev_check_seeds=check)
+        summaries.append(train(model, tok, small_splits["train"][:48], small_splits["dev"][:6], get_method("sft"),
+                               Context(n_vocab=len(tok)), settings, decode, tmp_path / str(len(check))))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    plain, checked = summaries
+    assert torch.equal(weights[0], weights[1]) and plain["best_epoch"] == checked["best_epoch"]
+    assert plain["best_epoch_by_check_seed"] == {} and "dev_check_rougeL" not in plain["history"][0]
+    assert all(set(h["dev_check_rougeL"]) == {"20", "30"} for h in checked["history"])
+    for seed, epoch in checked["best_epoch_by_check_seed"].items():
+        scores = [h["dev_check_rougeL"][seed] for h in checked["history"]]
+        assert epoch == 1 + scores.index(max(scores))
+
+
 def test_gradient_accumulation_matches_one_big_batch(tiny, small_splits, tmp_path):
     """Normalising by the global batch's tokens makes micro-batching an implementation detail."""
     tok = load_tokenizer(tiny)
