@@ -74,6 +74,9 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) 
     problems: list[str] = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems += _describe(error)
+    if isinstance(config.get("training"), dict) and "seed" in config["training"]:
+        problems.append("config key 'training.seed' was replaced by 'training.seeds', a list of training seeds "
+                        "(one run of every student row per seed), e.g. seeds: [10]")
     if not problems:
         problems = _check_references(config)
     if problems:

@@ -111,3 +111,13 @@ def test_fidelity_options_match_the_code():
             TrainSettings(lr=1e-3, epochs=1, **{name: "other"})
         with pytest.raises(ValueError, match=f"{name} must be one of"):
             Context(n_vocab=2, **{name: "other"})
+
+
+def test_the_old_single_training_seed_gets_a_hint():
+    from repro.config import ConfigError, load_config, validate_config
+
+    config = load_config(REPO / "config" / "config.yaml")
+    config["training"].pop("seeds")
+    config["training"]["seed"] = 10
+    with pytest.raises(ConfigError, match=r"'training.seed' was replaced by 'training.seeds', a list"):
+        validate_config(config)
