@@ -14,11 +14,11 @@
 # # Figure 3: representation distance between students and teachers (PAPER.md section 4)
 #
 # For each same-vocabulary pair, the SFT, vanilla-KD and DSKD students (the KD and DSKD students with the divergence
-# `figures.representation.divergence`; each row's run with the first training seed) and their teacher read the first
-# training examples (prompt and output each cut to 256 characters by default). On the last-layer hidden states of the
-# response tokens, the **cosine distance** compares the token-token cosine-similarity matrices of student and teacher,
-# and the **inner-product distance** the row-normalised token-token inner-product matrices (mean L1 distance of rows).
-# One value per example; lower means the student's representation structure is closer to the teacher's.
+# `figures.representation.divergence`; every training run of each row) and their teacher read the first training
+# examples (prompt and output each cut to 256 characters by default). On the last-layer hidden states of the response
+# tokens, the **cosine distance** compares the token-token cosine-similarity matrices of student and teacher, and the
+# **inner-product distance** the row-normalised token-token inner-product matrices (mean L1 distance of rows). One
+# value per example; lower means the student's representation structure is closer to the teacher's.
 
 # %% tags=["parameters"]
 workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml

@@ -56,11 +56,13 @@ def make_figure1(config: dict, threads: int = 1, progress: bool = True) -> dict:
 
 def make_figure3(config: dict, threads: int = 1) -> dict:
     """Representation distances of every same-vocabulary pair's SFT, KD and DSKD students to its teacher on the
-    first training examples; writes the values, a summary table and Figure 3. Returns ``{"values", "table",
-    "figure", "files"}`` (``values``: {pair: {student: {distance: [per example]}}})."""
+    first training examples, for every training run of each row; writes the values, a summary table and Figure 3.
+    Returns ``{"values", "values_by_run", "table", "figure", "files"}`` (``values``: {pair: {student: {distance:
+    [per example, every run's in turn]}}}; ``values_by_run``: {pair: {student: {seed: {distance: [per example]}}}})."""
+    import statistics
+
     from .data import load_examples
     from .figures import plot_representation, save_figure
-    from .metrics import mean_std
     from .representation import pair_distances
 
     settings = grid.figure_settings(config, "representation")
@@ -69,26 +71,38 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
         raise ValueError("Figure 3 needs a pair with SFT, KD and DSKD cells with the divergence "
                          f"figures.representation.divergence={settings['divergence']!r}; this config has none")
     rows = load_examples(grid.data_dir(config) / "train.jsonl")
-    values = {}
+    values, by_run = {}, {}
     for pair, cells in students.items():
         teacher = grid.checkpoint_dir(config, grid.teacher_run(config, cells["KD"]))
-        checkpoints = {label: grid.checkpoint_dir(config, grid.first_run(config, c)) for label, c in cells.items()}
-        values[pair] = pair_distances(teacher, checkpoints,
-                                      rows, settings["n_examples"], settings["max_chars"], threads)
-    lines = ["| Pair | Student | Cosine distance | Inner-product distance | Examples |", "|---|---|---|---|---|"]
-    for pair, per_student in values.items():
-        for label, kinds in per_student.items():
-            cos, ip = mean_std(kinds["cosine"]), mean_std(kinds["inner_product"])
-            lines.append(f"| {pair} | {label} | {cos['mean']:.4f} ± {cos['std']:.4f} | "
-                         f"{ip['mean']:.4f} ± {ip['std']:.4f} | {len(kinds['cosine'])} |")
+        checkpoints = {(label, run.seed): grid.checkpoint_dir(config, run) for label, c in cells.items()
+                       for run in grid.cell_runs(config, c)}
+        measured = pair_distances(teacher, {f"{label} seed {seed}": path for (label, seed), path
+                                            in checkpoints.items()}, rows, settings["n_examples"],
+                                  settings["max_chars"], threads)
+        by_run[pair] = {label: {str(seed): measured[f"{label} seed {seed}"] for (other, seed) in checkpoints
+                                if other == label} for label in cells}
+        values[pair] = {label: {kind: [v for run in runs.values() for v in run[kind]]
+                                for kind in ("cosine", "inner_product")} for label, runs in by_run[pair].items()}
+    lines = ["| Pair | Student | Runs | Cosine distance | Inner-product distance | Examples per run |",
+             "|---|---|---|---|---|---|"]
+    for pair, per_student in by_run.items():
+        for label, runs in per_student.items():
+            cells_text = []
+            for kind in ("cosine", "inner_product"):
+                means = [statistics.fmean(run[kind]) for run in runs.values()]
+                spread = statistics.stdev(means) if len(means) > 1 else 0.0
+                cells_text.append(f"{statistics.fmean(means):.4f} ± {spread:.4f}")
+            n = len(next(iter(runs.values()))["cosine"])
+            lines.append(f"| {pair} | {label} | {len(runs)} | {cells_text[0]} | {cells_text[1]} | {n} |")
+    lines += ["", "Mean distance over each run's examples, then mean ± std over the row's training runs."]
     table = "\n".join(lines) + "\n"
     out = figure3_outputs(config)
-    runs = {p: {k: grid.first_run(config, c).run_id for k, c in cs.items()} for p, cs in students.items()}
-    write_json(out["results"], {"settings": settings, "runs": runs, "values": values})
+    runs = {p: {k: [r.run_id for r in grid.cell_runs(config, c)] for k, c in cs.items()} for p, cs in students.items()}
+    write_json(out["results"], {"settings": settings, "runs": runs, "values": values, "values_by_run": by_run})
     write_text(out["table_md"], table)
     fig = plot_representation({_pair_title(config, p): v for p, v in values.items()})
     files = save_figure(fig, grid.figures_dir(config) / grid.FIGURE_STEMS[3])
-    return {"values": values, "table": table, "figure": fig, "files": files}
+    return {"values": values, "values_by_run": by_run, "table": table, "figure": fig, "files": files}
 
 
 def _pair_title(config: dict, pair: str) -> str:

@@ -165,7 +165,7 @@ FIGURE_NUMBERS = grid.figure_numbers(config)
 FIGURE_FILES = {n: [str(p) for p in grid.figure_files(config, n)] for n in FIGURE_NUMBERS}
 FIGURE3_INPUTS = sorted({str(grid.train_summary_file(config, run)) for cells in
                          grid.representation_students(config).values() for cell in cells.values()
-                         for run in (grid.first_run(config, cell), grid.teacher_run(config, cell))})
+                         for run in grid.cell_runs(config, cell) + [grid.teacher_run(config, cell)]})
 REPORT = str(grid.report_file(config))
 CLAIMS_FILES = list(claims.claims_files(config).values())
 CLAIMS_FIGURE_INPUTS = [str(analysis.figure1_outputs(config)["results"])] + (

@@ -64,6 +64,16 @@ def test_figure_claims():
     rep = {"values": {"gpt2": {"KD": {"cosine": [0.2, 0.4], "inner_product": [1.0]},
                                "DSKD": {"cosine": [0.1, 0.1], "inner_product": [2.0]},
                                "SFT": {"cosine": [0.5], "inner_product": [1.0]}}}}
-    cosine, inner = claims.figure3_claims(rep)
+    cosine, inner = claims.figure3_claims(rep)  # a results file without runs: measured, not decided
     assert round(cosine["delta"], 6) == 0.2 and inner["delta"] == -1.0
     assert cosine["verdict"].startswith("undecided") and cosine["runs"] == "1 vs 1"
+    rep["values_by_run"] = {"gpt2": {  # KD farther than DSKD in both runs, on every example
+        "KD": {"10": {"cosine": [0.3, 0.3], "inner_product": [1.0, 1.0]},
+               "20": {"cosine": [0.4, 0.4], "inner_product": [1.0, 1.0]}},
+        "DSKD": {"10": {"cosine": [0.1, 0.1], "inner_product": [1.0, 1.0]},
+                 "20": {"cosine": [0.2, 0.2], "inner_product": [1.0, 1.0]}},
+        "SFT": {"10": {"cosine": [0.5, 0.5], "inner_product": [1.0, 1.0]}}}}
+    cosine, inner = claims.figure3_claims(rep)
+    assert round(cosine["delta"], 6) == 0.2 and cosine["verdict"] == "holds" and cosine["runs"] == "2 vs 2"
+    assert 0.1 - 1e-9 <= cosine["low"] <= cosine["high"] <= 0.3 + 1e-9
+    assert inner["delta"] == 0.0 and inner["verdict"] == "undecided"

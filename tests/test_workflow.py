@@ -133,7 +133,9 @@ def test_micro_run_end_to_end(tmp_path):
     assert (results / "figures" / "training" / "qwen_gpt2" / "dskd_cma-kl" / "seed20.pdf").exists()
     distances = json.loads((results / "analysis" / "figure3_representation_distance.json").read_text())
     assert set(distances["values"]["gpt2"]) == {"SFT", "KD", "DSKD"}
-    assert all(len(v["cosine"]) == 8 for v in distances["values"]["gpt2"].values())
+    assert all(len(v["cosine"]) == 2 * 8 for v in distances["values"]["gpt2"].values())  # two runs pooled
+    assert all(set(runs) == {"10", "20"} and all(len(r["cosine"]) == 8 for r in runs.values())
+               for runs in distances["values_by_run"]["gpt2"].values())
     # with a judge endpoint (the fake server) and its key in the environment: Figure 2, nothing else retrained
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     judged = tmp_path / "judged.yaml"
