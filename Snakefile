@@ -12,19 +12,37 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-# Stop before any job runs if the config is wrong; the message names every bad key.
-validate_config(config)
+# A study config (config/study.yaml: one `study` section) runs the study of when DSKD helps, every condition a
+# workflow of its own; any other config is the grid of Tables 1-3. Either stops before any job runs if the config is
+# wrong, with a message that names every bad key.
+if "study" in config:
+    from repro.study import validate_study
 
-include: "rules/common.smk"
-include: "rules/notebooks.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/analysis.smk"
-include: "rules/report.smk"
+    validate_study(config)
+    RESULTS = config["study"]["results_dir"]
 
+    include: "rules/render.smk"
+    include: "rules/notebooks.smk"
+    include: "rules/study.smk"
 
-rule all:
-    input:
-        TABLES,
-        REPORT,
-    default_target: True
+    rule all:
+        input:
+            STUDY_OUTPUTS,
+        default_target: True
+
+else:
+    validate_config(config)
+
+    include: "rules/common.smk"
+    include: "rules/render.smk"
+    include: "rules/notebooks.smk"
+    include: "rules/data.smk"
+    include: "rules/train.smk"
+    include: "rules/analysis.smk"
+    include: "rules/report.smk"
+
+    rule all:
+        input:
+            TABLES,
+            REPORT,
+        default_target: True

@@ -1,12 +1,9 @@
-# Helpers shared by the rules (no rules here): the grid of table cells and the command that renders a notebook.
+# Helpers shared by the rules of the grid (no rules here): the table cells and their runs, what each job is given.
 import os
-import sys
 from pathlib import Path
 
 from repro import analysis, claims, grid
 
-# Tools run with this interpreter (the project's environment), whatever PATH holds.
-PYTHON = sys.executable
 CELLS = grid.cells(config)
 RUNS = grid.runs(config)  # one job per run: a cell trained with one training seed
 RESULTS = str(grid.results_dir(config))
@@ -25,55 +22,6 @@ wildcard_constraints:
     pair=PAIR_NAMES,
     cell=CELL_NAMES,
     seed=r"\d+",
-    notebook=r"[a-z0-9_]+",
-
-
-def source_notebook(name):
-    """The runnable .ipynb of notebooks/<name>.py (made by rule convert_notebook)."""
-    return f"{RESULTS}/.notebooks/{name}.ipynb"
-
-
-def convert_notebook(source, target, log):
-    """Write the jupytext source `source` as the .ipynb `target` (atomically); note it in `log`."""
-    import jupytext
-    from repro.io import atomic_path, write_text
-
-    with atomic_path(target) as tmp:
-        jupytext.write(jupytext.read(source), tmp, fmt="ipynb")
-    write_text(log, f"converted {source} -> {target}\n")
-
-
-def render_notebook(notebook, params, output, log):
-    """Render notebook `notebook` with papermill, parameters from a YAML file written beside the output.
-
-    The rendered notebook is first written under a temporary name and renamed when it has run through, so a
-    failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook. Papermill's own
-    messages go to `log`. Progress bars refresh at most every 30 s so that they do not flood the rendered notebook.
-    An HTML copy (`<output>` with suffix .html) is written for readers without Jupyter.
-    """
-    import yaml
-    from repro.io import write_text
-
-    out = Path(output)
-    params_file = out.with_name(f"{out.stem}.params.yaml")
-    write_text(params_file, yaml.safe_dump(params, sort_keys=False))
-    running = out.with_name(f"{out.stem}.failed.ipynb")
-    shell(
-        f"TQDM_MININTERVAL=30 {PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
-        f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1"
-    )
-    running.replace(out)
-    export_html(out, out.with_suffix(".html"))
-
-
-def export_html(notebook, target):
-    """Write a rendered notebook as standalone HTML (plots embedded), atomically."""
-    import nbformat
-    from nbconvert import HTMLExporter
-    from repro.io import write_text
-
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    write_text(target, body)
 
 
 def cell_of(wildcards):
