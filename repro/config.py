@@ -117,6 +117,12 @@ def _check_references(config: dict) -> list[str]:
         if missing:
             problems.append(f"config key 'ablation': pair {name!r} lacks the Table 3 methods {missing} (it needs "
                             f"{list(ABLATION_METHODS)} in its methods)")
+    data = config["data"]
+    if data.get("source") == "synthetic" and all(k in data for k in ("n_people", "n_train", "n_dev", "n_test")):
+        from .synthetic import check_sizes
+
+        if (size_problem := check_sizes(data["n_people"], data["n_train"], data["n_dev"], data["n_test"])):
+            problems.append(f"config key 'data.n_train': {size_problem}")
     training = config["training"]
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):

@@ -264,6 +264,19 @@ def _draw_unique(make, n: int, seen: set, what: str, max_tries: int = 200) -> li
     return out
 
 
+def check_sizes(n_people: int, n_train: int, n_dev: int, n_test: dict[str, int]) -> str | None:
+    """Why these sizes cannot be generated (None when they can): every person's 15 fact phrasings and the profiles
+    of half the people (2 each) are fixed parts of the training, dev and Dolly-role sets, and at least 4 sampled
+    examples must remain; the dev and Dolly-role sets draw from the held-out fact phrasings and the sampled tasks."""
+    n_fixed = 3 * len(ATTRIBUTES) * n_people + 2 * (n_people // 2)
+    n_eval = n_dev + n_test.get("dolly", 0)
+    n_sampled = n_train + n_eval - n_fixed
+    if n_sampled < 4 or n_eval > len(ATTRIBUTES) * n_people + n_sampled:
+        return (f"data.n_train={n_train} is too small for data.n_people={n_people} (facts and profiles alone take "
+                f"{n_fixed} examples of the training, dev and Dolly-role sets); raise n_train or lower n_people")
+    return None
+
+
 def generate(seed: int, n_people: int, n_train: int, n_dev: int, n_test: dict[str, int]) -> dict[str, list[dict]]:
     """Generate all splits. Returns ``{"train": [...], "dev": [...], "test/dolly": [...], ...}``.
 
@@ -296,13 +309,11 @@ def generate(seed: int, n_people: int, n_train: int, n_dev: int, n_test: dict[st
                 for tmpl in rng.sample(phrasings(PROFILE_CORES, profile_group, held_out=False), 2)]
     seen.update(_key(e) for e in profiles)
 
+    size_problem = check_sizes(n_people, n_train, n_dev, n_test)
+    if size_problem:
+        raise ValueError(size_problem)
     n_eval = n_dev + n_test["dolly"]
-    n_pool = n_train + n_eval
-    n_fixed = len(fact_train) + len(fact_eligible) + len(profiles)
-    n_sampled = n_pool - n_fixed
-    if n_sampled < 4 or n_eval > len(fact_eligible) + n_sampled:
-        raise ValueError(f"data.n_train={n_train} is too small for data.n_people={n_people} (facts and profiles "
-                         f"alone take {n_fixed} examples); raise n_train or lower n_people")
+    n_sampled = n_train + n_eval - (len(fact_train) + len(fact_eligible) + len(profiles))
     # Passages use the strangers; the first half of the strangers is kept for the S-NI role.
     train_strangers = strangers[: len(strangers) // 2]
     sni_strangers = strangers[len(strangers) // 2:]

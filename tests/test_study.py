@@ -42,6 +42,8 @@ def test_every_condition_of_the_study_config_is_a_valid_grid():
     (lambda s: s.update(conditions={}), "non-empty mapping"),
     (lambda s: s.update(conditions={"bad": [1]}), "study.conditions.bad': expected a mapping"),
     (lambda s: s.update(pairs=["nope"]), r"'study.pairs': \['nope'\] are not pairs"),
+    (lambda s: s.update(conditions={"small": {"data": {"n_train": 320}}}),
+     "config key 'data.n_train': data.n_train=320 is too small for data.n_people=40"),
     (lambda s: s.update(conditions={"typo": {"training": {"bach_size": 4}}}),
      "study condition 'typo': invalid configuration:\n  config key 'training.bach_size' is unknown"),
 ])
