@@ -45,10 +45,6 @@ def verdict(low: float | None, high: float | None, threshold: float = 0.0) -> st
     return "undecided"
 
 
-def _has(config: dict, cell: grid.Cell) -> bool:
-    return cell in grid.cells(config)
-
-
 def _compared(config: dict, claim: str, where: str, a: grid.Cell, b: grid.Cell, paper: str,
               threshold: float = 0.0) -> dict:
     """The claim row "mean Avg of ``a`` exceeds that of ``b`` (by more than ``threshold``)"."""
@@ -81,35 +77,34 @@ def table_claims(config: dict) -> list[dict]:
             rows.append(_compared(config, "premise: the teacher at least 5 points above the student's SFT",
                                   f"Table {spec['table']}", grid.Cell(pair, "sft", role="teacher"), sft,
                                   "clearly stronger teacher", threshold=5.0))
+    same_divergence = grid.judge_comparisons(config)  # (DSKD, KD) cells of the same pair and divergence
     for pair, spec in config["pairs"].items():
-        for d in config["divergences"]:
-            kd, dskd = grid.Cell(pair, "kd", divergence=d), grid.Cell(pair, "dskd", divergence=d)
-            if _has(config, kd) and _has(config, dskd):
-                paper_kd, paper_dskd = (tables.PAPER_AVG.get((pair, m, d)) for m in ("kd", "dskd"))
-                paper = (f"{paper_dskd - paper_kd:+.2f}" if paper_kd is not None and paper_dskd is not None
-                         else PAPER_DSKD_GAIN.get(spec["table"], "above"))
-                rows.append(_compared(config, "KD w/ DSKD above KD", f"Table {spec['table']}", dskd, kd, paper))
+        for dskd, kd in (c for c in same_divergence if c[0].pair == pair):
+            paper_kd, paper_dskd = (tables.PAPER_AVG.get((pair, m, dskd.divergence)) for m in ("kd", "dskd"))
+            paper = (f"{paper_dskd - paper_kd:+.2f}" if paper_kd is not None and paper_dskd is not None
+                     else PAPER_DSKD_GAIN.get(spec["table"], "above"))
+            rows.append(_compared(config, "KD w/ DSKD above KD", f"Table {spec['table']}", dskd, kd, paper))
         sft = grid.sft_cell(config, pair)
         for d in config["divergences"]:
             kd = grid.Cell(pair, "kd", divergence=d)
-            if sft is not None and _has(config, kd):
+            if sft is not None and grid.has_cell(config, kd):
                 rows.append(_compared(config, "KD above the student's SFT", f"Table {spec['table']}", kd, sft,
                                       "above"))
     for pair, spec in config["pairs"].items():
         cma = _best_on_dev(config, [c for c in grid.cells(config) if c.pair == pair and c.method == "dskd_cma"])
         for baseline in ("mined", "uld", "seqkd"):
             other = grid.Cell(pair, baseline)
-            if cma is not None and _has(config, other):
+            if cma is not None and grid.has_cell(config, other):
                 rows.append(_compared(config, "DSKD-CMA (divergence best on dev) above "
                                       f"{grid.METHOD_TITLES[baseline]}", f"Table {spec['table']}", cma, other,
                                       PAPER_CMA.get((pair, baseline), "above")))
     for pair in config.get("ablation", []):
         for d in config["divergences"]:
             kd, student, dual = (grid.Cell(pair, m, divergence=d) for m in ("kd", "dskd_student_space", "dskd"))
-            if _has(config, student) and _has(config, kd):
+            if grid.has_cell(config, student) and grid.has_cell(config, kd):
                 rows.append(_compared(config, "student space only above different spaces (KD)", "Table 3",
                                       student, kd, "above (\"a major boost\")"))
-            if _has(config, student) and _has(config, dual):
+            if grid.has_cell(config, student) and grid.has_cell(config, dual):
                 rows.append(_compared(config, "dual space above student space only", "Table 3", dual, student,
                                       "above (\"refines further\")"))
     return rows

@@ -355,7 +355,8 @@ def figure_files(config: dict, number: int) -> list[Path]:
     return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
 
 
-def _has(config: dict, cell: Cell) -> bool:
+def has_cell(config: dict, cell: Cell) -> bool:
+    """Whether ``cell`` (a row) is one of the config's table cells."""
     return cell in cells(config)
 
 
@@ -368,7 +369,7 @@ def representation_students(config: dict) -> dict[str, dict[str, Cell]]:
     for pair in config["pairs"]:
         kd, dskd, sft = Cell(pair, "kd", divergence=divergence), Cell(pair, "dskd", divergence=divergence), \
             sft_cell(config, pair)
-        if sft is not None and _has(config, kd) and _has(config, dskd):
+        if sft is not None and has_cell(config, kd) and has_cell(config, dskd):
             out[pair] = {"SFT": sft, "KD": kd, "DSKD": dskd}
     return out
 
@@ -380,7 +381,7 @@ def judge_comparisons(config: dict) -> list[tuple[Cell, Cell]]:
     for pair in config["pairs"]:
         for d in config["divergences"]:
             kd, dskd = Cell(pair, "kd", divergence=d), Cell(pair, "dskd", divergence=d)
-            if _has(config, kd) and _has(config, dskd):
+            if has_cell(config, kd) and has_cell(config, dskd):
                 out.append((dskd, kd))
     return out
 
