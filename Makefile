@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 repro: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
-# The test suite (about 5 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
+# The test suite (about 8 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
 # where it cannot be installed).
 test: $(STAMP)
