@@ -63,6 +63,7 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
 
     from .data import load_examples
     from .figures import plot_representation, save_figure
+    from .metrics import mean_sample_std
     from .representation import pair_distances
 
     settings = grid.figure_settings(config, "representation")
@@ -89,9 +90,8 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
         for label, runs in per_student.items():
             cells_text = []
             for kind in ("cosine", "inner_product"):
-                means = [statistics.fmean(run[kind]) for run in runs.values()]
-                spread = statistics.stdev(means) if len(means) > 1 else 0.0
-                cells_text.append(f"{statistics.fmean(means):.4f} ± {spread:.4f}")
+                mean, spread = mean_sample_std([statistics.fmean(run[kind]) for run in runs.values()])
+                cells_text.append(f"{mean:.4f} ± {spread:.4f}")
             n = len(next(iter(runs.values()))["cosine"])
             lines.append(f"| {pair} | {label} | {len(runs)} | {cells_text[0]} | {cells_text[1]} | {n} |")
     lines += ["", "Mean distance over each run's examples, then mean ± std over the row's training runs."]

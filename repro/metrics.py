@@ -3,7 +3,7 @@ references, times 100."""
 from __future__ import annotations
 
 from functools import lru_cache
-from statistics import mean, pstdev
+from statistics import fmean, mean, pstdev, stdev
 
 
 @lru_cache(maxsize=1)
@@ -24,3 +24,8 @@ def rouge_l(prediction: str, refs: list[str]) -> float:
 def mean_std(values: list[float]) -> dict:
     """Mean and population standard deviation of per-seed scores."""
     return {"mean": mean(values), "std": pstdev(values) if len(values) > 1 else 0.0}
+
+
+def mean_sample_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value): the spread over training runs."""
+    return fmean(values), (stdev(values) if len(values) > 1 else 0.0)

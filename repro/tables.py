@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import grid
 from .io import read_json, read_jsonl, write_text
+from .metrics import mean_sample_std
 
 # Avg Rouge-L that PAPER.md section 5 reports, keyed by (pair, method, divergence); pair keys as in config/*.yaml.
 PAPER_AVG = {
@@ -62,13 +63,6 @@ def finished_runs(config: dict, cell: grid.Cell) -> list[tuple[grid.Cell, dict]]
     return out
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    import statistics
-
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def collect(config: dict, table: int) -> list[dict]:
     """The rows of ``table`` in order: mean ± std over the finished runs of each row (``runs`` of ``runs_planned``;
     status ``done``, ``partial`` or ``missing``)."""
@@ -88,7 +82,7 @@ def collect(config: dict, table: int) -> list[dict]:
             for t in grid.TEST_SETS:
                 row[t], row[f"{t}_std"] = _run_spread([s["test_sets"][t] for s in scores])
             row["avg"], row["avg_std"] = _run_spread([s["avg"] for s in scores])
-            row["dev"] = _spread([s["best_dev_rougeL"] for s in scores])[0]
+            row["dev"] = mean_sample_std([s["best_dev_rougeL"] for s in scores])[0]
             row["seeds"] = len(next(iter(scores[0]["test_sets"].values()))["per_seed"])
             errors = [run_standard_error(config, run) for run, _ in finished]
             row["run_se"] = max(errors) if None not in errors else None
@@ -108,7 +102,7 @@ def _run_spread(entries: list[dict]) -> tuple[float, float]:
     """Mean ± std of a row over its runs; a single run keeps its spread over sampling seeds."""
     if len(entries) == 1:
         return entries[0]["mean"], entries[0]["std"]
-    return _spread([e["mean"] for e in entries])
+    return mean_sample_std([e["mean"] for e in entries])
 
 
 def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
@@ -203,7 +197,7 @@ def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
         finished = finished_runs(config, sft) if sft is not None else []
         if not finished:
             continue
-        sft_dev = _spread([s["best_dev_rougeL"] for _, s in finished])[0]
+        sft_dev = mean_sample_std([s["best_dev_rougeL"] for _, s in finished])[0]
         if row["dev"] <= sft_dev:
             warnings.append(f"WARNING: the teacher of pair {row['pair']!r} ({row['teacher']}) does not beat the "
                             f"student SFT baseline ({sft.id}) on the dev set: dev Rouge-L {row['dev']:.2f} <= "
