@@ -13,10 +13,10 @@
 # %% [markdown]
 # # Training curves of every table cell
 #
-# For each cell, from its `train_log.jsonl`: the total loss and each logged loss term per optimiser step, the
-# diagnostics (the DSKD projectors' accuracy `t2s_acc`, the gradient norm) and the dev Rouge-L after every epoch
-# that chose the checkpoint (PAPER.md section 3). One PNG and one PDF per cell under
-# `results/figures/training/<pair>/<cell>`; the first few are shown here.
+# For each table row, from the `train_log.jsonl` of each of its training runs (one line style per training seed):
+# the total loss and each logged loss term per optimiser step, the diagnostics (the DSKD projectors' accuracy
+# `t2s_acc`, the gradient norm) and the dev Rouge-L after every epoch that chose the checkpoint (PAPER.md section
+# 3). One PNG per row, `results/figures/training/<pair>/<row>.png`; the first few are shown here.
 
 # %% tags=["parameters"]
 workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml

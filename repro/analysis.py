@@ -6,7 +6,7 @@ and display what they return.
 - ``make_figure2``: the LLM judge of DSKD vs KD (PAPER.md section 4), from the cells' generations; without a judge
   configured it records why and draws nothing (the report says so).
 - ``make_figure3``: the representation distance of SFT, KD and DSKD students to their teacher (PAPER.md section 4).
-- ``make_training_curves``: one figure per cell from its training log.
+- ``make_training_curves``: one figure per table row from the training logs of its runs.
 """
 from __future__ import annotations
 
@@ -164,21 +164,21 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
 
 
 def make_training_curves(config: dict) -> list[Path]:
-    """One figure (PNG and PDF) per run with a training log: loss terms, diagnostics, dev Rouge-L. Returns the
-    files written."""
+    """One PNG per table row with a training log: loss terms, diagnostics and dev Rouge-L of each of its training
+    runs. Returns the files written."""
     import matplotlib.pyplot as plt
 
     from .figures import plot_training_curves, save_figure
 
     files = []
-    for run in grid.runs(config):
-        log = read_jsonl(grid.run_dir(config, run) / "train_log.jsonl")
-        fig = plot_training_curves(log, run.run_id)
-        files += save_figure(fig, grid.training_curve_stem(config, run))
+    for cell in grid.cells(config):
+        logs = {f"seed {run.seed}": read_jsonl(grid.run_dir(config, run) / "train_log.jsonl")
+                for run in grid.cell_runs(config, cell)}
+        fig = plot_training_curves(logs, cell.id)
+        files += save_figure(fig, grid.training_curve_file(config, cell).with_suffix(""), formats=("png",))
         plt.close(fig)
     return files
 
 
 def training_curve_files(config: dict) -> list[Path]:
-    return [grid.training_curve_stem(config, run).with_suffix(ext) for run in grid.runs(config)
-            for ext in (".png", ".pdf")]
+    return [grid.training_curve_file(config, cell) for cell in grid.cells(config)]

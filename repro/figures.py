@@ -24,12 +24,13 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
-    """Write ``fig`` to ``stem``.png (150 dpi) and ``stem``.pdf, atomically; returns both paths."""
+def save_figure(fig, stem: str | os.PathLike, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Write ``fig`` to ``stem``.png (150 dpi) and ``stem``.pdf (or the ``formats`` given), atomically; returns the
+    paths."""
     from .io import atomic_path
 
     paths = []
-    for ext in ("png", "pdf"):
+    for ext in formats:
         path = Path(f"{stem}.{ext}")
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
@@ -171,33 +172,45 @@ def plot_judge(summary: dict):
     return fig
 
 
-def plot_training_curves(log: list[dict], title: str):
-    """One cell's training curves from its ``train_log.jsonl`` records: the total loss and every logged term per
-    optimiser step (left), other diagnostics such as accuracies and the gradient norm (middle), and dev Rouge-L
-    per epoch (right)."""
+def plot_training_curves(logs: dict[str, list[dict]], title: str):
+    """One table row's training curves from the ``train_log.jsonl`` records of each of its runs (``{label: records}``,
+    e.g. one per training seed): the total loss and every logged term per optimiser step (left), other diagnostics
+    such as accuracies and the gradient norm (middle), and dev Rouge-L per epoch (right). A colour per quantity, a
+    line style per run."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    steps = [r for r in log if "step" in r and "event" not in r]
-    epochs = [r for r in log if r.get("event") == "epoch_end"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-    keys = [k for k in steps[0] if k not in ("step", "epoch", "lr", "grad_norm")] if steps else []
-    losses = [k for k in keys if "acc" not in k]
-    others = [k for k in keys if "acc" in k] + ["grad_norm"]
-    x = [r["step"] for r in steps]
-    for k in losses:
-        axes[0].plot(x, [r[k] for r in steps], label=k, lw=1)
+    styles = ["-", "--", ":", "-."]
+    colours: dict[str, str] = {}
+    positive = True
+    for n, (label, log) in enumerate(logs.items()):
+        style = styles[n % len(styles)]
+        steps = [r for r in log if "step" in r and "event" not in r]
+        epochs = [r for r in log if r.get("event") == "epoch_end"]
+        keys = [k for k in steps[0] if k not in ("step", "epoch", "lr", "grad_norm")] if steps else []
+        losses = [k for k in keys if "acc" not in k]
+        others = [k for k in keys if "acc" in k] + ["grad_norm"]
+        x = [r["step"] for r in steps]
+        for ax, names in ((axes[0], losses), (axes[1], others)):
+            for k in names:
+                if steps and k in steps[0]:
+                    first = k not in colours
+                    line, = ax.plot(x, [r[k] for r in steps], ls=style, lw=1, color=colours.get(k),
+                                    label=k if first else None)
+                    colours.setdefault(k, line.get_color())
+        positive = positive and all(r[k] > 0 for r in steps for k in losses)
+        axes[2].plot([r["epoch"] for r in epochs], [r["dev_rougeL"] for r in epochs], marker="o", ls=style,
+                     color="black", label=label)
+    runs = ", ".join(f"{label} {styles[n % len(styles)]}" for n, label in enumerate(logs))
     # log scale: cross-entropy terms (nats) and KD terms near zero share the panel
     axes[0].set(title=f"{title}: loss terms", xlabel="optimiser step", ylabel="loss (nats per response token)",
-                yscale="log" if steps and all(r[k] > 0 for r in steps for k in losses) else "linear")
-    for k in others:
-        if steps and k in steps[0]:
-            axes[1].plot(x, [r[k] for r in steps], label=k, lw=1)
-    axes[1].set(title="diagnostics", xlabel="optimiser step", ylabel="value (accuracy: fraction)")
-    axes[2].plot([r["epoch"] for r in epochs], [r["dev_rougeL"] for r in epochs], marker="o")
+                yscale="log" if positive and axes[0].lines else "linear")
+    axes[1].set(title=f"diagnostics (runs: {runs})", xlabel="optimiser step",
+                ylabel="value (accuracy: fraction)")
     axes[2].set(title="dev Rouge-L per epoch", xlabel="epoch", ylabel="Rouge-L (x100)")
     axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in axes[:2]:
+    for ax in axes:
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()

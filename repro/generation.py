@@ -39,28 +39,95 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
         raise ValueError(f"temperature must be positive for sampling, got {settings.temperature}")
     model.eval()
     outputs: list[str] = []
-    pad_id = tokenizer.pad_token_id
     # fork_rng restores the CPU and CUDA generators afterwards, so evaluating between epochs leaves the training
     # randomness (dropout, batch order) as it would be without evaluation.
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(prompts), settings.batch_size), desc=desc, leave=False):
-            chunk = prompts[start:start + settings.batch_size]
-            encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][: settings.max_prompt_length]
-                       for p in chunk]
-            width = max(len(e) for e in encoded)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, e in enumerate(encoded):  # left padding: every prompt ends where generation starts
-                ids[i, width - len(e):] = torch.tensor(e)
-                mask[i, width - len(e):] = 1
-            out = model.generate(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
-                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-                no_repeat_ngram_size=settings.no_repeat_ngram_size or None, max_new_tokens=settings.max_new_tokens,
-                pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
-            outputs += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, width:]]
+            ids, mask = left_padded(tokenizer, prompts[start:start + settings.batch_size], settings.max_prompt_length)
+            tokens = decode_batch(model, ids.to(model.device), mask.to(model.device), settings,
+                                  tokenizer.eos_token_id, sample_token)
+            outputs += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
     return outputs
+
+
+def left_padded(tokenizer, prompts: list[str], max_prompt_length: int):
+    """``(ids, mask)`` of the prompts, left-padded with the pad id (every prompt ends where generation starts), no
+    BOS, each cut to ``max_prompt_length`` tokens."""
+    import torch
+
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][:max_prompt_length] for p in prompts]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    return ids, mask
+
+
+def sample_token(probs):
+    """One token per row drawn from ``probs`` [rows, vocab] (the multinomial draw of ``transformers``' sampling)."""
+    import torch
+
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def decode_batch(model, ids, mask, settings: DecodeSettings, eos_id: int, pick) -> list[list[int]]:
+    """The new tokens of every row of the left-padded batch ``ids``/``mask`` (EOS included where drawn).
+
+    The decoding of ``transformers``' ``generate(do_sample=True)``: the same logits processors in the same order
+    (no-repeat n-grams over prompt and response, then temperature, top-k, top-p), float32 probabilities, a KV cache,
+    stop at EOS or ``max_new_tokens``. One difference, for speed: a row that has drawn EOS leaves the batch (its
+    cache rows are dropped), where ``generate`` keeps computing it to the end. With one prompt per batch the draws
+    are those of ``generate`` token for token (tested); with more, each row's distribution is the same but the random
+    stream is shared by fewer rows after the first EOS, so the samples differ from ``generate``'s."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if settings.no_repeat_ngram_size:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    if settings.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(settings.temperature))
+    if settings.top_k:
+        processors.append(TopKLogitsWarper(settings.top_k))
+    if settings.top_p < 1.0:
+        processors.append(TopPLogitsWarper(settings.top_p))
+    new: list[list[int]] = [[] for _ in range(len(ids))]
+    if settings.max_new_tokens <= 0:
+        return new
+    rows = torch.arange(len(ids))   # which original row each batch row is
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                cache=cache, use_cache=True, logits_to_keep=1)
+    seqs = ids
+    for step in range(settings.max_new_tokens):
+        scores = processors(seqs, out.logits[:, -1, :].float())
+        token = pick(scores.softmax(-1))
+        for row, t in zip(rows.tolist(), token.tolist(), strict=True):
+            new[row].append(t)
+        if step + 1 == settings.max_new_tokens:
+            break
+        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        mask = torch.cat([mask, mask.new_ones(len(token), 1)], dim=1)
+        going = token != eos_id
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            if len(keep) == 0:
+                break
+            rows, seqs, mask, token = rows[keep.cpu()], seqs[keep], mask[keep], token[keep]
+            cache.batch_select_indices(keep)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                    cache=cache, use_cache=True)
+    return new
 
 
 def teacher_targets(model, tokenizer, rows: list[dict], seed: int, settings: DecodeSettings) -> list[dict]:

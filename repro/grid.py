@@ -392,8 +392,9 @@ def figure_numbers(config: dict) -> list[int]:
     return [1] + ([2] if judge_comparisons(config) else []) + ([3] if representation_students(config) else [])
 
 
-def training_curve_stem(config: dict, run: Cell) -> Path:
-    return figures_dir(config) / "training" / run.pair / run.name / f"seed{_seed_of(run)}"
+def training_curve_file(config: dict, cell: Cell) -> Path:
+    """The training curves of row ``cell``, every training run of it in one PNG."""
+    return figures_dir(config) / "training" / cell.pair / f"{cell.name}.png"
 
 
 def report_file(config: dict) -> Path:

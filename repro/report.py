@@ -177,10 +177,8 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
                  f'of the divergence {_esc(divergence)}.</p>')
 
     page.add('<h2 id="training">Training curves</h2><ul class="files">')
-    for run in grid.runs(config):
-        stem = grid.training_curve_stem(config, run)
-        page.add(f"<li>{_esc(run.run_id)}: {page.link(stem.with_suffix('.png'), 'PNG')}, "
-                 f"{page.link(stem.with_suffix('.pdf'), 'PDF')}</li>")
+    for cell in grid.cells(config):
+        page.add(f"<li>{_esc(cell.id)}: {page.link(grid.training_curve_file(config, cell), 'PNG')}</li>")
     page.add("</ul>")
 
     page.add('<h2 id="notebooks">Rendered notebooks</h2><ul class="files">')

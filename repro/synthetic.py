@@ -123,8 +123,10 @@ def _unique_names(rng: random.Random, n: int, syllables: int, taken: set[str]) -
 
 
 def invent_world(seed: int, n_people: int, n_cities: int = 16) -> tuple[list[Person], list[Person]]:
-    """Return ``(people, strangers)``: the people whose facts are to be memorised, and twice as many strangers that
-    only appear inside passages (their facts are given in the input, never memorised)."""
+    """Return ``(people, strangers)``: the people whose facts are to be memorised, and four times as many strangers
+    that only appear inside passages (their facts are given in the input, never memorised); half of the strangers
+    appear in training passages, the other half in the S-NI role's, so that set can hold up to 10 x n_people
+    examples (2 x n_people strangers x 5 questions)."""
     rng = random.Random(seed)
     taken: set[str] = set()
     cities = _unique_names(rng, n_cities, 3, taken)
@@ -134,7 +136,7 @@ def invent_world(seed: int, n_people: int, n_cities: int = 16) -> tuple[list[Per
                       rng.randint(18, 80))
 
     people = [person(n) for n in _unique_names(rng, n_people, 2, taken)]
-    strangers = [person(n) for n in _unique_names(rng, 2 * n_people, 2, taken)]
+    strangers = [person(n) for n in _unique_names(rng, 4 * n_people, 2, taken)]
     return people, strangers
 
 
@@ -274,6 +276,14 @@ def check_sizes(n_people: int, n_train: int, n_dev: int, n_test: dict[str, int])
     if n_sampled < 4 or n_eval > len(ATTRIBUTES) * n_people + n_sampled:
         return (f"data.n_train={n_train} is too small for data.n_people={n_people} (facts and profiles alone take "
                 f"{n_fixed} examples of the training, dev and Dolly-role sets); raise n_train or lower n_people")
+    # Distinct questions each role can ask: SelfInst the 3 held-out phrasings of each person's 5 facts, VicunaEval
+    # the 15 profile phrasings of each unprofiled person, S-NI 5 questions about each of its 2 x n_people strangers.
+    capacity = {"selfinst": 3 * len(ATTRIBUTES) * n_people, "vicuna": 15 * (n_people - n_people // 2),
+                "sni": len(ATTRIBUTES) * 2 * n_people}
+    for name, most in capacity.items():
+        if n_test.get(name, 0) > most:
+            return (f"data.n_test.{name}={n_test[name]} is more than the {most} distinct examples data.n_people="
+                    f"{n_people} allows for that set; lower it or raise n_people")
     return None
 
 

@@ -31,7 +31,7 @@ def test_default_grid_cells():
     assert params["teacher"].endswith("runs/gpt2/teacher/seed10/model")  # one teacher run, the first seed
     assert params["out_dir"].endswith("runs/gpt2/kd-kl/seed20") and params["cell_id"] == "gpt2/kd-kl/seed20"
     assert params["training"]["seed"] == 20 and "seeds" not in params["training"]
-    assert params["model"].endswith("models/base/gpt2_student")
+    assert params["model"].endswith("models/pretrained/gpt2_student")  # pretraining is on by default
     assert params["training"]["lr"] == config["pairs"]["gpt2"]["student_training"]["lr"]
     assert params["training"]["dev_seeds"] == config["evaluation"]["dev_seeds"]
     assert "dev_seeds" not in params["evaluation"]

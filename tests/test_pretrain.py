@@ -67,6 +67,7 @@ def test_pretraining_lowers_the_loss_and_is_deterministic(tmp_path, trained_toke
 def test_rows_start_from_the_pretrained_bases_when_enabled():
     config = load_config(REPO / "config" / "config.yaml")
     run = grid.find_run(config, "gpt2", "kd-kl", 10)
+    config["pretraining"] = {"enabled": False}
     assert grid.cell_params(config, run)["model"].endswith("models/base/gpt2_student")
     config["pretraining"] = {"enabled": True, "worlds": 2}
     assert grid.cell_params(config, run)["model"].endswith("models/pretrained/gpt2_student")

@@ -42,7 +42,11 @@ def test_every_figure_draws_and_saves(tmp_path):
     _assert_figure_files(save_figure(plot_judge(summary), tmp_path / "judge"))
     log = [{"step": i, "epoch": 1, "lr": 1e-3, "grad_norm": 1.0, "loss": 3.0 / i, "ce": 4.0 / i, "kd": 0.01,
             "t2s_acc": 0.1 * i} for i in range(1, 6)] + [{"event": "epoch_end", "epoch": 1, "dev_rougeL": 12.0}]
-    _assert_figure_files(save_figure(plot_training_curves(log, "pair/cell"), tmp_path / "curves"))
+    other = [{**r, "loss": r["loss"] * 2} if "loss" in r else r for r in log]
+    fig = plot_training_curves({"seed 10": log, "seed 20": other}, "pair/cell")
+    assert [len(ax.get_legend().get_texts()) for ax in fig.axes] == [3, 2, 2]  # a legend entry per quantity/run
+    assert len(fig.axes[0].lines) == 6 and len(fig.axes[2].lines) == 2
+    _assert_figure_files(save_figure(fig, tmp_path / "curves"))
 
 
 def test_markdown_tables_are_escaped():

@@ -128,3 +128,22 @@ def test_grid_cost_script_sums_benchmarks_by_job_kind(tmp_path):
     assert kinds["run_cell: kd"] == {"jobs": 2, "seconds": 42.0, "training": 25.0}
     assert kinds["run_cell: teacher"]["training"] == 25.0 and kinds["cache_teacher"]["seconds"] == 3.0
     assert read_json(out)["total_seconds"] == 77.0 and "total" in done.stdout
+
+
+def test_generation_benchmark_times_both_decoders_side_by_side(tmp_path, trained_tokenizers, small_splits):
+    from repro.io import write_jsonl
+    from repro.models import init_model
+    from repro.vocab import load_tokenizer
+
+    init_model({"arch": "gpt2", "layers": 1, "hidden": 16, "heads": 2, "max_positions": 256},
+               load_tokenizer(trained_tokenizers["gpt2"]), tmp_path / "model", seed=0)
+    write_jsonl(tmp_path / "test" / "dolly.jsonl", small_splits["test/dolly"])
+    out = tmp_path / "generation.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_generation.py"), str(tmp_path / "model"),
+                           str(tmp_path / "test"), "--config", str(REPO / "config" / "micro.yaml"), "--batch", "2",
+                           "3", "--rounds", "1", "--limit", "5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = read_json(out)
+    assert result["prompts"] == 5 and set(result["seconds"]) == {"generate 2", "generate 3", "loop 2", "loop 3"}
+    assert result["ratio_to_generate"]["generate 2"] == 1.0 and "ms/prompt" in done.stdout

@@ -93,3 +93,21 @@ def test_held_out_phrasings_recombine_familiar_parts():
             assert any(core in t for t in train)
         for style in STYLES:
             assert any(t == style.format(q=core) for core in FACT_CORES[attr] for t in train)
+
+
+@pytest.mark.parametrize("name, most", [("selfinst", 3 * 5 * 7), ("vicuna", 15 * 4), ("sni", 5 * 2 * 7)])
+def test_each_test_set_can_hold_exactly_its_stated_number_of_distinct_questions(name, most):
+    """``check_sizes`` states how many distinct questions a set can ask; the generator draws exactly that many, and
+    one more is refused before anything is drawn, naming the key."""
+    from repro.synthetic import check_sizes
+
+    sizes = {"n_people": 7, "n_train": 300, "n_dev": 10,
+             "n_test": {"dolly": 5, "selfinst": 5, "vicuna": 5, "sni": 5, "unni": 5}}
+    full = {**sizes, "n_test": {**sizes["n_test"], name: most}}
+    assert check_sizes(**full) is None
+    splits = generate(seed=3, **full)
+    assert len({(r["instruction"], r["input"]) for r in splits[f"test/{name}"]}) == most
+    over = {**sizes, "n_test": {**sizes["n_test"], name: most + 1}}
+    assert f"data.n_test.{name}={most + 1}" in check_sizes(**over)
+    with pytest.raises(ValueError, match=f"n_test.{name}"):
+        generate(seed=3, **over)

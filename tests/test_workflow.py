@@ -31,11 +31,11 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile, cells, caches, bases", [("config/config.yaml", 4 + 3 * 50, 4, 0),
+@pytest.mark.parametrize("configfile, cells, caches, bases", [("config/config.yaml", 4 + 3 * 50, 4, 6),
                                                               ("config/micro.yaml", 2 + 2 * 9, 2, 3)])
 def test_dry_run_job_counts(tmp_path, configfile, cells, caches, bases):
     """One job per run: every student row once per training seed (3 by default, 2 in micro), each teacher once;
-    with pretraining (micro) one corpus and one pretraining job per built base model."""
+    with pretraining (both) one corpus and one pretraining job per built base model."""
     result = _run(["-n", "--configfile", str(REPO / configfile),
                    "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
