@@ -271,7 +271,8 @@ def standard_error_line(rows: list[dict]) -> str | None:
     import statistics
 
     return (f"Standard error of one run's Avg from its test prompts and sampling seeds alone (no training noise): "
-            f"median {statistics.median(errors):.2f}, largest {max(errors):.2f} points over the rows of this table.")
+            f"median {statistics.median(errors):.2f}, largest {max(errors):.2f} points over the rows of this table "
+            f"(the default miniature's test sets are sized for at most 0.50).")
 
 
 def to_markdown(config: dict, rows: list[dict], table: int) -> str:

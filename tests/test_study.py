@@ -31,7 +31,10 @@ def test_every_condition_of_the_study_config_is_a_valid_grid():
         assert len(grid.runs(condition)) == 1 + 5 * 3 and condition["ablation"] == []
     wider = study.condition_config(config, "wider_gap")["models"]["gpt2_teacher"]
     assert (wider["layers"], wider["hidden"], wider["arch"]) == (4, 128, "gpt2")  # merged, not replaced
-    assert study.condition_config(config, "pretrained")["pretraining"]["enabled"] is True
+    assert study.condition_config(config, "default")["pretraining"]["enabled"] is True
+    assert study.condition_config(config, "random_init")["pretraining"]["enabled"] is False
+    assert study.condition_config(config, "weaker_teacher")["pairs"]["gpt2"]["teacher_training"] == {
+        "lr": 2.0e-3, "epochs": 5}
     assert study.condition_config(config, "projector_half")["pairs"]["gpt2"]["student_training"] == {
         "lr": 2.0e-3, "epochs": 4, "projector_lr": 1.0e-3}
 

@@ -50,8 +50,8 @@ def test_dry_run_job_counts(tmp_path, configfile, cells, caches, bases):
 def test_study_dry_run_plans_one_workflow_per_condition(tmp_path):
     result = _run(["-n", "--configfile", str(REPO / "config" / "study.yaml"), "--directory", str(tmp_path)], REPO)
     assert result.returncode == 0, result.stderr
-    assert _job_counts(result.stdout + result.stderr) == {"convert_notebook": 1, "study_condition": 6, "study": 1,
-                                                          "all": 1, "total": 9}
+    assert _job_counts(result.stdout + result.stderr) == {"convert_notebook": 1, "study_condition": 7, "study": 1,
+                                                          "all": 1, "total": 10}
 
 
 def test_without_the_teacher_cache_no_cache_jobs(tmp_path):
