@@ -3,7 +3,9 @@ this for the cluster runtime it requests).
 
     python -m repro.estimate config/paper.yaml [--peak-tflops 312 --train-mfu 0.35 --generate-mfu 0.10]
 
-The estimate is a FLOP count divided by a sustained rate: training costs 6 N FLOPs per token for a fully trained
+A model given by ``id`` is counted from its own config.json (a local folder's, or the hub's when reachable or
+cached); offline, the config's optional ``models.<name>.shape`` stands in, else a stated guess with a warning, so an
+unknown model never stops the workflow. The estimate is a FLOP count divided by a sustained rate: training costs 6 N FLOPs per token for a fully trained
 model of N parameters (4 N with LoRA: no weight gradients for the frozen base), a frozen teacher 2 N per token, or,
 read from the teacher-state cache (``training.teacher_cache``), only its head on the response tokens (2 d V per
 token) plus one cache job per pair (2 N per training token once; DSKD-CMA's official statistics another 2 N per
@@ -15,21 +17,17 @@ Snakemake's ``benchmark:`` files under ``results/benchmarks/``.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import grid
 
-# Parameters, hidden size and head rows of the paper's models (the hub is not asked: planning must work offline);
-# the head is what a cached teacher still costs.
-KNOWN_MODELS = {
-    "gpt2": (124e6, 768, 50257),
-    "gpt2-xl": (1.558e9, 1600, 50257),
-    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": (1.100e9, 2048, 32000),
-    "meta-llama/Llama-2-7b-hf": (6.738e9, 4096, 32000),
-    "Qwen/Qwen1.5-1.8B": (1.837e9, 2048, 151936),
-    "mistralai/Mistral-7B-v0.1": (7.242e9, 4096, 32000),
-}
+# What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
+# (parameters, hidden size, head rows); a warning says so.
+FALLBACK_SHAPE = (1.0e9, 2048, 32000)
 RESPONSE_SHARE = {"synthetic": 0.5, "real": 0.5}  # share of a training sequence's tokens that are response tokens
 # Data sizes of the paper's data when they cannot be read from the config (PAPER.md section 4).
 PAPER_TRAIN_EXAMPLES = 11_400
@@ -46,15 +44,79 @@ class Rates:
 
 
 def _shape(config: dict, model: str) -> tuple[float, int, int]:
-    """(parameters, hidden size, head rows) of a config model: known hub ids, or a miniature architecture's."""
+    """(parameters, hidden size, head rows) of a config model: for an ``id``, counted from the model's own
+    config.json (a local folder's, or the hub's when it is reachable or cached), else the config's ``shape``, else
+    ``FALLBACK_SHAPE`` with a warning; for a miniature architecture, from its sizes."""
     spec = config["models"][model]
     if "id" in spec:
-        if spec["id"] not in KNOWN_MODELS:
-            raise ValueError(f"config key 'models.{model}.id': no parameter count known for {spec['id']!r} "
-                             f"(known: {', '.join(KNOWN_MODELS)}); add it to repro.estimate.KNOWN_MODELS")
-        return KNOWN_MODELS[spec["id"]]
+        counted = shape_from_config(model_config(spec["id"]) or {})
+        if counted is not None:
+            return counted
+        if "shape" in spec:
+            return float(spec["shape"]["parameters"]), spec["shape"]["hidden"], spec["shape"]["head_rows"]
+        _warn_once(f"config key 'models.{model}.id': no config.json readable for {spec['id']!r} (not a local "
+                   f"model folder, and the hub is offline or does not know it) and no models.{model}.shape given; "
+                   f"the estimate assumes {FALLBACK_SHAPE[0]:.0e} parameters, hidden size {FALLBACK_SHAPE[1]} and "
+                   f"{FALLBACK_SHAPE[2]:,} head rows")
+        return FALLBACK_SHAPE
     vocab = config["tokenizers"][spec["tokenizer"]]["vocab_size"]
     return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"], spec["hidden"], vocab
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    import warnings
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_model_config(ref: str) -> str | None:
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return (path / "config.json").read_text(encoding="utf-8") if (path / "config.json").is_file() else None
+    try:  # the hub's file (or its local cache; HF_HUB_OFFLINE=1 asks the cache only)
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(ref, "config.json")).read_text(encoding="utf-8")
+    except Exception:  # unreachable, unknown or gated: the caller falls back and says so
+        return None
+
+
+def model_config(ref: str) -> dict | None:
+    """The config.json of a model given by local folder or hub id, or None when it cannot be read."""
+    text = _read_model_config(ref)
+    try:
+        return json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        return None
+
+
+def shape_from_config(c: dict) -> tuple[float, int, int] | None:
+    """(parameters, hidden size, head rows) counted from a ``transformers`` config.json: exact for GPT-2 and for
+    the LLaMA family (LLaMA, Mistral, Qwen2 and others with its field names); None when the fields are missing."""
+    try:
+        if c.get("model_type") == "gpt2":
+            d, layers, vocab, positions = c["n_embd"], c["n_layer"], c["vocab_size"], c["n_positions"]
+            inner = c.get("n_inner") or 4 * d
+            block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d)
+            return float(vocab * d + positions * d + layers * block + 2 * d), d, vocab
+        d, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+        heads, inner = c["num_attention_heads"], c["intermediate_size"]
+        kv = c.get("num_key_value_heads") or heads
+        head_dim = c.get("head_dim") or d // heads
+        qkv_bias = c.get("model_type") == "qwen2" or bool(c.get("attention_bias"))
+        attention = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d
+        attention += (heads * head_dim + 2 * kv * head_dim) * qkv_bias + d * bool(c.get("attention_bias"))
+        mlp = 3 * d * inner + (2 * inner + d) * bool(c.get("mlp_bias"))
+        head = 0 if c.get("tie_word_embeddings", False) else vocab * d
+        return float(vocab * d + layers * (attention + mlp + 2 * d) + d + head), d, vocab
+    except (KeyError, TypeError):
+        return None
 
 
 def parameters(config: dict, model: str) -> float:

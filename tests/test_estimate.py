@@ -33,10 +33,34 @@ def test_paper_estimates_cover_every_job_and_scale_with_the_models(capsys):
     assert lines[-1].startswith("without the teacher-state cache") and "x with it" in lines[-1]
 
 
-def test_unknown_hub_models_are_named():
+def test_an_unknown_model_offline_is_a_warning_and_a_fallback(monkeypatch):
     import pytest
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = load_config(REPO / "config" / "paper.yaml")
     config["models"]["gpt2_teacher"] = {"id": "someone/else"}
-    with pytest.raises(ValueError, match=r"models.gpt2_teacher.id': no parameter count known for 'someone/else'"):
-        estimate.estimate(config)
+    with pytest.warns(UserWarning, match=r"models.gpt2_teacher.id': no config.json readable for 'someone/else'"):
+        rows = estimate.estimate(config)
+    assert estimate.parameters(config, "gpt2_teacher") == estimate.FALLBACK_SHAPE[0] and rows
+    config["models"]["gpt2_teacher"]["shape"] = {"parameters": 2e9, "hidden": 1000, "head_rows": 500}
+    assert estimate._shape(config, "gpt2_teacher") == (2e9, 1000, 500)  # the config's planning size offline
+
+
+def test_parameters_are_counted_from_a_local_model_folder(tmp_path, trained_tokenizers):
+    """A local save_pretrained folder as `id`: the count from its config.json is the model's own parameter count,
+    for every architecture family (tied and untied heads, grouped-query heads, Qwen2's biases)."""
+    from repro.models import init_model, load_model
+    from repro.vocab import load_tokenizer
+
+    specs = {"gpt2": ("gpt2", {}), "llama": ("llama", {"kv_heads": 1}), "mistral": ("mistral", {"kv_heads": 2}),
+             "qwen2": ("qwen", {"pad_vocab_to_multiple_of": 64})}
+    config = load_config(REPO / "config" / "paper.yaml")
+    for arch, (tokenizer, extra) in specs.items():
+        folder = tmp_path / arch
+        init_model({"arch": arch, "layers": 2, "hidden": 32, "heads": 4, "max_positions": 128, **extra},
+                   load_tokenizer(trained_tokenizers[tokenizer]), folder, seed=0)
+        model = load_model(folder)
+        config["models"]["gpt2_teacher"] = {"id": str(folder)}
+        counted, hidden, rows = estimate._shape(config, "gpt2_teacher")
+        assert counted == sum(p.numel() for p in model.parameters()), arch
+        assert (hidden, rows) == (32, model.get_output_embeddings().weight.shape[0])

@@ -101,6 +101,20 @@ def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
     assert "slurm_partition=cpu" in tables and "gpu=" not in tables
 
 
+def test_a_model_of_unknown_size_plans_with_a_warning(tmp_path):
+    """An id whose config.json cannot be read offline (and no `shape`): the cluster plan still comes out, the
+    estimate's guess announced."""
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    config["models"]["gpt2_teacher"] = {"id": "someone/unknown-model"}
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(path), "--directory",
+                   str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "models.gpt2_teacher.id': no config.json readable for 'someone/unknown-model'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     config["training"]["learning_rate"] = 1e-3
