@@ -5,15 +5,15 @@ this for the cluster runtime it requests).
 
 A model given by ``id`` is counted from its own config.json (a local folder's, or the hub's when reachable or
 cached); offline, the config's optional ``models.<name>.shape`` stands in, else a stated guess with a warning, so an
-unknown model never stops the workflow. The estimate is a FLOP count divided by a sustained rate: training costs 6 N FLOPs per token for a fully trained
-model of N parameters (4 N with LoRA: no weight gradients for the frozen base), a frozen teacher 2 N per token, or,
-read from the teacher-state cache (``training.teacher_cache``), only its head on the response tokens (2 d V per
-token) plus one cache job per pair (2 N per training token once; DSKD-CMA's official statistics another 2 N per
-position of every example padded to max_length); the
-dev evaluation after every epoch and the test evaluation cost 2 N per prompt and generated token, at a lower
-utilisation (sampling is memory-bound). Defaults: an A100's 312 bf16 TFLOP/s at 35% for training and 10% for
-generation. It is a planning number, within a factor of about two; measured times are recorded per job by
-Snakemake's ``benchmark:`` files under ``results/benchmarks/``.
+unknown model never stops the workflow. The estimate is a FLOP count divided by a sustained rate: training costs
+6 N FLOPs per token for a fully trained model of N parameters (4 N with LoRA: no weight gradients for the frozen
+base), a frozen teacher 2 N per token, or, read from the teacher-state cache (``training.teacher_cache``), only its
+head on the response tokens (2 d V per token) plus one cache job per pair (2 N per training token once; DSKD-CMA's
+official statistics another 2 N per position of every example padded to max_length); the dev evaluation after
+every epoch and the test evaluation cost 2 N per prompt and generated token, at a lower utilisation (sampling is
+memory-bound). Defaults: an A100's 312 bf16 TFLOP/s at 35% for training and 10% for generation. It is a planning
+number, within a factor of about two; measured times are recorded per job by Snakemake's ``benchmark:`` files under
+``results/benchmarks/``.
 """
 from __future__ import annotations
 
