@@ -3,13 +3,18 @@
 # (used instead of config/config.yaml, never merged into it). Machine settings live in profiles/.
 from pathlib import Path
 
-from repro.config import validate_config
+from repro.config import load_yaml, validate_config
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
 if not workflow.overwrite_configfiles:
 
     configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+# Snakemake has read the config file(s) already; read them again strictly, so that a key given twice (which YAML
+# silently resolves to the last) stops the run naming the file and line.
+for _path in workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"]:
+    load_yaml(_path)
 
 
 # A study config (config/study.yaml: one `study` section) runs the study of when DSKD helps, every condition a

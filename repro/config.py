@@ -25,15 +25,64 @@ class ConfigError(ValueError):
     """A configuration does not match the schema; the message lists every problem, one per line."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML itself keeps the last)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (first at line {seen[key] + 1}); YAML would keep only the last",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from ``path``; a syntax error, a key given twice, an empty file or another top level raise
+    ``ConfigError`` naming the file (and the line and column)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot be read: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = e.problem or str(e)
+        if "\\t" in what or "tab" in what:
+            what += " (YAML indents with spaces, never tabs)"
+        if not what.startswith("key "):  # a key given twice is valid YAML, refused here
+            what = f"not valid YAML: {what}"
+        raise ConfigError(f"{p}{where}: {what}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the file is empty; expected a mapping of config keys")
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{p}: expected a mapping of config keys at the top level, got a {type(data).__name__}")
     return data
+
+
+def non_finite_keys(value, path=()) -> list[str]:
+    """Keys of ``value`` (nested mappings and lists) whose number is NaN or infinite."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return [_key(path)]
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in non_finite_keys(v, (*path, key))]
+    if isinstance(value, list):
+        return [k for i, v in enumerate(value) for k in non_finite_keys(v, (*path, i))]
+    return []
 
 
 @lru_cache(maxsize=4)
@@ -66,6 +115,13 @@ def _describe(error) -> list[str]:
     return [f"config key '{where}': {error.message}"]
 
 
+def _get(config, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
     import jsonschema
@@ -74,6 +130,8 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) 
     problems: list[str] = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems += _describe(error)
+    problems += [f"config key '{key}': expected a finite number, got {'NaN' if 'nan' in str(v).lower() else v}"
+                 for key, v in ((k, _get(config, k)) for k in non_finite_keys(config))]
     if isinstance(config.get("training"), dict) and "seed" in config["training"]:
         problems.append("config key 'training.seed' was replaced by 'training.seeds', a list of training seeds "
                         "(one run of every student row per seed), e.g. seeds: [10]")

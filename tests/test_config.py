@@ -63,6 +63,39 @@ def test_load_config_names_the_file(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("results_dir: [unclosed\n", "bad.yaml, line 2, column 1: not valid YAML"),
+    ("data:\n\tseed: 1\n", "bad.yaml, line 2, column 1: not valid YAML: found character '\\t' that cannot start any "
+                           "token (YAML indents with spaces, never tabs)"),
+    ("results_dir: a\nresults_dir: b\n", "bad.yaml, line 2, column 1: key 'results_dir' given twice (first at line "
+                                         "1); YAML would keep only the last"),
+    ("pairs:\n  gpt2: {table: 1}\n  gpt2: {table: 2}\n", "line 3, column 3: key 'gpt2' given twice"),
+    ("training: {batch_size: 8, batch_size: 16}\n", "line 1, column 27: key 'batch_size' given twice"),
+    ("", "bad.yaml: the file is empty; expected a mapping of config keys"),
+    ("# only a comment\n", "the file is empty"),
+    ("- a\n- b\n", "expected a mapping of config keys at the top level, got a list"),
+    ("just text\n", "got a str"),
+])
+def test_yaml_problems_name_the_file_line_and_column(tmp_path, text, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_yaml(bad)
+    assert expected in str(info.value)
+
+
+def test_non_finite_numbers_are_refused_by_key(config):
+    config["training"]["kd_rate"] = float("nan")
+    config["training"]["temperature"] = float("inf")
+    config["training"]["seeds"] = [10, float("-inf")]
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    message = str(info.value)
+    assert "config key 'training.kd_rate': expected a finite number, got NaN" in message
+    assert "config key 'training.temperature': expected a finite number, got inf" in message
+    assert "config key 'training.seeds.1': expected a finite number, got -inf" in message
+
+
 def test_config_modules_do_not_import_torch():
     """The Snakefile imports repro.config and repro.grid; building the DAG must not pay for torch."""
     import subprocess

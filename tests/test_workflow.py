@@ -129,6 +129,18 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_key_given_twice_stops_before_any_job(tmp_path):
+    text = (REPO / "config" / "micro.yaml").read_text()
+    bad = tmp_path / "twice.yaml"
+    bad.write_text(text.replace("  batch_size: 32\n", "  batch_size: 32\n  batch_size: 16\n", 1))
+    line = bad.read_text().splitlines().index("  batch_size: 16") + 1
+    result = _run(["-n", "--configfile", str(bad), "--directory", str(tmp_path)], REPO)
+    assert result.returncode != 0
+    assert f"twice.yaml, line {line}, column 3: key 'batch_size' given twice (first at line {line - 1})" in (
+        result.stdout + result.stderr)
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow
 def test_micro_run_end_to_end(tmp_path):
     """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables,
