@@ -126,7 +126,11 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) 
     """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(_schema(str(schema_path)))
+    # JSON Schema counts 32.0 as an integer; Python's range() and the batch arithmetic do not
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)(
+        _schema(str(schema_path)))
     problems: list[str] = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems += _describe(error)
@@ -181,7 +185,22 @@ def _check_references(config: dict) -> list[str]:
 
         if (size_problem := check_sizes(data["n_people"], data["n_train"], data["n_dev"], data["n_test"])):
             problems.append(f"config key 'data.n_train': {size_problem}")
+    for name, spec in config["models"].items():
+        if "heads" in spec and spec["hidden"] % spec["heads"]:
+            problems.append(f"config key 'models.{name}.heads': {spec['heads']} attention heads must divide the "
+                            f"hidden size ({spec['hidden']})")
+        if "kv_heads" in spec and spec["heads"] % spec["kv_heads"]:
+            problems.append(f"config key 'models.{name}.kv_heads': {spec['kv_heads']} key/value heads must divide "
+                            f"the attention heads ({spec['heads']})")
     training = config["training"]
+    if training["max_prompt_length"] > training["max_length"]:
+        problems.append(f"config key 'training.max_prompt_length': {training['max_prompt_length']} is more than "
+                        f"training.max_length ({training['max_length']}), which includes the prompt")
+    for name, spec in config["models"].items():
+        if "id" not in spec and spec.get("max_positions", 512) < training["max_length"]:
+            problems.append(f"config key 'models.{name}.max_positions': {spec.get('max_positions', 512)} positions "
+                            f"(512 when not given) are fewer than training.max_length ({training['max_length']})")
+    problems += _check_figures(config)
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):
             merged = {**training, **pair[f"{role}_training"]}
@@ -190,6 +209,25 @@ def _check_references(config: dict) -> list[str]:
                 problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "
                                 f"({merged['micro_batch_size']} x {merged.get('processes', 1)}) must divide "
                                 f"training.batch_size ({merged['batch_size']})")
+    return problems
+
+
+def _check_figures(config: dict) -> list[str]:
+    """Figure settings that refer to the rest of the config: the judge compares generations of an evaluation seed,
+    and Figure 3 compares students of a divergence that the grid trains."""
+    from .grid import FIGURE_DEFAULTS
+
+    figures = config.get("figures") or {}
+    problems = []
+    seed = {**FIGURE_DEFAULTS["judge"], **(figures.get("judge") or {})}["generation_seed"]
+    if seed not in config["evaluation"]["seeds"]:
+        problems.append(f"config key 'figures.judge.generation_seed': {seed} is not one of evaluation.seeds "
+                        f"{config['evaluation']['seeds']}, so it has no generations to compare")
+    divergence = {**FIGURE_DEFAULTS["representation"], **(figures.get("representation") or {})}["divergence"]
+    if divergence not in config["divergences"] and any(
+            {"kd", "dskd"} <= set(p.get("methods", config["methods"])) for p in config["pairs"].values()):
+        problems.append(f"config key 'figures.representation.divergence': {divergence!r} is not one of "
+                        f"divergences {config['divergences']}, so Figure 3 would have no students to compare")
     return problems
 
 

@@ -38,6 +38,23 @@ def test_default_config_is_valid(config):
     (lambda c: c.update(ablation=["nope"]), "config key 'ablation': 'nope' is not a key of 'pairs'"),
     (lambda c: c.update(ablation=["llama"]), "config key 'ablation': pair 'llama' lacks the Table 3 methods "
                                              "['dskd_student_space']"),
+    (lambda c: c["training"].update(batch_size=32.0), "config key 'training.batch_size': 32.0 is not of type "
+                                                      "'integer'"),
+    (lambda c: c["models"]["gpt2_student"].update(heads=3),
+     "config key 'models.gpt2_student.heads': 3 attention heads must divide the hidden size (64)"),
+    (lambda c: c["models"]["tinyllama_student"].update(kv_heads=3),
+     "config key 'models.tinyllama_student.kv_heads': 3 key/value heads must divide the attention heads (4)"),
+    (lambda c: c["training"].update(max_prompt_length=600),
+     "config key 'training.max_prompt_length': 600 is more than training.max_length (512)"),
+    (lambda c: c["training"].update(max_length=1024, max_prompt_length=256),
+     "config key 'models.gpt2_teacher.max_positions': 512 positions (512 when not given) are fewer than "
+     "training.max_length (1024)"),
+    (lambda c: c["figures"]["judge"].update(generation_seed=20),
+     "config key 'figures.judge.generation_seed': 20 is not one of evaluation.seeds [10]"),
+    (lambda c: c["figures"]["representation"].update(divergence="tvd"),
+     "'figures.representation.divergence'"),
+    (lambda c: c.update(divergences=["js"]),
+     "config key 'figures.representation.divergence': 'kl' is not one of divergences ['js'], so Figure 3"),
     (lambda c: c.update(divergences=[]),
      "config key 'divergences': methods ['dskd', 'dskd_cma', 'dskd_student_space', 'kd'] need at least one"),
 ])
