@@ -31,6 +31,8 @@ def _check_row(row, where: str) -> dict:
     for field in ("instruction", "input", "prompt"):
         if not isinstance(row[field], str):
             raise ValueError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
+    if not row["prompt"].strip():
+        raise ValueError(f"{where}: empty prompt in field 'prompt'")
     out = row["output"]
     if not (isinstance(out, str) or (isinstance(out, list) and out and all(isinstance(o, str) for o in out))):
         raise ValueError(f"{where}: field 'output' must be a string or a non-empty list of strings")
@@ -42,16 +44,24 @@ def _check_row(row, where: str) -> dict:
 def read_examples(path: str | os.PathLike, skip_malformed: bool = False) -> tuple[list[dict], list[str]]:
     """Read a processed JSONL file; return ``(rows, skipped)``.
 
-    Every row is checked: valid JSON object, the fields ``instruction``, ``input`` (may be missing: empty),
+    Every row is checked: UTF-8, valid JSON object, the fields ``instruction``, ``input`` (may be missing: empty),
     ``output`` (a non-empty string or non-empty list of non-empty strings) and ``prompt`` (may be missing: built
-    with the paper's template). A malformed row raises an error naming the file and line, unless
-    ``skip_malformed``, in which case it is left out and its problem listed in ``skipped``.
+    with the paper's template; never empty). A malformed row raises an error naming the file and line, unless
+    ``skip_malformed``, in which case it is left out and its problem (file, line, what) listed in ``skipped``, every
+    one of them. A file without a single good row is an error either way (blank lines are ignored).
     """
     rows, skipped = [], []
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with Path(path).open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
             where = f"{Path(path)}, line {lineno}"
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                     f"{e.start + 1})") from None
+                if not line.strip():
+                    continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -61,14 +71,17 @@ def read_examples(path: str | os.PathLike, skip_malformed: bool = False) -> tupl
                 if not skip_malformed:
                     raise
                 skipped.append(str(problem))
+    if not rows:
+        detail = f" ({len(skipped)} malformed rows skipped, first: {skipped[0]})" if skipped else ""
+        raise ValueError(f"{Path(path)}: no examples{detail}; expected one JSON object per line")
     return rows, skipped
 
 
 def load_examples(path: str | os.PathLike, skip_malformed: bool = False) -> list[dict]:
     """The rows of a processed JSONL file (see ``read_examples``); skipped rows are reported as a warning."""
     rows, skipped = read_examples(path, skip_malformed)
-    if skipped:
-        logging.getLogger("repro").warning("%s: skipped %d malformed rows, first: %s", path, len(skipped), skipped[0])
+    for problem in skipped:
+        logging.getLogger("repro").warning("skipped a malformed row: %s", problem)
     return rows
 
 

@@ -50,7 +50,8 @@ def import_processed(config: dict, splits=None) -> dict:
 
     Every row is validated; with ``data.skip_malformed`` bad rows are left out and counted, otherwise the first
     one stops the run naming file and line. ``data.limits`` keeps the first N rows of a test set (the paper uses
-    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "first_problem"}}``.
+    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "problems"}}`` (every skipped row's file, line and
+    problem).
     """
     data = config["data"]
     files = processed_files(data)
@@ -65,8 +66,9 @@ def import_processed(config: dict, splits=None) -> dict:
         if limit is not None:
             rows = rows[:limit]
         write_jsonl(_target(config, split), rows)
-        report[split] = {"source": str(source), "rows": len(rows), "skipped": len(skipped),
-                         "first_problem": skipped[0] if skipped else None}
+        report[split] = {"source": str(source), "rows": len(rows), "skipped": len(skipped), "problems": skipped}
+        if skipped:  # to the job's console and log, every line, besides the report
+            print(f"{source}: skipped {len(skipped)} malformed rows (data.skip_malformed):", *skipped, sep="\n  ")
     return report
 
 

@@ -58,8 +58,29 @@ def test_load_examples_reports_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"line 1: missing field 'instruction'"):
         load_examples(path)
     path.write_text("\n")
-    with pytest.raises(ValueError, match="line 1"):
+    with pytest.raises(ValueError, match=r"d.jsonl: no examples; expected one JSON object per line"):
         load_examples(path)
+
+
+def test_bad_bytes_empty_prompts_and_empty_files_are_named(tmp_path):
+    from repro.data import read_examples
+
+    good = json.dumps({"instruction": "Say hi.", "input": "", "output": "hi", "prompt": "P"})
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(good.encode() + b"\n" + b'{"instruction": "caf\xe9"}\n' + good.encode() + b"\n")
+    with pytest.raises(ValueError, match=r"d.jsonl, line 2: not UTF-8 \(byte 0xe9 at column 21\)"):
+        read_examples(path)
+    rows, skipped = read_examples(path, skip_malformed=True)  # skippable like any malformed row
+    assert len(rows) == 2 and skipped == [f"{path}, line 2: not UTF-8 (byte 0xe9 at column 21)"]
+    path.write_text(good + "\n" + json.dumps({"instruction": "x", "input": "", "output": "y", "prompt": " "}) + "\n")
+    with pytest.raises(ValueError, match=r"line 2: empty prompt in field 'prompt'"):
+        read_examples(path)
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"d.jsonl: no examples"):
+        read_examples(path)
+    path.write_text("{broken\n[1]\n")  # wholly malformed: an error even when skipping
+    with pytest.raises(ValueError, match=r"no examples \(2 malformed rows skipped, first: .*line 1: invalid JSON"):
+        read_examples(path, skip_malformed=True)
 
 
 def test_missing_prompt_is_built_with_the_template(tmp_path):

@@ -60,7 +60,8 @@ def test_a_malformed_row_stops_the_import_unless_skipping_is_asked_for(tmp_path)
     config["data"]["skip_malformed"] = True
     report = import_real_data(config)
     assert report["vicuna"]["rows"] == 5 and report["vicuna"]["skipped"] == 1
-    assert "line 3" in report["vicuna"]["first_problem"]
+    problems = report["vicuna"]["problems"]
+    assert len(problems) == 1 and "line 3: missing field 'output'" in problems[0]
     assert all(r["skipped"] == 0 for s, r in report.items() if s != "vicuna")
 
 
