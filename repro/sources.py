@@ -50,8 +50,8 @@ def import_processed(config: dict, splits=None) -> dict:
 
     Every row is validated; with ``data.skip_malformed`` bad rows are left out and counted, otherwise the first
     one stops the run naming file and line. ``data.limits`` keeps the first N rows of a test set (the paper uses
-    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "problems"}}`` (every skipped row's file, line and
-    problem).
+    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "problems"}}`` (every skipped
+    row's file, line and problem).
     """
     data = config["data"]
     files = processed_files(data)
