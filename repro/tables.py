@@ -185,6 +185,18 @@ def hierarchical_bootstrap(a: list[dict[str, list[float]]], b: list[dict[str, li
             "replicates": replicates}
 
 
+def run_warnings(config: dict, cells: list[grid.Cell]) -> list[str]:
+    """The training warnings of the finished runs of ``cells`` (``repro.training.training_warnings``, recorded in
+    each run's train_summary.json), one line per run."""
+    out = []
+    for cell in cells:
+        for run, _ in finished_runs(config, cell):
+            path = grid.train_summary_file(config, run)
+            if path.exists():
+                out += [f"run {run.run_id}: {w}" for w in read_json(path).get("warnings", [])]
+    return out
+
+
 def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
     """The teacher quality gate: one warning per pair whose SFT teacher does not beat the student SFT on the dev
     set (best dev Rouge-L; the student's mean over its runs; the student SFT cell may belong to another pair with
@@ -296,6 +308,7 @@ def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     if partial:
         lines += ["", f"**Rows with unfinished runs (shown over the finished ones): {', '.join(partial)}.**"]
     lines += [f"\n**{w}**" for w in teacher_warnings(config, rows)]
+    lines += [f"\n**Training warning, {w}**" for w in run_warnings(config, grid.table_cells(config, table))]
     return "\n".join(lines) + "\n"
 
 
@@ -337,7 +350,7 @@ def write_tables(config: dict) -> list[Path]:
     written = []
     for n in grid.tables(config):
         rows = collect(config, n)
-        for warning in teacher_warnings(config, rows):
+        for warning in teacher_warnings(config, rows) + run_warnings(config, grid.table_cells(config, n)):
             logging.getLogger("repro").warning(warning)
             print(warning, file=sys.stderr)
         for ext, text in (("md", to_markdown(config, rows, n)), ("tex", to_latex(rows, n)), ("csv", to_csv(rows))):

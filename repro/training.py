@@ -7,6 +7,7 @@ kept (saved with ``save_pretrained``).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -260,7 +261,9 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             from accelerate.utils import broadcast_object_list
 
             dev_score = broadcast_object_list([dev_score])[0]
-        record = {"epoch": epoch, "dev_rougeL": dev_score, "train_loss": log[-1]["loss"],
+        epoch_losses = [r["loss"] for r in log if r.get("epoch") == epoch and "step" in r]
+        record = {"epoch": epoch, "dev_rougeL": dev_score,
+                  "train_loss": sum(epoch_losses) / len(epoch_losses) if epoch_losses else None,
                   "elapsed_s": time.perf_counter() - started}
         if settings.dev_check_seeds and main:  # (the main process alone: the record is its own)
             with accelerator.autocast():
@@ -285,8 +288,11 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             state_path.parent.rmdir()
     check_best = {seed: max(history, key=lambda r: r["dev_check_rougeL"][seed])["epoch"]
                   for seed in (history[0].get("dev_check_rougeL", {}) if history else {})}
+    problems = training_warnings(log, history)
+    for problem in problems:
+        logging.getLogger("repro").warning("%s: %s", out_dir, problem)
     return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
-            "best_epoch_by_check_seed": check_best,
+            "best_epoch_by_check_seed": check_best, "warnings": problems,
             "steps": step, "train_seconds": time.perf_counter() - started, "checkpoint": str(best_dir),
             "trainable_parameters": sum(p.numel() for p in trained),
             "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
@@ -294,6 +300,26 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                          "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)},
             "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**30
                                     if accelerator.device.type == "cuda" else None)}
+
+
+def training_warnings(log: list[dict], history: list[dict]) -> list[str]:
+    """Signs that a finished run failed while its losses stayed finite: a training loss that ended well above where
+    it started (the mean of the last epoch's steps above 1.5 times the mean of the first tenth of the first epoch's),
+    or a dev Rouge-L of 0 after every epoch."""
+    steps = [r for r in log if "step" in r and "event" not in r]
+    problems = []
+    if steps and history:
+        first_epoch = [r["loss"] for r in steps if r["epoch"] == steps[0]["epoch"]]
+        start = first_epoch[:max(1, len(first_epoch) // 10)]
+        end = [r["loss"] for r in steps if r["epoch"] == steps[-1]["epoch"]]
+        before, after = sum(start) / len(start), sum(end) / len(end)
+        if after > 1.5 * before:
+            problems.append(f"the training loss rose from {before:.4g} (first steps) to {after:.4g} (last epoch's "
+                            f"mean): the run diverged; a lower learning rate may help")
+    if history and all((h["dev_rougeL"] or 0) == 0 for h in history):
+        problems.append(f"dev Rouge-L was 0 after each of the {len(history)} epochs: the model's samples share "
+                        f"nothing with the references")
+    return problems
 
 
 def _sum_across_processes(accelerator, params, sums: dict[str, float]) -> dict[str, float]:

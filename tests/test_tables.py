@@ -154,6 +154,17 @@ def test_checkpoint_agreement_line(config):
     assert tables.checkpoint_agreement(config, [grid.Cell("llama", "sft")]) is None
 
 
+def test_runs_with_training_warnings_are_listed_under_their_table(config, capsys):
+    run = grid.find_run(config, "gpt2", "kd-kl", 20)
+    _write_run(config, run, 20.0)
+    write_json(grid.train_summary_file(config, run), {"best_epoch": 1, "warnings": ["the training loss rose"]})
+    tables.write_tables(config)
+    t1 = (grid.results_dir(config) / "tables" / "table1.md").read_text()
+    assert "**Training warning, run gpt2/kd-kl/seed20: the training loss rose**" in t1
+    assert "run gpt2/kd-kl/seed20: the training loss rose" in capsys.readouterr().err
+    assert "Training warning" not in (grid.results_dir(config) / "tables" / "table2.md").read_text()
+
+
 def test_teacher_gate_uses_the_student_sft_of_the_same_student(config, capsys):
     for cell in grid.cells(config):
         _write_cell(config, cell, 20.0, dev=5.0 if cell.id == "qwen_gpt2/teacher" else None)

@@ -110,6 +110,28 @@ def test_generation_is_seeded_and_scored(tiny, small_splits, tmp_path):
     assert result["per_seed"][10] == pytest.approx(sum(r["rougeL"] for r in rows) / 4)
 
 
+def test_a_run_that_diverges_but_stays_finite_is_warned_about(tiny, small_splits, tmp_path):
+    """A learning rate of 30: the loss stays finite but ends far above where it started, and nothing the model
+    samples overlaps a reference; the summary says both (and an ordinary run says nothing)."""
+    from repro.training import training_warnings
+
+    tok = load_tokenizer(tiny)
+    settings = TrainSettings(lr=30.0, epochs=2, batch_size=8, micro_batch_size=8, max_length=256,
+                             max_prompt_length=128)
+    summary = train(load_model(tiny), tok, small_splits["train"][:32], small_splits["dev"][:4], get_method("sft"),
+                    Context(n_vocab=len(tok)), settings, DecodeSettings(max_new_tokens=4, batch_size=4), tmp_path)
+    assert any("the training loss rose from" in w and "diverged" in w for w in summary["warnings"])
+    log = [{"step": i, "epoch": 1 + (i > 10), "loss": 5.0 - 0.2 * i} for i in range(1, 21)]
+    history = [{"epoch": 1, "dev_rougeL": 3.0}, {"epoch": 2, "dev_rougeL": 9.0}]
+    assert training_warnings(log, history) == []
+    zero = [{**h, "dev_rougeL": 0.0} for h in history]
+    assert training_warnings(log, zero) == ["dev Rouge-L was 0 after each of the 2 epochs: the model's samples "
+                                            "share nothing with the references"]
+    assert [h["train_loss"] for h in summary["history"]] == pytest.approx(
+        [sum(r["loss"] for r in read_jsonl(tmp_path / "train_log.jsonl") if r.get("epoch") == e and "step" in r) / 4
+         for e in (1, 2)])  # an epoch's train_loss is the mean over its steps
+
+
 def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
     tok = load_tokenizer(tiny)
     model = load_model(tiny)
