@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test dry-run lint clean install
+.PHONY: repro test dry-run lint clean install unlock
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ dry-run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check repro tests notebooks scripts
 	$(BIN)/snakemake --lint
+
+# After a crash (kill -9) Snakemake's lock stays behind; release it, then rerun: only unfinished jobs run again.
+unlock: $(STAMP)
+	$(BIN)/snakemake --unlock
 
 clean:
 	rm -rf results .snakemake

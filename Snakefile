@@ -3,7 +3,7 @@
 # (used instead of config/config.yaml, never merged into it). Machine settings live in profiles/.
 from pathlib import Path
 
-from repro.config import load_yaml, validate_config
+from repro.config import ConfigError, load_yaml, results_dir_problem, validate_config
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
@@ -37,6 +37,8 @@ if "study" in config:
 
 else:
     validate_config(config)
+    if (_problem := results_dir_problem(config)) is not None:
+        raise ConfigError(_problem)
 
     include: "rules/common.smk"
     include: "rules/render.smk"

@@ -97,6 +97,10 @@ def _key(path) -> str:
 def _describe(error) -> list[str]:
     """Turn one jsonschema error into readable lines naming the key."""
     where = _key(error.absolute_path)
+    if where.endswith("api_key_env"):  # never echo what may be a key pasted by mistake (terminal, Snakemake's log)
+        return [f"config key '{where}': expected the NAME of an environment variable (letters, digits and _, not "
+                f"starting with a digit), such as OPENAI_API_KEY; the value given is not shown, as it may be a key "
+                f"itself: put the key into that environment variable instead"]
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
@@ -229,6 +233,21 @@ def _check_figures(config: dict) -> list[str]:
         problems.append(f"config key 'figures.representation.divergence': {divergence!r} is not one of "
                         f"divergences {config['divergences']}, so Figure 3 would have no students to compare")
     return problems
+
+
+def results_dir_problem(config: dict, workdir: str | os.PathLike = ".") -> str | None:
+    """Why ``results_dir`` cannot hold the run's outputs (None when it can), checked without creating anything:
+    the folder, or its nearest existing parent, must be a writable directory."""
+    target = Path(workdir) / config["results_dir"]
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"config key 'results_dir': {target} cannot be created, {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == target else f"cannot be created: {probe} is not writable"
+        return f"config key 'results_dir': {target} {what} (by user id {os.getuid()})"
+    return None
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -101,6 +101,29 @@ def test_yaml_problems_name_the_file_line_and_column(tmp_path, text, expected):
     assert expected in str(info.value)
 
 
+def test_a_key_pasted_as_the_key_variable_name_is_never_echoed(config):
+    secret = "sk-proj-Abc123-do-not-echo"
+    config["figures"]["judge"]["api_key_env"] = secret
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert "config key 'figures.judge.api_key_env': expected the NAME of an environment variable" in str(info.value)
+    assert secret not in str(info.value) and "Abc123" not in str(info.value)
+
+
+def test_an_unusable_results_dir_is_named_before_anything_is_created(config, tmp_path, monkeypatch):
+    from repro.config import results_dir_problem
+
+    config["results_dir"] = "out/results"
+    assert results_dir_problem(config, tmp_path) is None and not (tmp_path / "out").exists()
+    (tmp_path / "out").write_text("a file where a folder should be")
+    assert results_dir_problem(config, tmp_path) == (f"config key 'results_dir': {tmp_path / 'out/results'} cannot "
+                                                     f"be created, {tmp_path / 'out'} is not a directory")
+    (tmp_path / "out").unlink()
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as a read-only folder (root may write anywhere)
+    assert f"{tmp_path / 'out/results'} cannot be created: {tmp_path} is not writable" in results_dir_problem(
+        config, tmp_path)
+
+
 def test_non_finite_numbers_are_refused_by_key(config):
     config["training"]["kd_rate"] = float("nan")
     config["training"]["temperature"] = float("inf")

@@ -141,6 +141,18 @@ def test_a_key_given_twice_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_an_unusable_results_dir_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    (tmp_path / "taken").write_text("a file")
+    config["results_dir"] = str(tmp_path / "taken" / "results")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(path), "--directory", str(tmp_path)], REPO)
+    assert result.returncode != 0
+    assert f"config key 'results_dir': {tmp_path}/taken/results cannot be created, {tmp_path}/taken is not a " \
+           "directory" in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_micro_run_end_to_end(tmp_path):
     """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables,
