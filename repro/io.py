@@ -77,3 +77,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise ValueError(f"{p}, line {lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
+
+
+def failure_cause(log_text: str) -> str | None:
+    """The cause of a failed notebook run from papermill's log: the last line of the form ``SomeError: message``
+    (the exception the failing cell raised, after papermill's own traceback), or None when there is none."""
+    import re
+
+    causes = [line.strip() for line in log_text.splitlines()
+              if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:", line)
+              and not line.lstrip().startswith("papermill.exceptions.")]
+    return causes[-1] if causes else None
+

@@ -52,11 +52,23 @@ def render_notebook(notebook, params, output, log):
     except subprocess.CalledProcessError:
         text = Path(log).read_text(encoding="utf-8", errors="replace")
         if "Kernel died before replying to kernel_info" not in text:
-            raise
+            _raise_cause(notebook, text, log, running)
         Path(f"{log}.kernel-start").write_text(text, encoding="utf-8")
-        shell(command)
+        try:
+            shell(command)
+        except subprocess.CalledProcessError:
+            _raise_cause(notebook, Path(log).read_text(encoding="utf-8", errors="replace"), log, running)
     running.replace(out)
     export_html(out, out.with_suffix(".html"))
+
+
+def _raise_cause(notebook, text, log, running):
+    """Stop the job with the failing cell's exception in one line, so the console says why (not only "check log")."""
+    from repro.io import failure_cause
+
+    cause = failure_cause(text) or "no exception in the log (the kernel may have been killed)"
+    raise RuntimeError(f"notebook {notebook} failed: {cause}\n  traceback: {log}\n  the notebook as far as it "
+                       f"ran: {running}") from None
 
 
 def export_html(notebook, target):

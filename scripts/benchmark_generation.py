@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the table's lines
 
 
 def main(argv=None) -> dict:

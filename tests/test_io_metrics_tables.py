@@ -1,6 +1,6 @@
 import pytest
 
-from repro.io import atomic_path, read_json, write_json
+from repro.io import atomic_path, failure_cause, read_json, write_json
 from repro.metrics import mean_std, rouge_l
 
 
@@ -30,6 +30,22 @@ def test_read_json_names_the_file(tmp_path):
     path.write_text("{")
     with pytest.raises(ValueError, match="broken.json: invalid JSON"):
         read_json(path)
+
+
+def test_failure_cause_is_the_failing_cells_exception():
+    log = """Traceback (most recent call last):
+  File "papermill/execute.py", line 251, in raise_for_execution_errors
+papermill.exceptions.PapermillExecutionError:
+---------------------------------------------------------------------------
+ValueError                                Traceback (most recent call last)
+Cell In[2], line 1
+----> 1 raise ValueError("data.n_train is too small: 3")
+
+ValueError: data.n_train is too small: 3
+"""
+    assert failure_cause(log) == "ValueError: data.n_train is too small: 3"
+    assert failure_cause("repro.config.ConfigError: bad\n  more") == "repro.config.ConfigError: bad"
+    assert failure_cause("Killed\n") is None
 
 
 def test_rouge_l():

@@ -154,6 +154,23 @@ def test_an_unusable_results_dir_stops_before_any_job(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_failing_job_says_why_on_the_console(tmp_path):
+    """A teacher whose learning rate makes the loss non-finite: the console names the job's exception, not only
+    "check log"."""
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["pretraining"]["enabled"] = False
+    config["pairs"]["gpt2"]["teacher_training"]["lr"] = 1.0e30
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), "--",
+                   "results/runs/gpt2/teacher/seed10/scores.json"], REPO, timeout=600)
+    assert result.returncode != 0
+    console = result.stdout + result.stderr
+    assert "notebook sft failed: FloatingPointError: non-finite loss at epoch 1, step" in console
+    assert "results/logs/run_cell/gpt2/teacher/seed10.log" in console
+
+
+@pytest.mark.slow
 def test_micro_run_end_to_end(tmp_path):
     """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables,
     figures and the report; first without a judge (the report says Figure 2 needs one), then with a fake
