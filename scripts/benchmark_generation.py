@@ -15,6 +15,7 @@ A trained checkpoint matters: a random model almost never draws EOS, so no row w
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
