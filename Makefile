@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The miniature reproduction: every job of the workflow on the default config, tables under results/tables/.
 repro: $(STAMP)
+	$(BIN)/python -m repro.config config/config.yaml
 	$(BIN)/snakemake --cores $(CORES)
 
 # The test suite (about 8 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).

@@ -250,6 +250,27 @@ def results_dir_problem(config: dict, workdir: str | os.PathLike = ".") -> str |
     return None
 
 
+def check_workflow_config(config: dict, files: list) -> None:
+    """Everything the Snakefile checks before it plans a job, in one place: each config file read again strictly
+    (Snakemake's own reading keeps the last of a key given twice), then the study section (``repro.study``) or the
+    grid config, then ``results_dir``. Raises ``ConfigError`` naming the file (when there is one) and every bad
+    key."""
+    for path in files:
+        load_yaml(path)
+    where = f"{files[0]}: " if len(files) == 1 else ""
+    try:
+        if "study" in config:
+            from .study import validate_study
+
+            validate_study(config)
+        else:
+            validate_config(config)
+            if (problem := results_dir_problem(config)) is not None:
+                raise ConfigError(problem)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+
+
 def load_config(path: str | os.PathLike) -> dict:
     """Read a YAML config and validate it; errors name the file."""
     config = load_yaml(path)
@@ -257,3 +278,30 @@ def load_config(path: str | os.PathLike) -> dict:
         return validate_config(config)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m repro.config FILE...``: check workflow config files as the Snakefile does (a study config too),
+    before Snakemake reads them; Snakemake's own reader reports a YAML syntax error without its file and line."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m repro.config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="workflow config YAML files")
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.files:
+        try:
+            check_workflow_config(load_yaml(path), [path])
+        except ConfigError as e:
+            failed += 1
+            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            print(f"Configuration error:\n{message}", file=sys.stderr)
+        else:
+            print(f"{path}: valid")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
