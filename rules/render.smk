@@ -31,7 +31,7 @@ def render_notebook(notebook, params, output, log):
 
     The rendered notebook is first written under a temporary name and renamed when it has run through, so a
     failed run leaves `<output>.failed.ipynb` to inspect and never a complete-looking notebook. Papermill's own
-    messages go to `log`. Progress bars refresh at most every 30 s so that they do not flood the rendered notebook.
+    messages go to `log`. Progress bars are off (in a rendered notebook they are frozen snapshots on stderr).
     An HTML copy (`<output>` with suffix .html) is written for readers without Jupyter. A kernel that dies before
     it answers (before any cell ran: two kernels starting at once can collide on a port) is started once more; the
     first attempt's messages stay in `<log>.kernel-start` beside the log.
@@ -45,7 +45,7 @@ def render_notebook(notebook, params, output, log):
     params_file = out.with_name(f"{out.stem}.params.yaml")
     write_text(params_file, yaml.safe_dump(params, sort_keys=False))
     running = out.with_name(f"{out.stem}.failed.ipynb")
-    command = (f"TQDM_MININTERVAL=30 {PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
+    command = (f"TQDM_DISABLE=1 {PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
                f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1")
     try:
         shell(command)
