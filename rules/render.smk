@@ -45,8 +45,10 @@ def render_notebook(notebook, params, output, log):
     params_file = out.with_name(f"{out.stem}.params.yaml")
     write_text(params_file, yaml.safe_dump(params, sort_keys=False))
     running = out.with_name(f"{out.stem}.failed.ipynb")
-    command = (f"TQDM_DISABLE=1 {PYTHON} -m papermill --no-progress-bar --log-level WARNING -k python3 "
-               f"{source_notebook(notebook)} {running} -f {params_file} > {log} 2>&1")
+    # no progress bars, and not tqdm's warning that a kernel without ipywidgets cannot draw them
+    command = (f"TQDM_DISABLE=1 PYTHONWARNINGS='ignore:IProgress not found' {PYTHON} -m papermill "
+               f"--no-progress-bar --log-level WARNING -k python3 {source_notebook(notebook)} {running} "
+               f"-f {params_file} > {log} 2>&1")
     try:
         shell(command)
     except subprocess.CalledProcessError:
