@@ -35,6 +35,15 @@ if "study" in config:
         default_target: True
 
 else:
+
+    # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
+    # offline): what the first jobs would need, a model id that can be loaded and the processed data's folder.
+    onstart:
+        from repro.config import run_problems
+
+        if _problems := run_problems(config):
+            sys.exit("Nothing was run:\n  " + "\n  ".join(_problems))
+
     include: "rules/common.smk"
     include: "rules/render.smk"
     include: "rules/notebooks.smk"

@@ -271,6 +271,34 @@ def check_workflow_config(config: dict, files: list) -> None:
         raise ConfigError(f"{where}{e}") from None
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_problems(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
+    """What would make the first jobs of a real run fail although the config is valid (a dry run plans without
+    them, so the Snakefile checks these only before a real run): a model ``id`` that is neither a local folder nor
+    in the Hugging Face cache while ``HF_HUB_OFFLINE`` forbids downloading it, and a ``data.path`` of processed
+    files that does not exist."""
+    problems = []
+    used = {pair[role] for pair in config["pairs"].values() for role in ("teacher", "student")}
+    for name in sorted(used):
+        ref = config["models"][name].get("id")
+        if ref is None or (Path(workdir) / ref).expanduser().is_dir() or not _offline():
+            continue
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(ref, "config.json"), str):
+            problems.append(f"config key 'models.{name}.id': {ref!r} is neither a local model folder nor in the "
+                            f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
+                            f"(without HF_HUB_OFFLINE) or set the id to a local save_pretrained folder")
+    data = config["data"]
+    if data.get("source") == "processed" and not (Path(workdir) / data["path"]).is_dir():
+        problems.append(f"config key 'data.path': {data['path']} is not a folder (expected the processed files: "
+                        f"dolly/train.jsonl, dolly/dev.jsonl, ...; see config/README.md)")
+    return problems
+
+
 def load_config(path: str | os.PathLike) -> dict:
     """Read a YAML config and validate it; errors name the file."""
     config = load_yaml(path)

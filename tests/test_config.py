@@ -124,6 +124,25 @@ def test_an_unusable_results_dir_is_named_before_anything_is_created(config, tmp
         config, tmp_path)
 
 
+def test_a_real_run_needs_loadable_models_and_the_data_folder(config, tmp_path, monkeypatch):
+    from repro.config import run_problems
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_problems(config, tmp_path) == []  # built models and generated data need nothing
+    (tmp_path / "local").mkdir()
+    config["models"]["gpt2_teacher"] = {"id": "local"}  # a local folder is fine
+    config["models"]["gpt2_student"] = {"id": "someone/not-cached"}
+    config["data"] = {"source": "processed", "path": "data/dskd"}
+    assert run_problems(config, tmp_path) == [
+        "config key 'models.gpt2_student.id': 'someone/not-cached' is neither a local model folder nor in the "
+        "Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first (without "
+        "HF_HUB_OFFLINE) or set the id to a local save_pretrained folder",
+        "config key 'data.path': data/dskd is not a folder (expected the processed files: dolly/train.jsonl, "
+        "dolly/dev.jsonl, ...; see config/README.md)"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the hub is asked when the job runs
+    assert len(run_problems(config, tmp_path)) == 1
+
+
 def test_non_finite_numbers_are_refused_by_key(config):
     config["training"]["kd_rate"] = float("nan")
     config["training"]["temperature"] = float("inf")

@@ -141,6 +141,19 @@ def test_a_key_given_twice_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_real_run_of_the_paper_grid_offline_stops_before_any_job(tmp_path):
+    """The dry run plans the paper grid offline (above); a real run offline stops before its first job, naming the
+    models it cannot load and the missing data folder, and leaves no lock behind."""
+    for attempt in range(2):
+        result = _run(["--cores", "1", "--configfile", str(REPO / "config" / "paper.yaml"), "--directory",
+                       str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+        console = result.stdout + result.stderr
+        assert result.returncode != 0 and "Traceback" not in console and "LockException" not in console
+        assert "Nothing was run:" in console and "config key 'models.gpt2_teacher.id': 'gpt2-xl' is neither" in console
+        assert "config key 'data.path': data/dskd is not a folder" in console
+    assert not (tmp_path / "results-paper").exists()
+
+
 def test_an_unusable_results_dir_stops_before_any_job(tmp_path):
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     (tmp_path / "taken").write_text("a file")
