@@ -27,7 +27,7 @@ repro: $(STAMP)
 	$(BIN)/python -m repro.config config/config.yaml
 	$(BIN)/snakemake --cores $(CORES)
 
-# The test suite (about 8 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
+# The test suite (about 11 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
 # where it cannot be installed).
 test: $(STAMP)
