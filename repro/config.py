@@ -72,16 +72,16 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def non_finite_keys(value, path=()) -> list[str]:
-    """Keys of ``value`` (nested mappings and lists) whose number is NaN or infinite."""
+def non_finite(value, path=()) -> list[tuple[str, float]]:
+    """``(key, number)`` of every NaN or infinite number in ``value`` (nested mappings and lists)."""
     import math
 
     if isinstance(value, float) and not math.isfinite(value):
-        return [_key(path)]
+        return [(_key(path), value)]
     if isinstance(value, dict):
-        return [k for key, v in value.items() for k in non_finite_keys(v, (*path, key))]
+        return [found for key, v in value.items() for found in non_finite(v, (*path, key))]
     if isinstance(value, list):
-        return [k for i, v in enumerate(value) for k in non_finite_keys(v, (*path, i))]
+        return [found for i, v in enumerate(value) for found in non_finite(v, (*path, i))]
     return []
 
 
@@ -119,15 +119,10 @@ def _describe(error) -> list[str]:
     return [f"config key '{where}': {error.message}"]
 
 
-def _get(config, dotted: str):
-    value = config
-    for part in dotted.split("."):
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return value
-
-
 def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
+    import math
+
     import jsonschema
 
     # JSON Schema counts 32.0 as an integer; Python's range() and the batch arithmetic do not
@@ -138,8 +133,8 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) 
     problems: list[str] = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems += _describe(error)
-    problems += [f"config key '{key}': expected a finite number, got {'NaN' if 'nan' in str(v).lower() else v}"
-                 for key, v in ((k, _get(config, k)) for k in non_finite_keys(config))]
+    problems += [f"config key '{key}': expected a finite number, got {'NaN' if math.isnan(v) else v}"
+                 for key, v in non_finite(config)]
     if isinstance(config.get("training"), dict) and "seed" in config["training"]:
         problems.append("config key 'training.seed' was replaced by 'training.seeds', a list of training seeds "
                         "(one run of every student row per seed), e.g. seeds: [10]")
