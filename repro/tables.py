@@ -185,16 +185,22 @@ def hierarchical_bootstrap(a: list[dict[str, list[float]]], b: list[dict[str, li
             "replicates": replicates}
 
 
-def run_warnings(config: dict, cells: list[grid.Cell]) -> list[str]:
-    """The training warnings of the finished runs of ``cells`` (``repro.training.training_warnings``, recorded in
-    each run's train_summary.json), one line per run."""
+def train_summaries(config: dict, cells: list[grid.Cell]) -> list[tuple[grid.Cell, dict]]:
+    """``(run, train_summary.json)`` of every finished run of ``cells`` that has its training summary."""
     out = []
     for cell in cells:
         for run, _ in finished_runs(config, cell):
             path = grid.train_summary_file(config, run)
             if path.exists():
-                out += [f"run {run.run_id}: {w}" for w in read_json(path).get("warnings", [])]
+                out.append((run, read_json(path)))
     return out
+
+
+def run_warnings(config: dict, cells: list[grid.Cell]) -> list[str]:
+    """The training warnings of the finished runs of ``cells`` (``repro.training.training_warnings``, recorded in
+    each run's train_summary.json), one line per run."""
+    return [f"run {run.run_id}: {w}" for run, summary in train_summaries(config, cells)
+            for w in summary.get("warnings", [])]
 
 
 def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
@@ -262,16 +268,11 @@ def checkpoint_agreement(config: dict, cells: list[grid.Cell]) -> dict | None:
     once per check seed); None without check seeds or finished runs."""
     same = total = 0
     seeds: set[str] = set()
-    for cell in cells:
-        for run, _ in finished_runs(config, cell):
-            path = grid.train_summary_file(config, run)
-            if not path.exists():
-                continue
-            summary = read_json(path)
-            for seed, epoch in summary.get("best_epoch_by_check_seed", {}).items():
-                seeds.add(seed)
-                same += epoch == summary["best_epoch"]
-                total += 1
+    for _, summary in train_summaries(config, cells):
+        for seed, epoch in summary.get("best_epoch_by_check_seed", {}).items():
+            seeds.add(seed)
+            same += epoch == summary["best_epoch"]
+            total += 1
     return {"same": same, "runs": total, "seeds": sorted(seeds, key=int)} if total else None
 
 
