@@ -203,6 +203,14 @@ def run_warnings(config: dict, cells: list[grid.Cell]) -> list[str]:
             for w in summary.get("warnings", [])]
 
 
+def warned_cells(config: dict, cells: list[grid.Cell]) -> set[str]:
+    """The ids of the cells among ``cells`` with at least one run that has a training warning."""
+    return {run.id for run, summary in train_summaries(config, cells) if summary.get("warnings")}
+
+
+WARNED = " (!)"  # after the method of a row one of whose runs has a training warning (listed under the table)
+
+
 def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
     """The teacher quality gate: one warning per pair whose SFT teacher does not beat the student SFT on the dev
     set (best dev Rouge-L; the student's mean over its runs; the student SFT cell may belong to another pair with
@@ -290,8 +298,10 @@ def standard_error_line(rows: list[dict]) -> str | None:
 
 def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     lines = [f"## Table {table}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    warned = warned_cells(config, grid.table_cells(config, table))
     for r in rows:
-        lines.append("| " + " | ".join([f"{r['teacher']} -> {r['student']}", r["row"]] + _cells(r)) + " |")
+        method = r["row"] + (WARNED if r["cell"] in warned else "")
+        lines.append("| " + " | ".join([f"{r['teacher']} -> {r['student']}", method] + _cells(r)) + " |")
     lines += ["", caption(table)]
     if (line := standard_error_line(rows)) is not None:
         lines += ["", line]
@@ -309,7 +319,7 @@ def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     if partial:
         lines += ["", f"**Rows with unfinished runs (shown over the finished ones): {', '.join(partial)}.**"]
     lines += [f"\n**{w}**" for w in teacher_warnings(config, rows)]
-    lines += [f"\n**Training warning, {w}**" for w in run_warnings(config, grid.table_cells(config, table))]
+    lines += [f"\n**Training warning{WARNED}, {w}**" for w in run_warnings(config, grid.table_cells(config, table))]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,9 @@ class TrainSettings:
     mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
     teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
     teacher_cache: bool = True  # read the teacher from its cache when the cell is given one (repro.teacher_states)
+    # a run whose loss diverges (repro.training.training_warnings): "warn" records it (log, summary, tables, report)
+    # and goes on; "stop" fails the job at the end of the epoch where it is seen
+    on_divergence: str = "warn"
     skew: float = 0.1
     akl_threshold: float = 0.5
     dev_seeds: list[int] = field(default_factory=lambda: [10])
@@ -61,6 +64,8 @@ class TrainSettings:
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.on_divergence not in ("warn", "stop"):
+            raise ValueError(f"training.on_divergence must be 'warn' or 'stop', got {self.on_divergence!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -272,6 +277,13 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             record["dev_check_rougeL"] = {str(seed): value for seed, value in check["per_seed"].items()}
         history.append(record)
         log.append({"event": "epoch_end", **record})
+        if settings.on_divergence == "stop":
+            problems = training_warnings(log, history, final=epoch == settings.epochs)
+            if problems:
+                if main:
+                    write_jsonl(out_dir / "train_log.jsonl", log)
+                raise TrainingDiverged(f"{out_dir}: stopped after epoch {epoch} (training.on_divergence: stop): "
+                                       + "; ".join(problems))
         if dev_score > best["dev_rougeL"]:
             best = {"epoch": epoch, "dev_rougeL": dev_score}
             if main:
@@ -302,10 +314,14 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                                     if accelerator.device.type == "cuda" else None)}
 
 
-def training_warnings(log: list[dict], history: list[dict]) -> list[str]:
-    """Signs that a finished run failed while its losses stayed finite: a training loss that ended well above where
-    it started (the mean of the last epoch's steps above 1.5 times the mean of the first tenth of the first epoch's),
-    or a dev Rouge-L of 0 after every epoch."""
+class TrainingDiverged(RuntimeError):
+    """A run stopped by ``training.on_divergence: stop`` (the message says why)."""
+
+
+def training_warnings(log: list[dict], history: list[dict], final: bool = True) -> list[str]:
+    """Signs that a run failed while its losses stayed finite: a training loss that ended well above where it
+    started (the mean of the last epoch's steps above 1.5 times the mean of the first tenth of the first epoch's),
+    or, for a finished run (``final``), a dev Rouge-L of 0 after every epoch."""
     steps = [r for r in log if "step" in r and "event" not in r]
     problems = []
     if steps and history:
@@ -316,7 +332,7 @@ def training_warnings(log: list[dict], history: list[dict]) -> list[str]:
         if after > 1.5 * before:
             problems.append(f"the training loss rose from {before:.4g} (first steps) to {after:.4g} (last epoch's "
                             f"mean): the run diverged; a lower learning rate may help")
-    if history and all((h["dev_rougeL"] or 0) == 0 for h in history):
+    if final and history and all((h["dev_rougeL"] or 0) == 0 for h in history):
         problems.append(f"dev Rouge-L was 0 after each of the {len(history)} epochs: the model's samples share "
                         f"nothing with the references")
     return problems

@@ -160,7 +160,10 @@ def test_runs_with_training_warnings_are_listed_under_their_table(config, capsys
     write_json(grid.train_summary_file(config, run), {"best_epoch": 1, "warnings": ["the training loss rose"]})
     tables.write_tables(config)
     t1 = (grid.results_dir(config) / "tables" / "table1.md").read_text()
-    assert "**Training warning, run gpt2/kd-kl/seed20: the training loss rose**" in t1
+    assert "**Training warning (!), run gpt2/kd-kl/seed20: the training loss rose**" in t1
+    # the row is marked in the table; the other rows are not
+    marked = [line.split(" | ")[1] for line in t1.splitlines() if line.startswith("| ") and " (!) | " in line]
+    assert marked == ["KD (KL) (!)"], marked
     assert "run gpt2/kd-kl/seed20: the training loss rose" in capsys.readouterr().err
     assert "Training warning" not in (grid.results_dir(config) / "tables" / "table2.md").read_text()
 

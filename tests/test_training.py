@@ -132,6 +132,24 @@ def test_a_run_that_diverges_but_stays_finite_is_warned_about(tiny, small_splits
          for e in (1, 2)])  # an epoch's train_loss is the mean over its steps
 
 
+def test_on_divergence_stop_fails_the_run_at_the_epoch_end(tiny, small_splits, tmp_path):
+    """``training.on_divergence: stop``: the same diverging run fails at the end of the first epoch where the rule
+    fires, with the log of its steps kept; a bad value of the setting is refused."""
+    from repro.training import TrainingDiverged
+
+    tok = load_tokenizer(tiny)
+    settings = TrainSettings(lr=30.0, epochs=3, batch_size=8, micro_batch_size=8, max_length=256,
+                             max_prompt_length=128, on_divergence="stop")
+    with pytest.raises(TrainingDiverged, match=r"stopped after epoch [12] \(training.on_divergence: stop\): the "
+                                               r"training loss rose from"):
+        train(load_model(tiny), tok, small_splits["train"][:32], small_splits["dev"][:4], get_method("sft"),
+              Context(n_vocab=len(tok)), settings, DecodeSettings(max_new_tokens=4, batch_size=4), tmp_path)
+    epochs = {r["epoch"] for r in read_jsonl(tmp_path / "train_log.jsonl") if "step" in r}
+    assert epochs and max(epochs) < 3
+    with pytest.raises(ValueError, match="training.on_divergence must be 'warn' or 'stop', got 'halt'"):
+        TrainSettings(lr=1e-3, epochs=1, on_divergence="halt")
+
+
 def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
     tok = load_tokenizer(tiny)
     model = load_model(tiny)
