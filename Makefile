@@ -23,9 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # The miniature reproduction: every job of the workflow on the default config, tables under results/tables/.
+# It checks the config first, then releases what a crashed run of the folder left (a stale lock, temporaries;
+# python -m repro.recover), so after kill -9 the same command goes on where the run stopped. Other runs:
+# make repro CONFIG=config/micro.yaml DIRECTORY=/tmp/micro [TARGETS=...]
+CONFIG ?= config/config.yaml
+DIRECTORY ?= .
+TARGETS ?=
 repro: $(STAMP)
-	$(BIN)/python -m repro.config config/config.yaml
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/python -m repro.config $(CONFIG)
+	$(BIN)/python -m repro.recover --directory $(DIRECTORY) --config $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(abspath $(CONFIG)) --directory $(DIRECTORY) -- $(TARGETS)
 
 # The test suite (about 11 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,

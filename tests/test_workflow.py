@@ -321,6 +321,80 @@ def test_micro_run_end_to_end(tmp_path):
     assert scores["test_sets"]["dolly"]["n"] == 4
 
 
+def _processes_in(folder) -> list[str]:
+    """The command lines of the processes whose current directory is under ``folder`` (Linux /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            argv = open(f"/proc/{entry.name}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(folder) or cwd.startswith(f"{folder}/"):
+            found.append(f"{entry.name}: {argv}")
+    return found
+
+
+def _without_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "train_seconds")} for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="lists processes through /proc (Linux)")
+def test_after_kill_9_mid_training_the_same_command_completes_identically(tmp_path):
+    """The README's main command (`make repro`, here with a config, folder and target): the whole process group
+    killed with SIGKILL while a KD student trains; within a few seconds no process of the run is left (the
+    notebook kernel included); the same command again releases the stale lock, resumes the run from its last
+    saved epoch, and ends with the same weights, scores, generations and step log as a run never interrupted."""
+    import signal
+    import time
+
+    config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
+    config["pretraining"]["enabled"] = False  # not what is tested here, and the two runs are shorter without it
+    config["pairs"]["gpt2"]["student_training"]["epochs"] = 4
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = "results/runs/gpt2/kd-kl/seed10"
+
+    def command(folder):
+        return ["make", "-s", "-C", str(REPO), "repro", f"CONFIG={path}", f"DIRECTORY={folder}", "CORES=1",
+                f"TARGETS={run}/scores.json"]
+
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    straight.mkdir(), crashed.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    reference = subprocess.Popen(command(straight), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env)
+    first = subprocess.Popen(command(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                             start_new_session=True)
+    resume_state = crashed / run / "resume" / "state.pt"
+    deadline = time.monotonic() + 400
+    while not resume_state.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole process group: make, Snakemake, the job, papermill
+    first.wait()
+    assert resume_state.exists() and not (crashed / run / "scores.json").exists(), "the kill missed the training"
+    time.sleep(3)
+    assert _processes_in(crashed) == [], "processes of the killed run are still going"
+    assert any((crashed / ".snakemake" / "locks").iterdir()), "the killed run left no lock to release"
+    again = subprocess.run(command(crashed), capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "a stale lock of an interrupted run was released" in again.stderr
+    out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, out[-3000:]
+    a, b = straight / run, crashed / run
+    assert (a / "model" / "model.safetensors").read_bytes() == (b / "model" / "model.safetensors").read_bytes()
+    assert (a / "scores.json").read_text() == (b / "scores.json").read_text()
+    for generations in sorted((a / "generations").iterdir()):
+        assert generations.read_text() == (b / "generations" / generations.name).read_text(), generations.name
+    logs = [_without_times([json.loads(line) for line in (r / "train_log.jsonl").read_text().splitlines()])
+            for r in (a, b)]
+    assert logs[0] == logs[1] and sum("step" in r for r in logs[0]) > 4
+    assert [p for p in crashed.rglob("*") if p.name.endswith(".tmp")] == []
+
+
 @pytest.mark.slow
 def test_separate_evaluation_jobs_run(tmp_path):
     """With evaluation.separate_jobs (the paper configuration's layout) a cell is trained by train_cell and
