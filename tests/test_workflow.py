@@ -101,18 +101,29 @@ def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
     assert "slurm_partition=cpu" in tables and "gpu=" not in tables
 
 
-def test_a_model_of_unknown_size_plans_with_a_warning(tmp_path):
-    """An id whose config.json cannot be read offline (and no `shape`): the cluster plan still comes out, the
-    estimate's guess announced."""
+@pytest.mark.parametrize("teacher", ["unknown hub id", "local folder"])
+def test_the_paper_grid_plans_offline_with_a_teacher_of_its_own(tmp_path, teacher):
+    """The paper configuration with a teacher replaced by a local save_pretrained folder (its size read from its
+    config.json) or by an id whose config.json cannot be read offline and no `shape` (the estimate's guess
+    announced): the cluster plan still comes out."""
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["models"]["gpt2_teacher"] = {"id": "someone/unknown-model"}
+    if teacher == "local folder":
+        from transformers import GPT2Config
+
+        GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=50257).save_pretrained(tmp_path / "my_teacher")
+        config["models"]["gpt2_teacher"] = {"id": str(tmp_path / "my_teacher")}
+    else:
+        config["models"]["gpt2_teacher"] = {"id": "someone/unknown-model"}
     path = tmp_path / "paper.yaml"
     path.write_text(yaml.safe_dump(config))
     result = _run(["-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(path), "--directory",
                    str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "models.gpt2_teacher.id': no config.json readable for 'someone/unknown-model'" in result.stderr
+    unknown = "models.gpt2_teacher.id': no config.json readable for 'someone/unknown-model'"
+    assert (unknown in result.stderr) is (teacher == "unknown hub id")
+    assert "no config.json readable" not in result.stderr or teacher == "unknown hub id"
     assert "Traceback" not in result.stderr
+    assert _job_counts(result.stdout + result.stderr)["train_cell"] == 54
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
