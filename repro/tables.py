@@ -86,6 +86,7 @@ def collect(config: dict, table: int) -> list[dict]:
             row["seeds"] = len(next(iter(scores[0]["test_sets"].values()))["per_seed"])
             errors = [run_standard_error(config, run) for run, _ in finished]
             row["run_se"] = max(errors) if None not in errors else None
+            row["row_se"] = row_standard_error(config, [run for run, _ in finished])
         row["paper_avg"] = PAPER_AVG.get((cell.pair, cell.method, cell.divergence))
         other = _comparison_cell(cell, table)
         if other is not None:
@@ -125,17 +126,32 @@ def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
     return out
 
 
-def run_standard_error(config: dict, run: grid.Cell) -> float | None:
-    """Standard error of one run's Avg from its test prompts and sampling seeds: each test set's per-prompt scores
-    (mean over sampling seeds) as a sample of prompts, ``sqrt(sum_t var_t / n_t) / T`` over the T test sets."""
+def standard_error(prompts: dict[str, list[float]]) -> float:
+    """Standard error of the Avg of per-prompt scores ``{test set: [per prompt]}`` from the prompts: each set's
+    scores as a sample of prompts, ``sqrt(sum_t var_t / n_t) / T`` over the T test sets."""
     import math
     import statistics
 
-    prompts = per_prompt(config, run)
-    if prompts is None:
-        return None
     variance = sum(statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in prompts.values())
     return math.sqrt(variance) / len(prompts)
+
+
+def run_standard_error(config: dict, run: grid.Cell) -> float | None:
+    """Standard error of one run's Avg from its test prompts and sampling seeds (its per-prompt scores, mean over
+    sampling seeds); None when a generations file is missing."""
+    prompts = per_prompt(config, run)
+    return None if prompts is None else standard_error(prompts)
+
+
+def row_standard_error(config: dict, runs: list[grid.Cell]) -> float | None:
+    """Standard error of a row's Avg, the mean over its training runs, from the test prompts and sampling seeds:
+    each prompt's score averaged over the runs (and seeds), which all see the same prompts; the training runs
+    themselves are held fixed (their spread is the row's ± and the intervals' first level). None when a
+    generations file is missing."""
+    prompts = [per_prompt(config, run) for run in runs]
+    if not prompts or None in prompts:
+        return None
+    return standard_error({t: [sum(v) / len(v) for v in zip(*(p[t] for p in prompts))] for t in prompts[0]})
 
 
 def compare(config: dict, cell: grid.Cell, other: grid.Cell) -> dict | None:
@@ -285,15 +301,19 @@ def checkpoint_agreement(config: dict, cells: list[grid.Cell]) -> dict | None:
 
 
 def standard_error_line(rows: list[dict]) -> str | None:
-    """The line under a table: the standard error of one run's Avg from prompts and sampling seeds alone."""
-    errors = [r["run_se"] for r in rows if r.get("run_se") is not None]
-    if not errors:
+    """The line under a table: the standard errors of a row's Avg (the mean over its runs) and of one run's Avg
+    from test prompts and sampling seeds alone."""
+    rows = [r for r in rows if r.get("run_se") is not None and r.get("row_se") is not None]
+    if not rows:
         return None
     import statistics
 
-    return (f"Standard error of one run's Avg from its test prompts and sampling seeds alone (no training noise): "
-            f"median {statistics.median(errors):.2f}, largest {max(errors):.2f} points over the rows of this table "
-            f"(the default miniature's test sets are sized for at most 0.50).")
+    def spread(key):
+        return f"median {statistics.median(r[key] for r in rows):.2f}, largest {max(r[key] for r in rows):.2f}"
+
+    return (f"Standard error from the test prompts and sampling seeds alone (no training noise), over the rows of "
+            f"this table: of a row's Avg (the mean over its runs) {spread('row_se')} points; of one run's Avg "
+            f"{spread('run_se')} (the default miniature's test sets are sized for at most 0.50 for every row).")
 
 
 def to_markdown(config: dict, rows: list[dict], table: int) -> str:

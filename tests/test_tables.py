@@ -115,7 +115,8 @@ def test_tables_layout_runs_paper_numbers_and_intervals(config):
     low, high = (float(v) for v in dskd_js[11].strip("[]").split(","))
     assert 1.0 <= low < 1.5 < high <= 2.0  # the runs differ by 1: resampling runs moves the mean by up to 0.5
     assert kd_js[9] == "16.98" and kd_js[10] == ""  # KD (JS): the paper's number, no comparison with itself
-    assert "Standard error of one run's Avg from its test prompts and sampling seeds alone" in t1
+    assert "Standard error from the test prompts and sampling seeds alone (no training noise)" in t1
+    assert "of a row's Avg (the mean over its runs) median" in t1 and "of one run's Avg median" in t1
     cross = [_split(line)[1] for line in lines if line.startswith("| qwen_teacher")]
     assert cross == ["Teacher (SFT)", "SeqKD", "MinED", "ULD", "DSKD-CMA (KL)", "DSKD-CMA (JS)"]
     assert "Student space only" not in t1 and "WARNING" not in t1
@@ -135,7 +136,7 @@ def test_tables_layout_runs_paper_numbers_and_intervals(config):
     assert r"\begin{tabular}" in tex and r"KD w/ DSKD (JS)" in tex and r"23.00 $\pm$ 0.71" in tex
     csv_lines = paths[2].read_text().splitlines()
     assert len(csv_lines) == 1 + len(grid.table_cells(config, 1))
-    for field in ("delta_vs_kd", "delta_low", "delta_high", "runs", "run_se", "paper_avg"):
+    for field in ("delta_vs_kd", "delta_low", "delta_high", "runs", "run_se", "row_se", "paper_avg"):
         assert field in csv_lines[0].split(",")
     assert "p_value" not in csv_lines[0]
 
@@ -193,3 +194,19 @@ def test_tables_by_hand_from_partial_results(config, tmp_path):
     t1 = (tmp_path / "tables" / "table1.md").read_text()
     assert "| gpt2_teacher -> gpt2_student | SFT | 21.50 ± 0.50" in t1 and "gpt2/teacher" in t1
     assert "gpt2/sft (1 of 3 runs)" in t1  # the default config trains every student row with three seeds
+
+
+def test_standard_errors_by_hand(config, monkeypatch):
+    """sqrt(sum_t var_t / n_t) / T: set a has variance 100 over 3 prompts, set b 12 over 4; a row averages each
+    prompt over its runs first (here the two runs' prompt scores cancel out: no prompt-to-prompt spread left)."""
+    import math
+
+    one = {"a": [10.0, 20.0, 30.0], "b": [0.0, 0.0, 6.0, 6.0]}
+    other = {"a": [30.0, 20.0, 10.0], "b": [6.0, 6.0, 0.0, 0.0]}
+    assert tables.standard_error(one) == pytest.approx(math.sqrt(100 / 3 + 12 / 4) / 2)
+    runs = grid.cell_runs(config, grid.Cell("gpt2", "sft"))[:2]
+    monkeypatch.setattr(tables, "per_prompt", lambda config, run: one if run == runs[0] else other)
+    assert tables.row_standard_error(config, runs) == pytest.approx(0.0)
+    assert tables.row_standard_error(config, runs[:1]) == pytest.approx(tables.standard_error(one))
+    monkeypatch.setattr(tables, "per_prompt", lambda config, run: None)
+    assert tables.row_standard_error(config, runs) is None

@@ -260,7 +260,7 @@ def test_micro_run_end_to_end(tmp_path):
     assert [r[8] for r in rows] == ["1", "2", "2", "2", "2"]  # the teacher once, every student row per seed
     assert re.fullmatch(r"[+-]\d+\.\d\d", rows[-1][10])
     assert re.fullmatch(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[-1][11])
-    assert "Standard error of one run's Avg" in table
+    assert "Standard error from the test prompts and sampling seeds alone" in table
     claims = (results / "tables" / "claims.md").read_text()
     assert "KD w/ DSKD above KD" in claims and "comparisons:" in claims
     assert "The paper&#x27;s claims" in report or "The paper's claims" in report
