@@ -5,7 +5,10 @@ One training step = the method's loss on one batch + backward + AdamW, on random
 for each vocabulary size asked for. Each (vocabulary, method) runs in a process of its own, so its peak resident
 memory is its own; the processes run in interleaved rounds (every method once per round), and the step time is the
 median over rounds of each process's median step. ``METHOD+cache`` reads the teacher from the teacher-state cache
-(``repro.teacher_states``, built before the timed steps) instead of running its body. Cross-vocabulary methods use a
+(``repro.teacher_states``, built before the timed steps) instead of running its body. ``floor:DIV`` is the least a
+cached KD step with divergence DIV can cost given the cache's unit (hidden states): the SFT step, plus the
+teacher's head on the cached response states, plus one lean divergence pass (forward and backward) over the
+response logits, each timed in the same process. Cross-vocabulary methods use a
 second, permuted vocabulary of the same size for the teacher (MinED: every response position aligned one-to-one,
 the map a random permutation); DSKD-CMA's statistics come from ``repro.methods.cma_example_sums`` (its official
 normalisation, over max_length).
@@ -47,6 +50,9 @@ def _child(args) -> dict:
     torch.manual_seed(0)
     spec, cached = args.child.removesuffix("+cache"), args.child.endswith("+cache")
     name, _, divergence = spec.partition(":")
+    floor = name == "floor"
+    if floor:  # the SFT step, with the teacher's head and one divergence pass timed beside it
+        name, cached = "kd", True
     method = get_method(name)
     vocab, (b, length, prompt) = args.vocab[0], (args.batch, args.length, args.prompt)
 
@@ -89,6 +95,21 @@ def _child(args) -> dict:
         batch["example_index"] = torch.arange(b)
     if black_box := method.black_box:  # SeqKD trains as SFT on the teacher's text: the same step as SFT
         method = get_method("sft")
+    extra = None
+    if floor:
+        from repro.lean import LEAN
+        from repro.methods import head_logits, teacher_hidden_rows
+
+        method = get_method("sft")
+        states = teacher_hidden_rows(ctx, batch)
+        z_s = torch.randn(states.shape[0], vocab, generator=generator).requires_grad_(True)  # made once, untimed
+
+        def extra():
+            """The teacher's head on the cached states and one lean divergence pass over the response logits."""
+            with torch.no_grad():
+                z_t = head_logits(states, teacher, vocab, detach_head=False)
+            LEAN[divergence](z_s, z_t, 2.0).sum().backward()
+            z_s.grad = None
     ctx.modules = method.build(student, teacher)
     settings = TrainSettings(lr=1e-4, epochs=1, batch_size=b, micro_batch_size=b)
     optimizer = torch.optim.AdamW(param_groups(student, ctx.modules, settings), lr=1e-4)
@@ -100,6 +121,8 @@ def _child(args) -> dict:
         (terms["loss"] / n_tokens).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if extra is not None:
+            extra()
         if step >= args.warmup:
             times.append(time.perf_counter() - started)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -95,7 +95,7 @@ def test_readme_results_script_quotes_the_tables(tmp_path):
 def test_step_benchmark_script_runs_every_method(tmp_path):
     out = tmp_path / "bench.json"
     methods = ["sft", "kd:akl", "dskd:kl", "dskd_cma:kl", "uld", "mined", "seqkd", "dskd:kl+cache",
-               "dskd_cma:kl+cache", "mined+cache"]
+               "dskd_cma:kl+cache", "mined+cache", "floor:js"]
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_steps.py"), "--vocab", "256",
                            "--methods", *methods, "--student", "1", "32", "2", "--teacher", "1", "48", "2",
                            "--length", "32", "--prompt", "8", "--rounds", "1", "--steps", "1", "--warmup", "0",
