@@ -36,7 +36,7 @@ threads: int = 1  # torch threads of this job
 # %%
 import pandas as pd
 
-from repro.cells import CellConfig, evaluate_cell
+from repro.cells import CellConfig, evaluate_cell, score_table
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
                  teacher=teacher, teacher_states=teacher_states, data_dir=data_dir, out_dir=out_dir,
@@ -45,10 +45,7 @@ cfg
 
 # %%
 scores = evaluate_cell(cfg)
-table = pd.DataFrame({name: {"mean": r["mean"], "std": r["std"], "examples": r["n"]}
-                      for name, r in scores["test_sets"].items()}).T
-table.loc["Avg"] = [scores["avg"]["mean"], scores["avg"]["std"], table["examples"].sum()]
-table.round(2)
+score_table(scores)
 
 # %% [markdown]
 # Rouge-L per seed (rows: test sets).

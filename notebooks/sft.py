@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from repro.cells import CellConfig, evaluate_cell, run_training
+from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table
 from repro.io import read_jsonl
 
 cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
@@ -78,7 +78,12 @@ scores = evaluate_cell(cfg) if evaluate else None
 if scores is None:
     print("evaluated by a separate job: see evaluate.ipynb in this folder")
 else:
-    table = pd.DataFrame({name: {"mean": r["mean"], "std": r["std"], "examples": r["n"]}
-                          for name, r in scores["test_sets"].items()}).T
-    table.loc["Avg"] = [scores["avg"]["mean"], scores["avg"]["std"], table["examples"].sum()]
-    display(table.round(2))
+    display(score_table(scores))
+
+# %% [markdown]
+# A few test generations (the first prompts of each set, first sampling seed): what the scores measure.
+
+# %%
+if scores is not None:
+    with pd.option_context("display.max_colwidth", 120):
+        display(sample_generations(out_dir))

@@ -188,6 +188,34 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     return scores
 
 
+def score_table(scores: dict):
+    """The scores of ``evaluate_cell`` as a table for a notebook: per test set and Avg, the mean and std of
+    Rouge-L over sampling seeds and the number of examples (an integer)."""
+    import pandas as pd
+
+    rows = {name: {"mean": r["mean"], "std": r["std"], "examples": r["n"]} for name, r in scores["test_sets"].items()}
+    rows["Avg"] = {"mean": scores["avg"]["mean"], "std": scores["avg"]["std"],
+                   "examples": sum(r["n"] for r in scores["test_sets"].values())}
+    return pd.DataFrame(rows).T.astype({"examples": int}).round(2)
+
+
+def sample_generations(out_dir: str | Path, per_set: int = 2):
+    """A few of a run's test generations for a reader: the first ``per_set`` prompts of each test set (first
+    sampling seed), with instruction, input, first reference, prediction and Rouge-L."""
+    import pandas as pd
+
+    from .io import read_jsonl
+
+    rows = []
+    for name in TEST_SETS:
+        files = sorted((Path(out_dir) / "generations").glob(f"{name}_seed*.jsonl"),
+                       key=lambda path: int(path.stem.rpartition("_seed")[2]))
+        for r in read_jsonl(files[0])[:per_set] if files else []:
+            rows.append({"set": name, "seed": r["seed"], "instruction": r["instruction"], "input": r["input"],
+                         "reference": r["references"][0], "prediction": r["prediction"],
+                         "rougeL": round(r["rougeL"], 1)})
+    return pd.DataFrame(rows)
+
 
 def run_training(cfg: CellConfig) -> dict:
     """``train_cell`` in this process, or, when ``training.processes`` > 1, in that many data-parallel processes

@@ -285,6 +285,7 @@ def test_micro_run_end_to_end(tmp_path):
         assert any(c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
         html = (run / "train.html").read_text()
         assert "<html" in html and "data:image/png;base64" in html  # the training plot is embedded
+        assert "<th>prediction</th>" in html and "<th>reference</th>" in html  # a few generations shown
         bench = (results / "benchmarks" / "run_cell" / pair / cell / f"seed{seed}.tsv").read_text().splitlines()
         assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and float(bench[1].split("\t")[0]) > 0
     def steps(cell, pair="gpt2"):
