@@ -1,11 +1,12 @@
-"""Divergences between next-token distributions, and the shared masking/normalisation helper (PAPER.md section 2).
+"""Divergences between next-token distributions and the normalisation helpers they share (PAPER.md section 2).
 
 Each divergence is a per-position function ``D(student_logits, teacher_logits, temperature=1.0, **options) -> [...]``
 that returns the divergence at every position (summed over the vocabulary, not reduced over positions), with the
 temperature applied to both sides, computed in float32 from ``log_softmax``; mixtures are built in log space. The
 registry ``DIVERGENCES`` is keyed by the labels the paper's tables print (plus ``tvd``). Options: ``skew`` (0.1)
-of ``skl``/``srkl``, ``threshold`` (0.5) of ``akl``; any other keyword is an error. ``masked_sum`` is the one
-place where positions are masked; the trainer divides by the number of response tokens of the whole global batch.
+of ``skl``/``srkl``, ``threshold`` (0.5) of ``akl``; any other keyword is an error.
+Methods evaluate them at the response positions only (``repro.methods.response_rows``); the trainer divides the
+sums by the number of response tokens of the whole global batch.
 """
 from __future__ import annotations
 
@@ -276,14 +277,6 @@ def get_divergence(name: str) -> Divergence:
         return DIVERGENCES[name]
     except KeyError:
         raise ValueError(f"unknown divergence {name!r}; expected one of {sorted(DIVERGENCES)}") from None
-
-
-def masked_sum(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum ``values`` [B,L] over the positions whose label [B,L] is not IGNORE (prompt and padding excluded).
-
-    Masked positions are selected out rather than multiplied by zero, so a NaN or inf there cannot leak in.
-    """
-    return values[labels != IGNORE].sum()
 
 
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -114,26 +114,6 @@ def hidden_size(model) -> int:
     return model.get_output_embeddings().weight.shape[1]
 
 
-def forward_with_hidden(model, batch: dict, n_vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [B,L,n_vocab] and the last hidden states [B,L,d] exactly as the output head receives them.
-
-    The hidden states are captured with a forward pre-hook on ``get_output_embeddings()``, so they are the
-    states after the final norm for every architecture (PAPER.md section 2: ``h_s``, ``h_t``), with no
-    model-specific attribute path.
-    """
-    captured = {}
-
-    def grab(_module, args):
-        captured["hidden"] = args[0]
-
-    handle = model.get_output_embeddings().register_forward_pre_hook(grab)
-    try:
-        logits = _logits(model, batch, n_vocab)
-    finally:
-        handle.remove()
-    return logits, captured["hidden"]
-
-
 def final_hidden(model, batch: dict) -> torch.Tensor:
     """The last hidden states [B,L,d] as the output head reads them (after the final norm), without running the
     head: the model's decoder (``base_model``, a generic Hugging Face property; through a peft wrapper too)."""

@@ -186,8 +186,10 @@ def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
     the whole padded tensor (``official``: prompt and padding positions included, the teacher's hidden states at
     pad positions from its own forward) or over its response positions (``response``): full [B,L,V] logits, masks,
     no per-example sums (PAPER.md section 2)."""
-    from repro.losses import forward_kl, masked_sum
-    from repro.methods import _teacher_batch, cross_entropy_sum, forward_with_hidden, head_logits
+    from plain import forward_with_hidden, masked_sum
+
+    from repro.losses import forward_kl
+    from repro.methods import _teacher_batch, cross_entropy_sum, head_logits
 
     batch = _pad_to(batch, ctx.max_length, pad_ids)
     labels, t_labels = batch["labels"], batch["teacher_labels"]
