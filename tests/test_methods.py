@@ -1,10 +1,11 @@
 """Every method on tiny models of every architecture family: shapes, falling losses, gradient paths, padded rows."""
 import pytest
 import torch
+from plain import forward_with_hidden
 
 from conftest import train_steps
 from repro.data import IGNORE, collate, encode_dataset
-from repro.methods import Context, forward_with_hidden, get_method, hidden_size
+from repro.methods import Context, get_method, hidden_size
 from repro.models import ARCHS, init_model, load_model
 from repro.vocab import load_tokenizer
 
