@@ -254,7 +254,9 @@ def test_micro_run_end_to_end(tmp_path):
     table = (results / "tables" / "table1.md").read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
             if line.startswith("| gpt2_teacher")]
-    assert [r[1] for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)"]
+    # (a micro run learns little in one epoch: rows whose runs scored 0 on dev are marked "(!)", listed below)
+    assert [r[1].removesuffix(" (!)") for r in rows] == ["Teacher (SFT)", "SFT", "SeqKD", "KD (KL)", "KD w/ DSKD (KL)"]
+    assert all("Training warning (!)" in table for r in rows if r[1].endswith(" (!)"))
     for row in rows:
         assert len(row) == 12  # pair, method, five test sets, Avg, runs, paper Avg, difference from KD, interval
     assert [r[8] for r in rows] == ["1", "2", "2", "2", "2"]  # the teacher once, every student row per seed
@@ -265,9 +267,11 @@ def test_micro_run_end_to_end(tmp_path):
     assert "KD w/ DSKD above KD" in claims and "comparisons:" in claims
     assert "The paper&#x27;s claims" in report or "The paper's claims" in report
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
-    assert [r.split("|")[2].strip() for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED", "DSKD-CMA (KL)"]
+    assert [r.split("|")[2].strip().removesuffix(" (!)") for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED",
+                                                                            "DSKD-CMA (KL)"]
     table3 = (results / "tables" / "table3.md").read_text()
-    assert [line.split("|")[2].strip() for line in table3.splitlines() if line.startswith("| gpt2_teacher")] == [
+    assert [line.split("|")[2].strip().removesuffix(" (!)") for line in table3.splitlines()
+            if line.startswith("| gpt2_teacher")] == [
         "Different spaces (KD) (KL)", "Student space only (KL)", "Dual space (DSKD) (KL)"]
     for ext in ("tex", "csv"):
         assert (results / "tables" / f"table1.{ext}").exists() and (results / "tables" / f"table3.{ext}").exists()
