@@ -84,9 +84,9 @@ def collect(config: dict, table: int) -> list[dict]:
             row["avg"], row["avg_std"] = _run_spread([s["avg"] for s in scores])
             row["dev"] = mean_sample_std([s["best_dev_rougeL"] for s in scores])[0]
             row["seeds"] = len(next(iter(scores[0]["test_sets"].values()))["per_seed"])
-            errors = [run_standard_error(config, run) for run, _ in finished]
-            row["run_se"] = max(errors) if None not in errors else None
-            row["row_se"] = row_standard_error(config, [run for run, _ in finished])
+            prompts = [per_prompt(config, run) for run, _ in finished]  # read once for both errors
+            row["run_se"] = max(map(standard_error, prompts)) if None not in prompts else None
+            row["row_se"] = pooled_standard_error(prompts)
         row["paper_avg"] = PAPER_AVG.get((cell.pair, cell.method, cell.divergence))
         other = _comparison_cell(cell, table)
         if other is not None:
@@ -148,7 +148,12 @@ def row_standard_error(config: dict, runs: list[grid.Cell]) -> float | None:
     each prompt's score averaged over the runs (and seeds), which all see the same prompts; the training runs
     themselves are held fixed (their spread is the row's ± and the intervals' first level). None when a
     generations file is missing."""
-    prompts = [per_prompt(config, run) for run in runs]
+    return pooled_standard_error([per_prompt(config, run) for run in runs])
+
+
+def pooled_standard_error(prompts: list[dict[str, list[float]] | None]) -> float | None:
+    """``standard_error`` of the per-prompt scores of several runs averaged prompt by prompt (None when a run's
+    scores are missing)."""
     if not prompts or None in prompts:
         return None
     return standard_error({t: [sum(v) / len(v) for v in zip(*(p[t] for p in prompts))] for t in prompts[0]})
