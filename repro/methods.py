@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE
-from .lean import LEAN
-from .losses import cross_entropy_sum, get_divergence
+from .lean import LEAN, ce_and_divergence, cross_entropy_sum
+from .losses import get_divergence
 
 # The teacher-space and MinED terms are forward KL: its lean form (repro.lean; the same values and gradients).
 forward_kl = LEAN["kl"]
@@ -102,6 +102,14 @@ class Context:
         fn = LEAN[self.divergence]
         options = self.divergence_options.get(self.divergence, {})
         return lambda s, t, tau: fn(s, t, tau, **options)
+
+    def ce_and_divergence(self, z_s: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+        """``(cross_entropy_sum(z_s, y), divergence_fn()(z_s, z_t, temperature).sum())`` in one pass over the
+        student's logits (``repro.lean.ce_and_divergence``: the same values and gradients)."""
+        get_divergence(self.divergence)
+        options = self.divergence_options.get(self.divergence, {})
+        return ce_and_divergence(self.divergence, z_s, y, z_t, self.temperature, **options)
 
 
 def _logits(model, batch: dict, n_vocab: int) -> torch.Tensor:
@@ -225,8 +233,7 @@ class VanillaKD(SFT):
         y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
         with torch.no_grad():
             z_t = head_logits(teacher_hidden_rows(ctx, batch), ctx.teacher, ctx.n_vocab, detach_head=False)
-        ce = cross_entropy_sum(z_s[None], y[None])
-        kd = ctx.divergence_fn()(z_s, z_t, ctx.temperature).sum()
+        ce, kd = ctx.ce_and_divergence(z_s, y, z_t)
         return total_loss(ctx, ce, kd)
 
 
@@ -263,12 +270,12 @@ class DSKD(SFT):
         with torch.no_grad():
             h_t = teacher_hidden_rows(ctx, batch)  # [N,d_t]
             z_t = head_logits(h_t, ctx.teacher, ctx.n_vocab, detach_head=False)  # [N,V]
-        ce = cross_entropy_sum(z_s[None], y[None])
         z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
+        ce, t2s_kd = ctx.ce_and_divergence(z_s, y, z_t2s.detach())
         out = {
             "ce": ce,
             "t2s_ce": cross_entropy_sum(z_t2s[None], y[None]),
-            "t2s_kd": divergence(z_s, z_t2s.detach(), ctx.temperature).sum(),
+            "t2s_kd": t2s_kd,
             "t2s_acc": (z_t2s.argmax(-1) == y).sum().float(),
         }
         if not self.student_space_only:

@@ -3,7 +3,7 @@ every divergence, with -inf logits, fully masked rows, bf16 inputs and chunk bou
 import pytest
 import torch
 
-from repro import lean
+from repro import lean, losses
 from repro.losses import DIVERGENCES
 
 ALL = sorted(DIVERGENCES)
@@ -61,3 +61,67 @@ def test_teacher_side_with_a_gradient_uses_the_plain_form():
     z_s, z_t = torch.randn(3, 9, requires_grad=True), torch.randn(3, 9, requires_grad=True)
     lean.LEAN["js"](z_s, z_t, 2.0).sum().backward()
     assert z_t.grad is not None and z_s.grad is not None
+
+
+def test_without_a_student_gradient_no_buffer_is_kept_and_the_values_agree():
+    torch.manual_seed(3)
+    z_s, z_t = torch.randn(4, 33), torch.randn(4, 33)
+    with torch.no_grad():
+        fast = lean.LEAN["akl"](z_s, z_t, 2.0)
+    torch.testing.assert_close(fast, DIVERGENCES["akl"](z_s, z_t, 2.0), rtol=1e-5, atol=1e-6)
+    assert not fast.requires_grad
+
+
+def test_a_second_backward_through_the_same_graph_is_refused():
+    z_s, z_t = torch.randn(3, 9, requires_grad=True), torch.randn(3, 9)
+    value = lean.LEAN["kl"](z_s, z_t, 2.0).sum()
+    value.backward(retain_graph=True)
+    first = z_s.grad.clone()
+    with pytest.raises(RuntimeError, match="backward runs once"):
+        value.backward()
+    z_s.grad = None
+    lean.LEAN["kl"](z_s, z_t, 2.0).sum().backward()  # a new graph is fine
+    torch.testing.assert_close(z_s.grad, first)
+
+
+def _ce_case():
+    torch.manual_seed(5)
+    z = 3 * torch.randn(2, 6, 37)
+    z[0, 2, 4:9] = -float("inf")  # -inf entries away from the label
+    labels = torch.randint(0, 37, (2, 6))
+    labels[0, 2] = 1
+    labels[1, :2] = losses.IGNORE  # ignored positions
+    return z, labels
+
+
+def test_lean_cross_entropy_equals_the_plain_one(monkeypatch):
+    monkeypatch.setattr(lean, "CHUNK_ENTRIES", 5 * 37)
+    z, labels = _ce_case()
+    grads = []
+    for fn in (losses.cross_entropy_sum, lean.cross_entropy_sum):
+        x = z.clone().requires_grad_()
+        value = fn(x, labels)
+        (0.37 * value).backward()
+        grads.append((value.detach(), x.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-5, atol=1e-7)
+    assert (grads[1][1][1, :2] == 0).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cross_entropy_and_divergence_in_one_pass_equal_the_separate_forms(name, monkeypatch):
+    monkeypatch.setattr(lean, "CHUNK_ENTRIES", 4 * 37)
+    z_s, labels = _ce_case()
+    z_t = 2 * torch.randn(2, 6, 37)
+    z_t[1, 3] = -float("inf")  # a fully masked teacher row
+    results = []
+    for fused in (False, True):
+        x = z_s.clone().requires_grad_()
+        if fused:
+            ce, kd = lean.ce_and_divergence(name, x, labels, z_t, 2.0)
+        else:
+            ce, kd = losses.cross_entropy_sum(x, labels), DIVERGENCES[name](x, z_t, 2.0).sum()
+        (0.3 * ce + 0.7 * kd).backward()
+        results.append((ce.detach(), kd.detach(), x.grad))
+    for fast, plain in zip(results[1], results[0]):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
