@@ -20,6 +20,7 @@ rows and bf16 inputs included).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -28,6 +29,49 @@ from . import losses
 # Positions per chunk: chunk x vocabulary float32 temporaries stay near this many entries (512 KB each), so a
 # chunk's few temporaries stay in a core's L2 cache (2^17 was the fastest of 2^16 ... 2^20 at 50,257 entries).
 CHUNK_ENTRIES = 1 << 17
+
+
+# Rows of a teacher head computed at once (``LazyLogits``): blocks of about this many entries (16 MB in float32), so
+# the head's product stays an efficient matrix product while the teacher's logits never exist whole.
+HEAD_BLOCK_ENTRIES = 1 << 22
+
+
+class LazyLogits:
+    """A teacher's logits [N, V] as its hidden states [N, d] and a head (``hidden rows -> logits rows``), computed
+    block by block where a lean function reads them: the same values, without an [N, V] tensor."""
+
+    def __init__(self, hidden: torch.Tensor, head, n_vocab: int):
+        self.hidden, self.head, self.n_vocab = hidden, head, n_vocab
+        self.shape = torch.Size((*hidden.shape[:-1], n_vocab))
+        self.requires_grad = False
+
+    def detach(self) -> LazyLogits:
+        return self
+
+    def materialise(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.head(self.hidden)
+
+
+class _Blocks:
+    """Rows ``[start, stop)`` of a teacher's logits [N, V] (a tensor, or ``LazyLogits`` computed a block at a
+    time, in increasing row order)."""
+
+    def __init__(self, logits, vocab: int):
+        self.logits, self.block, self.range = logits, None, (0, 0)
+        self.size = max(1, HEAD_BLOCK_ENTRIES // max(vocab, 1))
+        self.flat = logits.reshape(-1, vocab) if isinstance(logits, torch.Tensor) else None
+        self.hidden = None if self.flat is not None else logits.hidden.reshape(-1, logits.hidden.shape[-1])
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        if self.flat is not None:
+            return self.flat[start:stop]
+        if not self.range[0] <= start or stop > self.range[1]:
+            first = start
+            last = min(max(stop, first + self.size), self.hidden.shape[0])
+            with torch.no_grad():
+                self.block, self.range = self.logits.head(self.hidden[first:last]), (first, last)
+        return self.block[start - self.range[0]:stop - self.range[0]]
 
 
 def _mix(log_p: torch.Tensor, log_q: torch.Tensor, weight_p: float) -> torch.Tensor:
@@ -118,10 +162,11 @@ def _akl_weight(p: torch.Tensor, q: torch.Tensor, infinite: torch.Tensor | None,
         return torch.where(total > 0, g_head / total.clamp_min(tiny), 0.5).clamp(0.0, 1.0)
 
 
-def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None,
+              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Token cross-entropy [n] of one chunk of logits ``z`` [n, V] against ``labels`` [n] (``IGNORE``: 0), as
-    ``torch.nn.functional.cross_entropy`` computes it in float32; with ``grad`` [n, V] given, its gradient
-    ``softmax(z) - onehot(label)`` (zero on ignored rows) is written there."""
+    ``torch.nn.functional.cross_entropy`` computes it in float32, and whether the argmax is the label [n]; with
+    ``grad`` [n, V] given, ``scale * (softmax(z) - onehot(label))`` (zero on ignored rows) is written there."""
     z = z.float()
     if torch.isfinite(z.sum()):
         log_p, p, _ = _softmax(z, 1.0)
@@ -131,90 +176,128 @@ def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None) 
     keep = labels != losses.IGNORE
     index = labels.clamp_min(0)[:, None]
     value = -log_p.gather(-1, index).squeeze(-1) * keep
+    hits = (z.argmax(-1) == labels) & keep
     if grad is not None:
         p.scatter_add_(-1, index, torch.full_like(index, -1, dtype=p.dtype))
-        torch.mul(p, keep[:, None], out=grad)
-    return value
+        torch.mul(p, keep[:, None] * scale, out=grad)
+    return value, hits
+
+
+@dataclass
+class FrozenHead:
+    """An output head that takes no gradient: ``logits = hidden @ weight.T + bias`` (weight [V, d] detached)."""
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
 
 
 class _Lean(torch.autograd.Function):
-    """One pass over the positions, in chunks: each chunk's divergence (``name``; None: none) and, with ``labels``,
-    its token cross-entropy at temperature 1 on the same student logits, and, when the student logits need a
-    gradient, their gradients ``d/dz_s`` (per unit of output), written into float32 [N, V] buffers. The backward
-    pass only scales those buffers by the outputs' gradients (in place) and returns them: no softmax is
-    recomputed, and a buffer takes the place of the tensors a recomputing backward would keep (the two logit
-    tensors of a divergence; the log-probabilities autograd keeps for a cross-entropy)."""
+    """The objective ``w_div * D(z_s, z_t) + w_ce * CE(z_s, y)`` per position (either term optional), in one pass over
+    the positions in chunks, with its gradient computed on the way into ONE float32 buffer; the backward pass only
+    scales that buffer by the objective's gradient (in place) and returns it: no softmax is recomputed, and the
+    buffer takes the place of the tensors a recomputing backward would keep (the two logit tensors of a
+    divergence; the log-probabilities autograd keeps for a cross-entropy). The terms themselves come out as
+    non-differentiable outputs for the log, with the count of positions whose argmax is the label.
+
+    The student side is either logits [N, V] (``head`` None; buffer [N, V]) or hidden states [N, d] through a
+    ``FrozenHead`` (logits ``given`` or computed a block of rows at a time; the buffer is the gradient [N, d] with
+    respect to the hidden states, ``G @ W``, so no [N, V] tensor is kept). The teacher side is logits or
+    ``LazyLogits`` (computed a block at a time)."""
 
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, labels, temperature, name, options):
-        shape, vocab = student_logits.shape[:-1], student_logits.shape[-1]
-        z_s = student_logits.reshape(-1, vocab)
-        z_t = teacher_logits.reshape(-1, vocab) if name is not None else None
+    def forward(ctx, student, given, teacher, labels, temperature, name, options, weights, head):
+        w_div, w_ce = weights
+        shape = student.shape[:-1]
+        vocab = head.weight.shape[0] if head is not None else student.shape[-1]
+        x = student.reshape(-1, student.shape[-1])
+        n, device = x.shape[0], x.device
+        z_t = _Blocks(teacher, vocab) if name is not None else None
+        z_given = given.reshape(-1, vocab) if given is not None else None
         y = labels.reshape(-1) if labels is not None else None
-        chunk = max(1, CHUNK_ENTRIES // max(vocab, 1))
-        n, device = z_s.shape[0], z_s.device
         need_grad = ctx.needs_input_grad[0]
-
-        def buffer(wanted):
-            return torch.empty(z_s.shape, dtype=torch.float32, device=device) if wanted and need_grad else None
-
-        out = torch.zeros(n, dtype=torch.float32, device=device)
-        ce = torch.zeros(n if y is not None else 0, dtype=torch.float32, device=device)
-        grad, grad_ce = buffer(name is not None), buffer(y is not None)
-        for start in range(0, n, chunk):
-            rows = slice(start, start + chunk)
-            if y is not None:
-                ce[rows] = _ce_chunk(z_s[rows], y[rows], grad_ce[rows] if grad_ce is not None else None)
-            if name is None:
-                continue
-            ls, p, inf_s = _softmax(z_s[rows], temperature)
-            m, q, inf_t = _softmax(z_t[rows], temperature)
-            infinite = _either(inf_s, inf_t)
-            w = _akl_weight(p, q, infinite, options.get("threshold", 0.5)) if name == "akl" else None
-            out[rows], g = _value_and_grad(name, ls, m, p, q, infinite, options, w, need_grad)
-            if need_grad:
-                # unmasked p is enough: g is zero and g_z is zeroed below wherever a student logit is infinite;
-                # g_z = (g - p * sum_v g) / tau, written into the buffer
-                g_z = torch.mul(p, g.sum(-1, keepdim=True).neg_(), out=grad[rows]).add_(g).div_(temperature)
-                if inf_s is not None:  # infinite logits take no gradient (as through nan_to_num)
-                    g_z.masked_fill_(inf_s, 0.0)
-        ctx.buffers, ctx.dtype, ctx.shape = (grad, grad_ce), student_logits.dtype, student_logits.shape
-        ctx.mark_non_differentiable(*([ce] if y is None else []))
-        return out.reshape(shape), ce.reshape(shape) if y is not None else ce
+        chunk = max(1, CHUNK_ENTRIES // max(vocab, 1))
+        lazy = head is not None or isinstance(teacher, LazyLogits)
+        block = max(chunk, HEAD_BLOCK_ENTRIES // max(vocab, 1)) if lazy else max(n, 1)
+        values = {key: torch.zeros(n if on else 0, dtype=torch.float32, device=device)
+                  for key, on in (("div", name is not None), ("ce", y is not None))}
+        hits = torch.zeros(n if y is not None else 0, dtype=torch.bool, device=device)
+        grad = None
+        if need_grad:
+            grad = torch.empty(x.shape if head is not None else (n, vocab), dtype=torch.float32, device=device)
+        for first in range(0, n, block):
+            last = min(first + block, n)
+            if head is None:
+                z_block, g_block = x[first:last], grad[first:last] if grad is not None else None
+            else:
+                if z_given is not None:
+                    z_block = z_given[first:last]
+                else:
+                    with torch.no_grad():
+                        z_block = head(x[first:last])
+                g_block = torch.empty(z_block.shape, dtype=torch.float32, device=device) if need_grad else None
+            for start in range(first, last, chunk):
+                stop = min(start + chunk, last)
+                z = z_block[start - first:stop - first]
+                g_out = g_block[start - first:stop - first] if g_block is not None else None
+                if y is not None:
+                    values["ce"][start:stop], hits[start:stop] = _ce_chunk(z, y[start:stop], g_out, w_ce)
+                if name is None:
+                    continue
+                ls, p, inf_s = _softmax(z, temperature)
+                m, q, inf_t = _softmax(z_t.rows(start, stop), temperature)
+                infinite = _either(inf_s, inf_t)
+                w = _akl_weight(p, q, infinite, options.get("threshold", 0.5)) if name == "akl" else None
+                values["div"][start:stop], g = _value_and_grad(name, ls, m, p, q, infinite, options, w, need_grad)
+                if need_grad:
+                    # unmasked p is enough: g is zero and g_z is zeroed below wherever a student logit is infinite;
+                    # g_z = w_div * (g - p * sum_v g) / tau
+                    g_z = p.mul_(g.sum(-1, keepdim=True).neg_()).add_(g).mul_(w_div / temperature)
+                    if inf_s is not None:  # infinite logits take no gradient (as through nan_to_num)
+                        g_z.masked_fill_(inf_s, 0.0)
+                    if y is not None:
+                        g_out.add_(g_z)
+                    else:
+                        g_out.copy_(g_z)
+            if head is not None and need_grad:  # through the frozen head: d/dh = G @ W
+                grad[first:last] = g_block.to(head.weight.dtype) @ head.weight
+        terms = [weight * values[key] for key, weight, on in (("div", w_div, name is not None),
+                                                               ("ce", w_ce, y is not None)) if on]
+        objective = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        ctx.grad, ctx.dtype, ctx.shape = grad, student.dtype, student.shape
+        ctx.mark_non_differentiable(values["div"], values["ce"], hits)
+        return objective.reshape(shape), values["div"], values["ce"], hits
 
     @staticmethod
-    def backward(ctx, grad_out, grad_out_ce):
-        if ctx.buffers is None:
-            raise RuntimeError("a lean divergence's backward runs once (its gradient buffer is scaled in place); "
-                               "use repro.losses.DIVERGENCES for a graph that is differentiated twice")
-        (grad, grad_ce), ctx.buffers = ctx.buffers, None
-        total = None
-        for buf, g_out in ((grad, grad_out), (grad_ce, grad_out_ce)):
-            if buf is None or g_out is None:
-                continue
-            buf.mul_(g_out.reshape(-1, 1).float())
-            total = buf if total is None else total.add_(buf)
-        if total is None:
-            total = torch.zeros(ctx.shape, dtype=torch.float32)
-        return total.to(ctx.dtype).reshape(ctx.shape), None, None, None, None, None
+    def backward(ctx, grad_out, *_):
+        if ctx.grad is None:
+            raise RuntimeError("a lean loss's backward runs once (its gradient buffer is scaled in place); use "
+                               "repro.losses for a graph that is differentiated twice")
+        grad, ctx.grad = ctx.grad, None
+        grad.mul_(grad_out.reshape(-1, 1).float())
+        return grad.to(ctx.dtype).reshape(ctx.shape), None, None, None, None, None, None, None, None
+
+
+def _options_ok(name: str, options: dict) -> bool:
+    return not set(options) - {"skl": {"skew"}, "srkl": {"skew"}, "akl": {"threshold"}}.get(name, set())
 
 
 def lean_divergence(name: str):
     """The lean form of registry divergence ``name``: ``f(student_logits, teacher_logits, temperature=1.0,
-    **options) -> [...]``, equal to ``repro.losses.DIVERGENCES[name]``; the teacher side takes no gradient (where it
-    asks for one, the plain autograd form is used)."""
+    **options) -> [...]``, equal to ``repro.losses.DIVERGENCES[name]``; the teacher side (logits or
+    ``LazyLogits``) takes no gradient (where it asks for one, the plain autograd form is used)."""
     plain = losses.get_divergence(name)
 
     def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                    **options) -> torch.Tensor:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        allowed = {"skl": {"skew"}, "srkl": {"skew"}, "akl": {"threshold"}}.get(name, set())
-        if set(options) - allowed:
-            return plain(student_logits, teacher_logits, temperature, **options)  # the plain form names the error
-        if teacher_logits.requires_grad or student_logits.shape != teacher_logits.shape:
-            return plain(student_logits, teacher_logits, temperature, **options)
-        return _Lean.apply(student_logits, teacher_logits.detach(), None, temperature, name, dict(options))[0]
+        if (not _options_ok(name, options) or teacher_logits.requires_grad
+                or student_logits.shape != teacher_logits.shape):  # the plain form names any error
+            return plain(student_logits, _whole(teacher_logits), temperature, **options)
+        return _Lean.apply(student_logits, None, teacher_logits.detach(), None, temperature, name, dict(options),
+                           (1.0, 0.0), None)[0]
 
     divergence.__name__ = f"lean_{name}"
     divergence.__doc__ = f"Lean form of ``{name}`` (``repro.lean``): same values and gradients, bounded memory."
@@ -224,25 +307,53 @@ def lean_divergence(name: str):
 LEAN = {name: lean_divergence(name) for name in losses.DIVERGENCES}
 
 
+def _whole(logits) -> torch.Tensor:
+    return logits.materialise() if isinstance(logits, LazyLogits) else logits
+
+
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed token cross-entropy of ``logits`` [..., V] against ``labels`` [...] (``IGNORE`` left out), equal to
     ``repro.losses.cross_entropy_sum`` in value and gradient, computed in chunks with one exponential per entry and
     one gradient buffer."""
-    dummy = logits.new_empty(0)
-    return _Lean.apply(logits, dummy, labels, 1.0, None, {})[1].sum()
+    return _Lean.apply(logits, None, None, labels, 1.0, None, {}, (0.0, 1.0), None)[0].sum()
 
 
-def ce_and_divergence(name: str, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                      temperature: float = 1.0, **options) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cross_entropy_sum(student_logits, labels), LEAN[name](student_logits, teacher_logits, temperature,
-    **options).sum())`` in one pass over the student's logits (KD's CE and divergence terms read the same logits),
-    each equal to its separate form in value and gradient."""
-    fused = (name in losses.DIVERGENCES and temperature > 0 and not teacher_logits.requires_grad
-             and student_logits.shape == teacher_logits.shape
-             and not set(options) - {"skl": {"skew"}, "srkl": {"skew"}, "akl": {"threshold"}}.get(name, set()))
-    if not fused:  # the separate forms name any error
-        return cross_entropy_sum(student_logits, labels), LEAN[name](student_logits, teacher_logits, temperature,
-                                                                     **options).sum()
-    divergence, ce = _Lean.apply(student_logits, teacher_logits.detach(), labels, temperature, name, dict(options))
-    return ce.sum(), divergence.sum()
+def weighted_ce_and_divergence(name: str, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits,
+                               temperature: float, ce_weight: float, kd_weight: float,
+                               **options) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``ce_weight * CE + kd_weight * KD`` with ``CE = cross_entropy_sum(student_logits, labels)`` and ``KD =
+    LEAN[name](student_logits, teacher_logits, temperature, **options).sum()``, in one pass over the student's
+    logits and with one gradient buffer (KD's CE and divergence read the same logits); returns the objective (with
+    its graph) and the detached ``CE`` and ``KD``, each equal to the separate forms in value and gradient."""
+    if temperature <= 0 or not _options_ok(name, options) or teacher_logits.requires_grad \
+            or student_logits.shape != teacher_logits.shape or name not in losses.DIVERGENCES:
+        ce = cross_entropy_sum(student_logits, labels)  # the separate forms name any error
+        kd = LEAN[name](student_logits, _whole(teacher_logits), temperature, **options).sum()
+        return ce_weight * ce + kd_weight * kd, ce.detach(), kd.detach()
+    objective, kd, ce, _ = _Lean.apply(student_logits, None, teacher_logits.detach(), labels, temperature, name,
+                                       dict(options), (kd_weight, ce_weight), None)
+    return objective.sum(), ce.sum(), kd.sum()
 
+
+def head_divergence(name: str, hidden: torch.Tensor, head: FrozenHead, teacher_logits, temperature: float = 1.0,
+                    **options) -> torch.Tensor:
+    """``LEAN[name](head(hidden), teacher_logits, temperature, **options)`` [N] with the gradient flowing to
+    ``hidden`` only (the head frozen, as DSKD's teacher-space projection uses the teacher's head): the student's
+    logits are computed a block of rows at a time and never kept (the buffer is [N, d])."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    losses.get_divergence(name)
+    if not _options_ok(name, options) or teacher_logits.requires_grad:
+        return losses.get_divergence(name)(head(hidden), _whole(teacher_logits), temperature, **options)
+    return _Lean.apply(hidden, None, teacher_logits.detach(), None, temperature, name, dict(options), (1.0, 0.0),
+                       head)[0]
+
+
+def head_cross_entropy_sum(hidden: torch.Tensor, head: FrozenHead, labels: torch.Tensor,
+                           logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cross_entropy_sum(head(hidden), labels)`` with the gradient flowing to ``hidden`` only (the head frozen,
+    as DSKD's student-space projection uses the student's head), and the count of positions whose argmax is the
+    label; ``logits``: ``head(hidden)`` when the caller has it (detached), else computed a block at a time."""
+    objective, _, _, hits = _Lean.apply(hidden, None if logits is None else logits.detach(), None, labels, 1.0, None,
+                                        {}, (0.0, 1.0), head)
+    return objective.sum(), hits.sum().float()

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE
-from .lean import LEAN, ce_and_divergence, cross_entropy_sum
+from .lean import (
+    LEAN,
+    FrozenHead,
+    LazyLogits,
+    cross_entropy_sum,
+    head_cross_entropy_sum,
+    head_divergence,
+    weighted_ce_and_divergence,
+)
 from .losses import get_divergence
 
 # The teacher-space and MinED terms are forward KL: its lean form (repro.lean; the same values and gradients).
@@ -103,13 +111,15 @@ class Context:
         options = self.divergence_options.get(self.divergence, {})
         return lambda s, t, tau: fn(s, t, tau, **options)
 
-    def ce_and_divergence(self, z_s: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                                   torch.Tensor]:
-        """``(cross_entropy_sum(z_s, y), divergence_fn()(z_s, z_t, temperature).sum())`` in one pass over the
-        student's logits (``repro.lean.ce_and_divergence``: the same values and gradients)."""
+    def weighted_ce_and_divergence(self, z_s: torch.Tensor, y: torch.Tensor, z_t) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor, torch.Tensor]:
+        """``(1 - kd_rate) * CE(z_s, y) + kd_rate * sum_m D(z_s, z_t)`` with its graph, and the detached CE and
+        divergence sums, in one pass over the student's logits with one gradient buffer
+        (``repro.lean.weighted_ce_and_divergence``: the same values and gradients as the separate terms)."""
         get_divergence(self.divergence)
         options = self.divergence_options.get(self.divergence, {})
-        return ce_and_divergence(self.divergence, z_s, y, z_t, self.temperature, **options)
+        return weighted_ce_and_divergence(self.divergence, z_s, y, z_t, self.temperature, 1 - self.kd_rate,
+                                          self.kd_rate, **options)
 
 
 def _logits(model, batch: dict, n_vocab: int) -> torch.Tensor:
@@ -156,6 +166,14 @@ def head_logits(hidden: torch.Tensor, model, n_vocab: int, detach_head: bool) ->
     return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
 
 
+def frozen_head(model, n_vocab: int) -> FrozenHead:
+    """``model``'s output head restricted to ``n_vocab`` rows, detached (``repro.lean.FrozenHead``): the head of a
+    projection whose gradient flows to the projected states only."""
+    head = model.get_output_embeddings()
+    bias = head.bias[:n_vocab].detach() if getattr(head, "bias", None) is not None else None
+    return FrozenHead(head.weight[:n_vocab].detach(), bias)
+
+
 def response_rows(labels: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """The response positions (label not IGNORE) of ``labels`` [B,L] and of each tensor [B,L,...] -> [N] and
     [N,...]. Every KD term is a sum over these positions only (PAPER.md section 2), so computing projections, heads
@@ -182,6 +200,12 @@ def teacher_hidden_rows(ctx: Context, teacher_batch: dict) -> torch.Tensor:
             device = teacher_batch["labels"].device
             return rows.to(device)
         return final_hidden(ctx.teacher, teacher_batch)[teacher_batch["labels"] != IGNORE]
+
+
+def teacher_logits(ctx: Context, hidden: torch.Tensor) -> LazyLogits:
+    """The frozen teacher's logits [N, n_vocab] at ``hidden`` [N, d_t], as ``repro.lean.LazyLogits``: a lean loss
+    computes them a block of rows at a time (the same values; no [N, V] tensor at once)."""
+    return LazyLogits(hidden, lambda h: head_logits(h, ctx.teacher, ctx.n_vocab, detach_head=False), ctx.n_vocab)
 
 
 def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
@@ -231,10 +255,9 @@ class VanillaKD(SFT):
         if ctx.teacher is None:
             raise ValueError("method 'kd' needs a teacher model")
         y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)
-        with torch.no_grad():
-            z_t = head_logits(teacher_hidden_rows(ctx, batch), ctx.teacher, ctx.n_vocab, detach_head=False)
-        ce, kd = ctx.ce_and_divergence(z_s, y, z_t)
-        return total_loss(ctx, ce, kd)
+        z_t = teacher_logits(ctx, teacher_hidden_rows(ctx, batch))  # computed in blocks where the loss reads it
+        loss, ce, kd = ctx.weighted_ce_and_divergence(z_s, y, z_t)  # (1 - a) CE + a KD in one pass
+        return {"loss": loss, "ce": ce, "kd": kd}
 
 
 class DSKD(SFT):
@@ -259,35 +282,46 @@ class DSKD(SFT):
             projectors["s2t"] = torch.nn.Linear(d_s, d_t)
         return torch.nn.ModuleDict(projectors).to(student.device)
 
-    def terms(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
+    def terms(self, student, batch: dict, ctx: Context, fused: bool = False) -> dict[str, torch.Tensor]:
         """Every loss term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; and ``t2s_acc``,
         the count of response tokens that the projected teacher predicts right (the trainer's division by the
-        response tokens turns it into the projector's accuracy)."""
+        response tokens turns it into the projector's accuracy). ``fused``: ``ce`` and ``t2s_kd`` come detached,
+        and ``student_space`` = ``(1 - a) ce + a t2s_kd`` carries their graph (one pass over the student's logits,
+        one gradient buffer; ``loss`` uses it).
+
+        Memory: the projected logits go through the frozen heads in ``repro.lean`` (``head_cross_entropy_sum``,
+        ``head_divergence``), so of the vocabulary-sized tensors only the student's logits, their gradient and the
+        detached ``z_t2s`` exist whole."""
         if ctx.teacher is None or ctx.modules is None:
             raise ValueError("method 'dskd' needs a teacher model and its projectors (Method.build)")
-        divergence = ctx.divergence_fn()
         y, z_s, h_s = response_outputs(student, batch, ctx.n_vocab)  # [N], [N,V], [N,d_s]
+        h_t = teacher_hidden_rows(ctx, batch)  # [N,d_t]
+        x_t2s = _project(ctx.modules["t2s"], h_t)  # [N,d_s]
+        student_head = frozen_head(student, ctx.n_vocab)
         with torch.no_grad():
-            h_t = teacher_hidden_rows(ctx, batch)  # [N,d_t]
-            z_t = head_logits(h_t, ctx.teacher, ctx.n_vocab, detach_head=False)  # [N,V]
-        z_t2s = head_logits(_project(ctx.modules["t2s"], h_t), student, ctx.n_vocab, detach_head=True)
-        ce, t2s_kd = ctx.ce_and_divergence(z_s, y, z_t2s.detach())
-        out = {
-            "ce": ce,
-            "t2s_ce": cross_entropy_sum(z_t2s[None], y[None]),
-            "t2s_kd": t2s_kd,
-            "t2s_acc": (z_t2s.argmax(-1) == y).sum().float(),
-        }
+            z_t2s = student_head(x_t2s)  # [N,V], the student-space teacher (detached)
+        t2s_ce, t2s_hits = head_cross_entropy_sum(x_t2s, student_head, y, logits=z_t2s)
+        out = {"t2s_ce": t2s_ce, "t2s_acc": t2s_hits}
+        if fused:
+            out["student_space"], out["ce"], out["t2s_kd"] = ctx.weighted_ce_and_divergence(z_s, y, z_t2s)
+        else:
+            out["ce"] = cross_entropy_sum(z_s, y)
+            out["t2s_kd"] = ctx.divergence_fn()(z_s, z_t2s, ctx.temperature).sum()
         if not self.student_space_only:
-            z_s2t = head_logits(_project(ctx.modules["s2t"], h_s), ctx.teacher, ctx.n_vocab, detach_head=True)
-            s2t = forward_kl if ctx.dskd_s2t_divergence == "kl" else divergence
-            out["s2t_kd"] = s2t(z_s2t, z_t, ctx.temperature).sum()
+            z_t = teacher_logits(ctx, h_t)  # [N,V], computed in blocks where the loss reads it
+            s2t = "kl" if ctx.dskd_s2t_divergence == "kl" else ctx.divergence
+            options = {} if s2t == "kl" else ctx.divergence_options.get(s2t, {})
+            out["s2t_kd"] = head_divergence(s2t, _project(ctx.modules["s2t"], h_s),
+                                            frozen_head(ctx.teacher, ctx.n_vocab), z_t, ctx.temperature,
+                                            **options).sum()
         return out
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
-        terms = self.terms(student, batch, ctx)
-        kd = terms["t2s_kd"] + terms["t2s_ce"] + terms.get("s2t_kd", 0.0)
-        return total_loss(ctx, terms.pop("ce"), kd, **terms)
+        terms = self.terms(student, batch, ctx, fused=True)
+        rest = terms["t2s_ce"] + terms.get("s2t_kd", 0.0)  # (the KD terms outside the student-space pass)
+        loss = terms.pop("student_space") + ctx.kd_rate * rest
+        kd = terms["t2s_kd"] + rest.detach()
+        return {"loss": loss, "ce": terms.pop("ce"), "kd": kd, **{k: v.detach() for k, v in terms.items()}}
 
 
 class SeqKD(SFT):

@@ -118,10 +118,64 @@ def test_cross_entropy_and_divergence_in_one_pass_equal_the_separate_forms(name,
     for fused in (False, True):
         x = z_s.clone().requires_grad_()
         if fused:
-            ce, kd = lean.ce_and_divergence(name, x, labels, z_t, 2.0)
+            objective, ce, kd = lean.weighted_ce_and_divergence(name, x, labels, z_t, 2.0, 0.3, 0.7)
+            assert not ce.requires_grad and not kd.requires_grad
         else:
             ce, kd = losses.cross_entropy_sum(x, labels), DIVERGENCES[name](x, z_t, 2.0).sum()
-        (0.3 * ce + 0.7 * kd).backward()
-        results.append((ce.detach(), kd.detach(), x.grad))
+            objective = 0.3 * ce + 0.7 * kd
+        objective.backward()
+        results.append((objective.detach(), ce.detach(), kd.detach(), x.grad))
+    for fast, plain in zip(results[1], results[0]):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["kl", "akl"])
+def test_teacher_logits_computed_in_blocks_equal_the_whole_tensor(name, monkeypatch):
+    monkeypatch.setattr(lean, "CHUNK_ENTRIES", 3 * 29)  # chunks of 3 rows
+    monkeypatch.setattr(lean, "HEAD_BLOCK_ENTRIES", 7 * 29)  # head blocks of 7 rows: chunks straddle blocks
+    torch.manual_seed(9)
+    hidden, weight = torch.randn(23, 5), torch.randn(29, 5)
+    calls = []
+
+    def head(h):
+        calls.append(h.shape[0])
+        return h @ weight.T
+
+    z_s, labels = torch.randn(23, 29), torch.randint(0, 29, (23,))
+    results = []
+    for teacher in (hidden @ weight.T, lean.LazyLogits(hidden, head, 29)):
+        x = z_s.clone().requires_grad_()
+        objective, ce, kd = lean.weighted_ce_and_divergence(name, x, labels, teacher, 2.0, 0.5, 0.5)
+        (objective + lean.LEAN[name](x, teacher, 2.0).sum()).backward()
+        results.append((objective.detach(), ce, kd, x.grad))
+    for fast, plain in zip(results[1], results[0]):
+        torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    assert max(calls) <= 7 + 2 and sum(calls) < 3 * 23  # blocks, not the whole tensor, and few recomputations
+
+
+@pytest.mark.parametrize("name", ["kl", "js"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_losses_through_a_frozen_head_equal_autograd_through_the_head(name, bias, monkeypatch):
+    monkeypatch.setattr(lean, "CHUNK_ENTRIES", 2 * 31)
+    monkeypatch.setattr(lean, "HEAD_BLOCK_ENTRIES", 5 * 31)  # blocks of 5 rows
+    torch.manual_seed(11)
+    hidden, weight = torch.randn(13, 6), torch.randn(31, 6)
+    head = lean.FrozenHead(weight, torch.randn(31) if bias else None)
+    labels, z_t = torch.randint(0, 31, (13,)), 2 * torch.randn(13, 31)
+    labels[3] = losses.IGNORE
+    results = []
+    for fast in (False, True):
+        x = hidden.clone().requires_grad_()
+        if fast:
+            ce, hits = lean.head_cross_entropy_sum(x, head, labels)
+            given, _ = lean.head_cross_entropy_sum(x, head, labels, logits=head(x).detach())
+            div = lean.head_divergence(name, x, head, lean.LazyLogits(z_t, lambda h: h, 31), 2.0)
+        else:
+            z = head(x)
+            ce = given = losses.cross_entropy_sum(z[None], labels[None])
+            hits = ((z.argmax(-1) == labels) & (labels != losses.IGNORE)).sum().float()
+            div = DIVERGENCES[name](z, z_t, 2.0)
+        (ce + 0.5 * given + (div * torch.linspace(0.5, 1.5, 13)).sum()).backward()
+        results.append((ce.detach(), hits, div.detach(), x.grad))
     for fast, plain in zip(results[1], results[0]):
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
