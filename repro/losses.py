@@ -95,7 +95,7 @@ def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 
 def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, first_k: int = 64,
-                 buckets: int = 4096, candidates: int = 256) -> torch.Tensor:
+                 buckets: int = 4096) -> torch.Tensor:
     """AKL's head gap ``g_head`` [...]: the sum of ``gap`` [..., V] over the head of ``p_t`` [..., V] (PAPER.md
     section 2), found without sorting the vocabulary.
 
@@ -106,8 +106,8 @@ def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, f
     find it without a sort: the ``first_k`` largest entries (``topk``) where the head ends among them (peaked
     rows); otherwise a histogram of ``p_t`` over ``buckets`` buckets of its float bits (the exponent and 8 mantissa
     bits, so a bucket spans values within 0.4% of each other) locates the bucket where the head ends, and only that
-    bucket's entries (at most ``candidates``) are ordered. Rows where even that bucket is larger fall back to the
-    stable sort. Prefix sums in float64. Tested equal to the sorted definition, ties included.
+    bucket's entries are ordered (``_head_by_histogram``). Prefix sums in float64. Tested equal to the sorted
+    definition, ties included.
     """
     vocab = p_t.shape[-1]
     lead = p_t.shape[:-1]
@@ -130,15 +130,9 @@ def akl_head_gap(p_t: torch.Tensor, gap: torch.Tensor, threshold: float = 0.5, f
                 out[done] = _head_from_candidates(p[done], g[done], values[covered], limit[done])
                 resolved[done] = True
         rows = rows[~resolved]
-    if rows.numel() and candidates < vocab:
+    if rows.numel():
         every = rows.numel() == p.shape[0]  # (no copies of the rows when all of them are left)
-        out[rows], unresolved = _head_by_histogram(p if every else p[rows], g if every else g[rows], limit[rows],
-                                                   buckets, candidates)
-        rows = rows[unresolved]
-    if rows.numel():  # the sorted definition itself, on these rows only
-        ordered, order = p[rows].sort(dim=-1, stable=True)
-        tail = ordered.double().cumsum(-1) <= threshold
-        out[rows] = (g[rows].gather(-1, order) * ~tail).sum(-1)
+        out[rows] = _head_by_histogram(p if every else p[rows], g if every else g[rows], limit[rows], buckets)
     return out.reshape(lead)
 
 
@@ -162,57 +156,43 @@ def _head_from_candidates(p: torch.Tensor, g: torch.Tensor, values: torch.Tensor
     return out
 
 
-def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, buckets: int,
-                       candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head gaps [n] of rows [n, V] located by histograms over the float bits of ``p`` (non-negative float32: their
-    bit patterns are ordered as the values), and the mask [n] of rows it could not resolve.
+def _head_by_histogram(p: torch.Tensor, g: torch.Tensor, limit: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Head gaps [n] of rows [n, V] located by a histogram over the float bits of ``p`` (non-negative float32: their
+    bit patterns are ordered as the values).
 
-    A first histogram over the exponent and 8 mantissa bits finds the bucket where the head ends; where that bucket
-    holds ``candidates`` entries or more (nearly flat rows), a second histogram over the next 8 mantissa bits of its
-    entries narrows it down. The mass and gaps of the buckets above come from the histograms; only the final
-    bucket's entries are ordered (by value, then index, both descending: the order in which the stable ascending
-    sort's tail leaves them)."""
-    bits = p.float().contiguous().view(torch.int32)
-    inside = torch.ones_like(p, dtype=torch.bool)
-    above = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
-    gap_above = torch.zeros(p.shape[0], dtype=g.dtype, device=p.device)
-    unresolved = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
-    values = index = None
-    for shift in (15, 7):
-        keys = torch.where(inside, bits >> shift, -1)
-        top = keys.max(-1, keepdim=True).values
-        bucket = torch.where(inside, (top - keys).clamp(max=buckets - 1), buckets).long()  # outside: a spare one
-        mass = p.new_zeros(p.shape[0], buckets + 1, dtype=torch.float64).scatter_add_(1, bucket, p.double())
-        gaps = g.new_zeros(p.shape[0], buckets + 1).scatter_add_(1, bucket, g)
-        mass, gaps = mass[:, :buckets], gaps[:, :buckets]
-        inclusive = above[:, None] + mass.cumsum(-1)
-        where = (inclusive < limit[:, None]).sum(-1).clamp_(max=buckets - 1)[:, None]  # where the head ends
-        level_above = (inclusive - mass).gather(-1, where).squeeze(-1)
-        level_gap = gap_above + (gaps.cumsum(-1) - gaps).gather(-1, where).squeeze(-1)
-        level_inside = bucket == where
-        level_values, level_index = torch.where(level_inside, p, -1.0).topk(candidates, dim=-1)
-        resolved = unresolved & (level_values[:, -1] < 0)  # the bucket holds fewer entries than the candidates
-        if values is None:
-            values, index = level_values, level_index
-        else:
-            values = torch.where(resolved[:, None], level_values, values)
-            index = torch.where(resolved[:, None], level_index, index)
-        keep = unresolved & ~resolved  # rows that the next level narrows down
-        above = torch.where(unresolved, level_above, above)
-        gap_above = torch.where(unresolved, level_gap, gap_above)
-        inside = inside & level_inside
-        unresolved = keep
-        if not unresolved.any():
-            break
-    order = index.argsort(dim=-1, descending=True, stable=True)
-    values, index = values.gather(-1, order), index.gather(-1, order)
-    order = values.argsort(dim=-1, descending=True, stable=True)  # by value, ties by index, both descending
-    values, index = values.gather(-1, order).double(), index.gather(-1, order)
+    The histogram over the exponent and 8 mantissa bits (``buckets`` buckets from the largest value down, a bucket
+    spanning values within 0.4% of each other; the smallest values share the last) gives the mass and the gap of
+    every bucket, so the bucket where the head ends is found with one prefix sum; the buckets above it are wholly
+    in the head. Only that bucket's entries are extracted (``nonzero``) and ordered, by value, then index, both
+    descending (the order in which the stable ascending sort's tail leaves them), every row's at once; a perfectly
+    flat row, whose one bucket is the whole row, is sorted whole, as the definition does."""
+    n = p.shape[0]
+    keys = p.float().contiguous().view(torch.int32) >> 15
+    bucket = (keys.amax(-1, keepdim=True) - keys).clamp_(max=buckets - 1).long()  # 0: the largest values
+    mass = p.new_zeros(n, buckets, dtype=torch.float64).scatter_add_(1, bucket, p.double())
+    gaps = g.new_zeros(n, buckets).scatter_add_(1, bucket, g)
+    inclusive = mass.cumsum(-1)
+    where = (inclusive < limit[:, None]).sum(-1).clamp_(max=buckets - 1)  # the bucket where the head ends
+    above = (inclusive - mass).gather(-1, where[:, None]).squeeze(-1)
+    gap_above = (gaps.cumsum(-1) - gaps).gather(-1, where[:, None]).squeeze(-1)
+    rows, cols = (bucket == where[:, None]).nonzero(as_tuple=True)  # rows ascending, then columns ascending
+    rows, cols = rows.flip(0), cols.flip(0)  # columns descending within a row
+    order = p[rows, cols].argsort(descending=True, stable=True)  # by value descending, ties keep the column order
+    rows, cols = rows[order], cols[order]
+    order = rows.argsort(stable=True)  # grouped by row again, each row's order kept
+    rows, cols = rows[order], cols[order]
+    counts = torch.bincount(rows, minlength=n)
+    rank = torch.arange(rows.numel(), device=p.device) - (counts.cumsum(0) - counts)[rows]
+    width = int(counts.max()) if rows.numel() else 0
+    values = torch.full((n, width), -1.0, dtype=torch.float64, device=p.device)  # -1: no entry
+    values[rows, rank] = p[rows, cols].double()
+    gap_of = g.new_zeros(n, width)
+    gap_of[rows, rank] = g[rows, cols]
     member = values >= 0
     exclusive = above[:, None] + (values * member).cumsum(-1) - values * member
     head = member & (exclusive < limit[:, None])
-    out = gap_above + (g.gather(-1, index) * head).sum(-1)
-    return torch.where(limit > 0, out, 0.0), unresolved
+    out = gap_above + (gap_of * head).sum(-1)
+    return torch.where(limit > 0, out, 0.0)
 
 
 def akl_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,

@@ -287,16 +287,18 @@ def test_akl_equals_the_previous_full_sort_implementation():
 
 
 def test_akl_head_by_histogram_resolves_flat_rows_exactly():
-    """The histogram path on its own: flat rows over 50,000 entries (where the head is thousands of entries long)
-    are resolved without a sort and equal the sorted definition; an exactly uniform row is left to the sort."""
+    """The histogram path on its own: flat rows over 50,000 entries (where the head is thousands of entries long),
+    an exactly uniform row (one bucket holds the whole row) and rows with zeros (masked entries, in the last bucket
+    with the smallest values) equal the sorted definition."""
     from repro.losses import _head_by_histogram
 
     torch.manual_seed(0)
-    # 0.01 and 0.05: nearly uniform rows (randomly initialised models), resolved by the second histogram level
-    scales = torch.tensor([0.01, 0.05, 0.5, 0.3, 1.0, 2.0, 3.0, 0.0])
-    p_t = torch.softmax(torch.randn(8, 50000) * scales[:, None], -1)
+    # 0.01 and 0.05: nearly uniform rows (randomly initialised models)
+    scales = torch.tensor([0.01, 0.05, 0.5, 0.3, 1.0, 2.0, 3.0, 0.0, 1.0, 0.05])
+    p_t = torch.softmax(torch.randn(10, 50000) * scales[:, None], -1)
+    p_t[8:, :30000] = 0.0
     gap = torch.rand(p_t.shape)
-    limit = p_t.double().sum(-1) - 0.5
-    got, unresolved = _head_by_histogram(p_t, gap, limit, buckets=4096, candidates=256)
-    assert unresolved.tolist() == [False] * 7 + [True]
-    torch.testing.assert_close(got[:7], _sorted_head_gap(p_t, gap, 0.5)[:7], rtol=1e-6, atol=1e-6)
+    for threshold in (0.5, 0.05, 0.99):
+        limit = p_t.double().sum(-1) - threshold
+        got = _head_by_histogram(p_t, gap, limit, buckets=4096)
+        torch.testing.assert_close(got, _sorted_head_gap(p_t, gap, threshold), rtol=1e-6, atol=1e-6)
