@@ -11,4 +11,4 @@ rule convert_notebook:
     log:
         f"{RESULTS}/logs/convert_notebook/{{notebook}}.log",
     run:
-        convert_notebook(input[0], output[0], log[0])
+        render.convert(input[0], output[0], log[0])
