@@ -18,10 +18,8 @@ import logging
 import os
 import random
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Mapping
 
@@ -34,7 +32,7 @@ VERDICTS = {"A": "A", "B": "B", "C": "tie"}
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ITEM_KEYS = ("comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
 ROW_KEYS = ("prompt", "instruction", "input", "prediction")
-# Statuses worth another try: timeout, conflict, rate limit; every 5xx too.
+# Statuses the client retries (with its backoff and the server's Retry-After): timeout, conflict, rate limit, 5xx.
 RETRY_STATUSES = (408, 409, 429)
 
 
@@ -52,8 +50,6 @@ class JudgeSettings:
     sample_seed: int = 1
     concurrency: int = 4
     max_retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
     timeout_s: float = 120.0
     max_tokens: int = 1024
 
@@ -76,8 +72,6 @@ class JudgeSettings:
         _check_int(self, "concurrency", 1)
         _check_int(self, "max_retries", 0)
         _check_int(self, "max_tokens", 1)
-        _check_number(self, "backoff_s", 0.0)
-        _check_number(self, "max_backoff_s", self.backoff_s)
         _check_number(self, "timeout_s", 0.0, strict=True)
 
 
@@ -242,37 +236,19 @@ def _read_cache(path: Path, messages: list[dict]) -> dict | None:
 
 
 class _Retry(Exception):
-    """A failed attempt worth repeating; ``wait_s`` is the server's Retry-After when it sent one."""
+    """A reply worth asking for again (no verdict, a malformed body): what the client's own retries cannot see."""
 
-    def __init__(self, message: str, wait_s: float | None = None, reply: str | None = None,
-                 unreachable: bool = False):
+    def __init__(self, message: str, reply: str | None = None):
         super().__init__(message)
-        self.wait_s = wait_s
         self.reply = reply
-        self.unreachable = unreachable  # no connection at all (as opposed to a server that answered badly)
+
+
+class _ItemFailed(Exception):
+    """A request that still failed after the client's own retries (rate limit, server error, timeout)."""
 
 
 def _redact(text: str, key: str) -> str:
     return text.replace(key, "<redacted>") if key else text
-
-
-def _retry_after(error) -> float | None:
-    """Seconds from the error response's Retry-After (or retry-after-ms) header, when present and readable."""
-    headers = getattr(getattr(error, "response", None), "headers", None)
-    if not headers:
-        return None
-    try:
-        if headers.get("retry-after-ms") is not None:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def _reply_text(response) -> str:
@@ -287,8 +263,11 @@ def _reply_text(response) -> str:
 
 
 def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tuple[str, str]:
-    """One request; returns (reply, verdict). Raises ``_Retry`` for failures worth repeating and ``RuntimeError``
-    (naming status and model, never the key) for refusals that another try would not change."""
+    """One request (the client retries rate limits, server errors, timeouts and lost connections itself, with its
+    backoff and the server's Retry-After); returns (reply, verdict). Raises ``_Retry`` for a reply worth asking
+    for again, ``_ItemFailed`` for a request the client's retries did not get through, and ``RuntimeError``
+    (naming status and model, never the key) for refusals that another try would not change and for an endpoint
+    that cannot be reached at all."""
     import openai
 
     try:
@@ -298,15 +277,18 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
         detail = _redact(str(getattr(e, "message", "") or e), key)
         code = getattr(e, "code", None)
         if (e.status_code in RETRY_STATUSES or e.status_code >= 500) and code != "insufficient_quota":
-            raise _Retry(f"HTTP {e.status_code}: {detail}", _retry_after(e)) from None
+            raise _ItemFailed(f"HTTP {e.status_code}: {detail}") from None
         raise RuntimeError(f"the judge endpoint ({_endpoint(settings)}) refused the request for model "
                            f"{settings.model!r} with HTTP {e.status_code} ({detail.rstrip('.')}); check the model "
                            f"name, the base_url and the key in the environment variable "
                            f"{settings.api_key_env}") from None
     except openai.APITimeoutError as e:
-        raise _Retry(f"{type(e).__name__}: {_redact(str(e), key)}") from None
-    except openai.APIConnectionError as e:
-        raise _Retry(f"{type(e).__name__}: {_redact(str(e), key)}", unreachable=True) from None
+        raise _ItemFailed(f"{type(e).__name__}: {_redact(str(e), key)}") from None
+    except openai.APIConnectionError as e:  # every retry of the client failed to connect: so would the other items
+        raise RuntimeError(f"the judge endpoint ({_endpoint(settings)}) could not be reached in "
+                           f"{settings.max_retries + 1} attempts ({type(e).__name__}: {_redact(str(e), key)}); check "
+                           f"figures.judge.base_url and the network, or unset {settings.api_key_env} to run the "
+                           f"workflow without Figure 2") from None
     except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _Retry(f"malformed response body ({type(e).__name__})") from None
     reply = _reply_text(response)
@@ -316,14 +298,6 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
     return reply, verdict
 
 
-def _backoff(attempt: int, settings: JudgeSettings, server_wait: float | None) -> float:
-    """Seconds before retry number ``attempt``: the server's Retry-After if given, else exponential with jitter."""
-    if server_wait is not None:
-        return min(server_wait, settings.max_backoff_s)
-    base = settings.backoff_s * 2 ** (attempt - 1)
-    return min(settings.max_backoff_s, base * random.uniform(0.5, 1.5))
-
-
 def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key: str) -> dict:
     """The record of one item: from the cache, or after up to ``1 + max_retries`` requests."""
     messages = judge_messages(item)
@@ -331,31 +305,28 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
     cached = _read_cache(path, messages)
     if cached is not None:
         return _record(item, settings, messages, cached["reply"], cached["verdict"], 0, None, True)
-    reply, error, unreachable = None, None, True
+    reply, error = None, None
     for attempt in range(1, settings.max_retries + 2):
         try:
             reply, verdict = _ask(client, messages, settings, key)
+        except _ItemFailed as e:
+            error = f"{e} (after the client's {settings.max_retries} retries)"
+            break
         except _Retry as e:
-            reply, error, unreachable = e.reply, str(e), unreachable and e.unreachable
-            if attempt > settings.max_retries:
-                break
-            wait = _backoff(attempt, settings, e.wait_s)
-            logger.warning("judge %s item %s: %s; retry %d of %d in %.2f s", item["comparison"], item["index"],
-                           error, attempt, settings.max_retries, wait)
-            time.sleep(wait)
+            reply, error = e.reply, str(e)
+            if attempt <= settings.max_retries:
+                logger.warning("judge %s item %s: %s; asking again (%d of %d)", item["comparison"], item["index"],
+                               error, attempt, settings.max_retries)
             continue
         write_json(path, {"model": settings.model, "base_url": settings.base_url, "temperature": settings.temperature,
                           "max_tokens": settings.max_tokens, "messages": messages, "reply": reply, "verdict": verdict,
                           "attempts": attempt})
         return _record(item, settings, messages, reply, verdict, attempt, None, False)
-    if unreachable:  # every attempt failed to connect: the other items would only wait out the same retries
-        raise RuntimeError(f"the judge endpoint ({_endpoint(settings)}) could not be reached in "
-                           f"{settings.max_retries + 1} attempts ({error}); check figures.judge.base_url and the "
-                           f"network, or unset {settings.api_key_env} to run the workflow without Figure 2")
-    logger.warning("judge %s item %s: giving up after %d attempts: %s", item["comparison"], item["index"],
-                   settings.max_retries + 1, error)
-    return _record(item, settings, messages, reply, None, settings.max_retries + 1,
-                   f"no valid verdict after {settings.max_retries + 1} attempts; last error: {error}", False)
+    else:
+        attempt = settings.max_retries + 1
+        error = f"no valid verdict after {attempt} attempts; last error: {error}"
+    logger.warning("judge %s item %s: giving up: %s", item["comparison"], item["index"], error)
+    return _record(item, settings, messages, reply, None, attempt, error, False)
 
 
 def _record(item: dict, settings: JudgeSettings, messages: list[dict], reply: str | None, verdict: str | None,
@@ -375,18 +346,22 @@ def _check_items(items: list[dict]) -> None:
 
 
 def _default_client(settings: JudgeSettings, key: str):
-    """The official client, without its own retries: ``run_judge`` retries itself, so that it can log and test it."""
+    """The official client with ``max_retries`` retries of its own (rate limits, server errors, timeouts, lost
+    connections; exponential backoff, the server's Retry-After honoured up to a minute)."""
     import openai
 
-    return openai.OpenAI(api_key=key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0)
+    return openai.OpenAI(api_key=key, base_url=settings.base_url, timeout=settings.timeout_s,
+                         max_retries=settings.max_retries)
 
 
 def run_judge(items: list[dict], settings: JudgeSettings, cache_dir: str | os.PathLike, client=None,
               environ: Mapping[str, str] | None = None) -> list[dict]:
     """Judge every item (at most ``settings.concurrency`` requests in flight); one record per item, in item order.
 
-    Cached verdicts are reused without a request (``cached`` True, ``attempts`` 0). An item that still has no valid
-    verdict after ``1 + max_retries`` attempts gets a record with ``verdict`` None and ``error`` set. A refusal that
+    Cached verdicts are reused without a request (``cached`` True, ``attempts`` 0). A reply without a verdict is
+    asked for again, up to ``1 + max_retries`` attempts (``attempts`` counts them; the client's own retries of a
+    request are not counted); an item that still has no valid verdict, or whose request failed after the client's
+    retries, gets a record with ``verdict`` None and ``error`` set. A refusal that
     retrying cannot fix (401, 400, 404, exhausted quota) raises ``RuntimeError`` naming the status and model.
     ``client`` replaces the ``openai.OpenAI`` client (it needs ``.chat.completions.create``); without one, the
     key must be in the environment variable ``settings.api_key_env`` of ``environ`` (default ``os.environ``).

@@ -23,7 +23,7 @@ def rows(n: int, tag: str) -> list[dict]:
 
 
 def settings(server=None, **overrides) -> JudgeSettings:
-    fast = dict(backoff_s=0.01, max_backoff_s=0.05, n_prompts=4, timeout_s=10.0)
+    fast = dict(n_prompts=4, timeout_s=10.0)
     return JudgeSettings(base_url=server.base_url if server else None, **(fast | overrides))
 
 
@@ -67,9 +67,18 @@ def test_verdict_b_and_tie_map_back_through_the_order(tmp_path):
     assert (summary["n"], summary["ties"], summary["tie_rate"]) == (3, 1, pytest.approx(1 / 3))
 
 
-@pytest.mark.parametrize("failure", [("status", 429, {"Retry-After": "0"}), ("status", 500), ("status", 503),
-                                     ("malformed_json",), ("no_choices",), ("no_verdict",)])
-def test_a_failed_attempt_is_retried(tmp_path, failure):
+@pytest.mark.parametrize("failure", [("status", 429, {"Retry-After": "0"}), ("status", 500), ("status", 503)])
+def test_a_failed_request_is_retried_by_the_client(tmp_path, failure):
+    with fake_openai_server([failure]) as server:
+        s = settings(server)
+        records = run_judge(items_for(s)[:1], s, tmp_path, environ=ENV)
+        sent = server.chat_requests()
+    assert len(sent) == 2 and sent[1]["headers"].get("x-stainless-retry-count") == "1"  # the client's retry
+    assert records[0]["verdict"] == "A" and records[0]["attempts"] == 1 and records[0]["error"] is None
+
+
+@pytest.mark.parametrize("failure", [("malformed_json",), ("no_choices",), ("no_verdict",)])
+def test_a_reply_without_a_verdict_is_asked_for_again(tmp_path, failure):
     with fake_openai_server([failure]) as server:
         s = settings(server)
         records = run_judge(items_for(s)[:1], s, tmp_path, environ=ENV)
@@ -77,19 +86,22 @@ def test_a_failed_attempt_is_retried(tmp_path, failure):
     assert records[0]["verdict"] == "A" and records[0]["attempts"] == 2 and records[0]["error"] is None
 
 
-def test_retry_after_is_honoured_and_capped(tmp_path):
-    # A long exponential backoff would take tens of seconds; Retry-After 0 skips it.
-    with fake_openai_server([("status", 429, {"Retry-After": "0"})]) as server:
-        s = settings(server, backoff_s=30.0, max_backoff_s=60.0)
+def test_retry_after_is_honoured(tmp_path):
+    # The client's Retry-After: 3 s asked for, waited out (its own backoff would be under a second)
+    with fake_openai_server([("status", 429, {"Retry-After": "3"})]) as server:
+        s = settings(server)
         start = time.monotonic()
-        assert run_judge(items_for(s)[:1], s, tmp_path / "a", environ=ENV)[0]["attempts"] == 2
-        assert time.monotonic() - start < 10
-    # A Retry-After longer than max_backoff_s waits only max_backoff_s.
-    with fake_openai_server([("status", 429, {"Retry-After": "600"})]) as server:
-        s = settings(server, max_backoff_s=0.05)
-        start = time.monotonic()
-        assert run_judge(items_for(s)[:1], s, tmp_path / "b", environ=ENV)[0]["attempts"] == 2
-        assert time.monotonic() - start < 10
+        assert run_judge(items_for(s)[:1], s, tmp_path / "a", environ=ENV)[0]["verdict"] == "A"
+        assert 2.9 <= time.monotonic() - start < 10
+
+
+def test_a_request_that_keeps_failing_gives_an_invalid_record(tmp_path):
+    with fake_openai_server([("status", 503)] * 3) as server:
+        s = settings(server, max_retries=2, concurrency=1)
+        records = run_judge(items_for(s)[:2], s, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 3 + 1
+    assert records[0]["verdict"] is None and "HTTP 503" in records[0]["error"] and "2 retries" in records[0]["error"]
+    assert records[1]["verdict"] == "A"
 
 
 def test_persistent_failure_gives_an_invalid_record_and_is_not_cached(tmp_path):
@@ -261,8 +273,6 @@ def test_settings_are_validated():
         JudgeSettings(temperature=-0.1)
     with pytest.raises(ValueError, match="base_url"):
         JudgeSettings(base_url="localhost:8000")
-    with pytest.raises(ValueError, match="max_backoff_s"):
-        JudgeSettings(backoff_s=5.0, max_backoff_s=1.0)
     with pytest.raises(ValueError) as error:
         JudgeSettings(api_key_env=KEY)
     assert "api_key_env" in str(error.value) and KEY not in str(error.value)
@@ -276,7 +286,7 @@ def test_an_unreachable_endpoint_stops_the_run_with_a_clear_error(tmp_path):
     with socket.socket() as s:  # a port that was free a moment ago and that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    s = JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", backoff_s=0.01, max_retries=2, concurrency=1,
+    s = JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, concurrency=1,
                       timeout_s=5)
     with pytest.raises(RuntimeError, match=r"could not be reached in 3 attempts.*unset OPENAI_API_KEY") as error:
         run_judge(items_for(s), s, tmp_path / "cache", environ={"OPENAI_API_KEY": KEY})

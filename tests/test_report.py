@@ -96,7 +96,7 @@ def test_judge_step_with_a_fake_endpoint_draws_figure2_and_never_writes_the_key(
     config = _config(tmp_path)
     _fake_generations(config)
     with fake_openai_server([("status", 429, {"Retry-After": "0"})]) as server:
-        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge", backoff_s=0.01)
+        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge")
         out = analysis.make_figure2(config, environ={"OPENAI_API_KEY": SECRET})
         requests = server.chat_requests()
         again = analysis.make_figure2(config, environ={"OPENAI_API_KEY": SECRET})

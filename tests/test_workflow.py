@@ -227,7 +227,7 @@ def test_micro_run_end_to_end(tmp_path):
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     judged = tmp_path / "judged.yaml"
     with fake_openai_server([("status", 429, {"Retry-After": "0"}), ("no_verdict",)]) as server:
-        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge", backoff_s=0.01)
+        config["figures"]["judge"].update(base_url=server.base_url, model="fake-judge")
         judged.write_text(yaml.safe_dump(config))
         micro = ["--configfile", str(judged), "--directory", str(tmp_path)]
         env = {"OPENAI_API_KEY": secret}
