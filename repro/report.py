@@ -7,9 +7,9 @@ linked).
 """
 from __future__ import annotations
 
-import html
 import os
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from . import grid
@@ -29,81 +29,67 @@ ul.files { columns: 3; }
 """
 
 
-def _esc(text: str) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _href(target: Path, base: Path) -> str:
     return Path(os.path.relpath(target, base)).as_posix()
 
 
-def _inline(text: str) -> str:
-    """Escaped text with Markdown's **bold** and `code` spans."""
-    import re
+@lru_cache(maxsize=1)
+def _markdown():
+    from markdown_it import MarkdownIt
 
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", _esc(text))
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable("table")  # raw HTML is escaped
+
+    def heading_open(renderer, tokens, idx, options, env):  # the files' headings sit below the report's own (h1, h2)
+        token = tokens[idx]
+        token.tag = f"h{min(int(token.tag[1]) + 2, 6)}"
+        return renderer.renderToken(tokens, idx, options, env)
+
+    md.add_render_rule("heading_open", heading_open)
+    md.add_render_rule("heading_close", heading_open)
+    return md
 
 
 def markdown_to_html(text: str) -> str:
-    """The subset of Markdown the harness writes: ``#`` headings, pipe tables, paragraphs. Everything is escaped."""
-    out, table = [], []
-
-    def flush_table():
-        if not table:
-            return
-        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
-        if len(cells) > 1 and all(c and set(c) <= set("-: ") for c in cells[1]):
-            cells.pop(1)  # the header separator
-        out.append("<table><thead><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in cells[0]) + "</tr></thead><tbody>"
-                   + "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-                   + "</tbody></table>")
-        table.clear()
-
-    for line in text.splitlines():
-        if line.lstrip().startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")) + 2, 6)  # below the report's own headings
-            out.append(f"<h{level}>{_esc(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line.strip())}</p>")
-    flush_table()
-    return "\n".join(out)
+    """The Markdown the harness writes (headings, pipe tables, paragraphs with **bold** and `code`) as HTML, with
+    markdown-it; raw HTML in it is escaped, headings move two levels down (below the report's own)."""
+    return _markdown().render(text)
 
 
 class _Page:
-    """Collects the report's HTML and the files it links (and the ones it could not find)."""
+    """The report's sections (each a title and blocks for the template) and the files it links (and the ones it
+    could not find)."""
 
     def __init__(self, base: Path):
-        self.base, self.parts, self.missing = base, [], []
+        self.base, self.sections, self.missing = base, [], []
 
-    def add(self, fragment: str) -> None:
-        self.parts.append(fragment)
+    def section(self, title: str, id: str | None = None, nav: str | None = None) -> None:
+        self.sections.append({"title": title, "id": id, "nav": nav, "blocks": []})
 
-    def link(self, path: Path, label: str | None = None) -> str:
-        label = label or path.name
+    def add(self, kind: str, **block) -> None:
+        self.sections[-1]["blocks"].append({"kind": kind, **block})
+
+    def link(self, path: Path, label: str | None = None) -> dict:
         if not path.exists():
             self.missing.append(path)
-            return f'<span class="missing">{_esc(label)} (missing)</span>'
-        return f'<a href="{_esc(_href(path, self.base))}">{_esc(label)}</a>'
+        return {"label": label or path.name, "href": _href(path, self.base) if path.exists() else None}
+
+    def links(self, text: str, *links: dict) -> None:
+        self.add("links", text=text, links=list(links))
 
     def image(self, path: Path, alt: str) -> None:
-        if path.exists():
-            self.add(f'<p><a href="{_esc(_href(path, self.base))}"><img src="{_esc(_href(path, self.base))}" '
-                     f'alt="{_esc(alt)}"></a></p>')
-        else:
+        if not path.exists():
             self.missing.append(path)
-            self.add(f'<p class="missing">{_esc(alt)}: {_esc(path.name)} is missing</p>')
+        self.add("image", href=_href(path, self.base) if path.exists() else None, alt=alt, name=path.name)
+
+    def markdown(self, text: str) -> None:
+        self.add("html", html=markdown_to_html(text))
 
     def markdown_file(self, path: Path) -> None:
         if path.exists():
-            self.add(markdown_to_html(path.read_text(encoding="utf-8")))
+            self.markdown(path.read_text(encoding="utf-8"))
         else:
             self.missing.append(path)
-            self.add(f'<p class="missing">{_esc(path.name)} is missing</p>')
+            self.add("missing", text=f"{path.name} is missing")
 
 
 def notebooks(config: dict) -> list[tuple[str, Path]]:
@@ -122,106 +108,99 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
 
 
 def build_report(config: dict) -> tuple[str, list[Path]]:
-    """The report's HTML and the list of files it should link but could not find."""
+    """The report's HTML (``repro/templates/report.html.j2``) and the list of files it should link but could not
+    find."""
     from .analysis import figure1_outputs, figure2_outputs, figure3_outputs
+    from .claims import claims_files
 
     target = grid.report_file(config)
     page = _Page(target.parent)
     results = grid.results_dir(config)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page.add(f"<h1>Dual-Space Knowledge Distillation: reproduction report</h1>"
-             f"<p>Results folder <code>{_esc(results)}</code>, {len(grid.cells(config))} table cells in "
-             f"{len(grid.runs(config))} training runs (training seeds "
-             f"{_esc(', '.join(map(str, grid.training_seeds(config))))}), "
-             f"divergences {_esc(', '.join(config['divergences']))}, evaluation seeds "
-             f"{_esc(', '.join(map(str, config['evaluation']['seeds'])))}. Built {when}.</p>"
-             '<nav><a href="#claims">Claims</a><a href="#tables">Tables</a><a href="#figure1">Figure 1</a>'
-             '<a href="#figure2">Figure 2</a>'
-             '<a href="#figure3">Figure 3</a><a href="#training">Training curves</a>'
-             '<a href="#notebooks">Notebooks</a></nav>')
 
-    from .claims import claims_files
-
-    page.add('<h2 id="claims">The paper\'s claims</h2>')
+    page.section("The paper's claims", "claims", "Claims")
     files = claims_files(config)
-    page.add(f"<p>{page.link(files['md'], 'Markdown')}, {page.link(files['csv'], 'CSV')}</p>")
+    page.links("", page.link(files["md"], "Markdown"), page.link(files["csv"], "CSV"))
     page.markdown_file(files["md"])
-    page.add('<h2 id="tables">Tables</h2>')
+    page.section("Tables", "tables", "Tables")
     for n in grid.tables(config):
         d = results / "tables"
-        page.add(f"<p>Table {n}: {page.link(d / f'table{n}.md', 'Markdown')}, "
-                 f"{page.link(d / f'table{n}.tex', 'LaTeX')}, {page.link(d / f'table{n}.csv', 'CSV')}</p>")
+        page.links(f"Table {n}: ", page.link(d / f"table{n}.md", "Markdown"), page.link(d / f"table{n}.tex", "LaTeX"),
+                   page.link(d / f"table{n}.csv", "CSV"))
         page.markdown_file(d / f"table{n}.md")
 
     figures = {n: grid.figure_files(config, n) for n in grid.FIGURE_STEMS}
-    page.add('<h2 id="figure1">Figure 1: toy simulation</h2>')
-    page.add(f"<p>{page.link(figures[1][0], 'PNG')}, {page.link(figures[1][1], 'PDF')}, results "
-             f"{page.link(figure1_outputs(config)['results'], 'JSON')}, distances "
-             f"{page.link(figure1_outputs(config)['table_csv'], 'CSV')}</p>")
+    page.section("Figure 1: toy simulation", "figure1", "Figure 1")
+    toy = figure1_outputs(config)
+    page.links("", page.link(figures[1][0], "PNG"), page.link(figures[1][1], "PDF"),
+               page.link(toy["results"], "results JSON"), page.link(toy["table_csv"], "distances CSV"))
     page.image(figures[1][0], "Figure 1")
-    page.markdown_file(figure1_outputs(config)["table_md"])
+    page.markdown_file(toy["table_md"])
 
-    page.add('<h2 id="figure2">Figure 2: LLM-judge win rates of DSKD against KD</h2>')
+    page.section("Figure 2: LLM-judge win rates of DSKD against KD", "figure2", "Figure 2")
     if 2 in grid.figure_numbers(config):
         _figure2(page, figures[2], figure2_outputs(config))
     else:
-        page.add('<p class="notice">This configuration has no pair with both KD and DSKD students of the same '
-                 'divergence, so there is nothing to judge.</p>')
+        page.add("notice", text="This configuration has no pair with both KD and DSKD students of the same "
+                                "divergence, so there is nothing to judge.")
 
-    page.add('<h2 id="figure3">Figure 3: representation distance to the teacher</h2>')
+    page.section("Figure 3: representation distance to the teacher", "figure3", "Figure 3")
     if 3 in grid.figure_numbers(config):
-        _figure3(page, figures[3], figure3_outputs(config))
+        outputs = figure3_outputs(config)
+        page.links("", page.link(figures[3][0], "PNG"), page.link(figures[3][1], "PDF"),
+                   page.link(outputs["results"], "values JSON"))
+        page.image(figures[3][0], "Figure 3")
+        page.markdown_file(outputs["table_md"])
     else:
         divergence = grid.figure_settings(config, "representation")["divergence"]
-        page.add('<p class="notice">This configuration has no same-vocabulary pair with SFT, KD and DSKD students '
-                 f'of the divergence {_esc(divergence)}.</p>')
+        page.add("notice", text="This configuration has no same-vocabulary pair with SFT, KD and DSKD students of "
+                                f"the divergence {divergence}.")
 
-    page.add('<h2 id="training">Training curves</h2><ul class="files">')
-    for cell in grid.cells(config):
-        page.add(f"<li>{_esc(cell.id)}: {page.link(grid.training_curve_file(config, cell), 'PNG')}</li>")
-    page.add("</ul>")
-
-    page.add('<h2 id="notebooks">Rendered notebooks</h2><ul class="files">')
-    for label, path in notebooks(config):
-        page.add(f"<li>{page.link(path, label)}</li>")
-    page.add("</ul>")
+    page.section("Training curves", "training", "Training curves")
+    page.add("list", css="files", entries=[(f"{cell.id}: ", page.link(grid.training_curve_file(config, cell), "PNG"))
+                                         for cell in grid.cells(config)])
+    page.section("Rendered notebooks", "notebooks", "Notebooks")
+    page.add("list", css="files", entries=[("", page.link(path, label)) for label, path in notebooks(config)])
     if page.missing:
-        page.add('<h2>Missing files</h2><ul>' + "".join(f"<li>{_esc(p)}</li>" for p in page.missing) + "</ul>")
-    body = "\n".join(page.parts)
-    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>DSKD reproduction report</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+        page.section("Missing files")
+        page.add("list", css="", entries=[(str(p), None) for p in page.missing])
+    text = _template().render(
+        style=STYLE, sections=page.sections, results=str(results), n_cells=len(grid.cells(config)),
+        n_runs=len(grid.runs(config)), training_seeds=", ".join(map(str, grid.training_seeds(config))),
+        divergences=", ".join(config["divergences"]),
+        evaluation_seeds=", ".join(map(str, config["evaluation"]["seeds"])),
+        when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return text, page.missing
 
 
-def _figure3(page: _Page, files: list[Path], outputs: dict) -> None:
-    page.add(f"<p>{page.link(files[0], 'PNG')}, {page.link(files[1], 'PDF')}, values "
-             f"{page.link(outputs['results'], 'JSON')}</p>")
-    page.image(files[0], "Figure 3")
-    page.markdown_file(outputs["table_md"])
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return environment.get_template("report.html.j2")
 
 
 def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
+    from .figures import judge_table
     from .io import read_json
 
     if not outputs["results"].exists():
         page.missing.append(outputs["results"])
-        page.add('<p class="missing">The judge step has not run.</p>')
+        page.add("missing", text="The judge step has not run.")
         return
     result = read_json(outputs["results"])
     status = result["status"]
     if not status["configured"]:
-        page.add(f'<p class="notice">{_esc(status["reason"])}</p>')
+        page.add("notice", text=status["reason"])
         return
     settings = result["settings"]
-    page.add(f"<p>Judge <code>{_esc(settings['model'])}</code> at "
-             f"<code>{_esc(settings['base_url'] or 'the OpenAI API')}</code>, temperature {settings['temperature']}, "
-             f"{settings['n_prompts']} {_esc(settings['test_set'])} prompts, seed-{settings['generation_seed']} "
-             f"generations. {page.link(files[0], 'PNG')}, {page.link(files[1], 'PDF')}, verdicts with prompts "
-             f"{page.link(outputs['verdicts'], 'JSONL')}</p>")
+    page.links(f"Judge {settings['model']} at {settings['base_url'] or 'the OpenAI API'}, temperature "
+               f"{settings['temperature']}, {settings['n_prompts']} {settings['test_set']} prompts, "
+               f"seed-{settings['generation_seed']} generations: ", page.link(files[0], "PNG"),
+               page.link(files[1], "PDF"), page.link(outputs["verdicts"], "verdicts with prompts (JSONL)"))
     page.image(files[0], "Figure 2")
-    from .figures import judge_table
-
-    page.add(markdown_to_html(judge_table(result["summary"])))
+    page.markdown(judge_table(result["summary"]))
 
 
 def write_report(config: dict) -> tuple[Path, list[Path]]:

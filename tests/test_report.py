@@ -134,3 +134,18 @@ def test_report_in_headless_chromium(tmp_path):
     assert "reproduction report" in dom and "Figure 2 needs a judge endpoint" in dom
     assert "../figures/figure1_toy_simulation.png" in links and "../tables/table1.md" in links
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+
+
+def test_report_shows_a_table_inline_and_escapes_what_it_is_given(tmp_path):
+    config = _config(tmp_path)
+    config["results_dir"] = str(tmp_path / "results <&>")
+    results = grid.results_dir(config)
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "table1.md").write_text("## Table 1\n\n| Pair | Method | Avg |\n|---|---|---|\n"
+                                                  "| gpt2 | KD <script> | 12.5 |\n\n**Standard error** 0.3\n")
+    text, missing = build_report(config)
+    assert "<h4>Table 1</h4>" in text and "<td>KD &lt;script&gt;</td>" in text and "<td>12.5</td>" in text
+    assert "<strong>Standard error</strong> 0.3" in text and "<script>" not in text
+    assert "results &lt;&amp;&gt;" in text  # the folder name, escaped by the template
+    assert '<a href="../tables/table1.md">Markdown</a>' in text
+    assert '<span class="missing">LaTeX (missing)</span>' in text and results / "tables" / "table1.tex" in missing
