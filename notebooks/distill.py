@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from repro import layout
 from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table
 from repro.io import read_jsonl
 
@@ -64,7 +65,7 @@ pd.DataFrame(summary["history"])
 # MinED's share of one-to-one aligned positions (`aligned`).
 
 # %%
-log = pd.DataFrame([r for r in read_jsonl(f"{out_dir}/train_log.jsonl") if "step" in r])
+log = pd.DataFrame([r for r in read_jsonl(layout.train_log_file(out_dir)) if "step" in r])
 history = pd.DataFrame(summary["history"])
 terms = [c for c in ("loss", "ce", "kd", "t2s_ce", "t2s_kd", "s2t_kd") if c in log]
 diagnostics = [c for c in ("t2s_acc", "attention_entropy", "aligned") if c in log]

@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from repro import layout
 from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table
 from repro.io import read_jsonl
 
@@ -58,7 +59,7 @@ summary = run_training(cfg)  # several data-parallel processes when training.pro
 pd.DataFrame(summary["history"])
 
 # %%
-log = pd.DataFrame([r for r in read_jsonl(f"{out_dir}/train_log.jsonl") if "step" in r])
+log = pd.DataFrame([r for r in read_jsonl(layout.train_log_file(out_dir)) if "step" in r])
 history = pd.DataFrame(summary["history"])
 fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 3.5))
 ax_loss.plot(log["step"], log["loss"], label="cross-entropy")

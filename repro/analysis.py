@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import grid
+from . import grid, layout
 from .io import read_jsonl, write_json, write_jsonl, write_text
 
 
@@ -116,7 +116,7 @@ def _comparison_title(dskd: grid.Cell) -> str:
 
 def generation_file(config: dict, run: grid.Cell, test_set: str, seed: int) -> Path:
     """The generations of one run on a test set with sampling seed ``seed``."""
-    return grid.run_dir(config, run) / "generations" / f"{test_set}_seed{seed}.jsonl"
+    return layout.generation_file(grid.run_dir(config, run), test_set, seed)
 
 
 def make_figure2(config: dict, environ=None, client=None) -> dict:
@@ -172,7 +172,7 @@ def make_training_curves(config: dict) -> list[Path]:
 
     files = []
     for cell in grid.cells(config):
-        logs = {f"seed {run.seed}": read_jsonl(grid.run_dir(config, run) / "train_log.jsonl")
+        logs = {f"seed {run.seed}": read_jsonl(layout.train_log_file(grid.run_dir(config, run)))
                 for run in grid.cell_runs(config, cell)}
         fig = plot_training_curves(logs, cell.id)
         files += save_figure(fig, grid.training_curve_file(config, cell).with_suffix(""), formats=("png",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import layout
 from .grid import TEST_SETS
 
 DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
@@ -124,8 +125,8 @@ def train_cell(cfg: CellConfig) -> dict:
     if not accelerator.is_main_process:
         return summary
     if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
-        merge_lora(cfg.model, summary["checkpoint"], Path(cfg.out_dir) / "model", tokenizer)
-    write_json(Path(cfg.out_dir) / "train_summary.json", summary)
+        merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer)
+    write_json(layout.train_summary_file(cfg.out_dir), summary)
     return summary
 
 
@@ -142,7 +143,7 @@ def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device, dtype:
     targets = teacher_targets(teacher, load_tokenizer(cfg.teacher), rows, settings.seed,
                               cfg.decode_settings(test=False))
     if main:
-        write_jsonl(Path(cfg.out_dir) / "seqkd_train.jsonl", targets)
+        write_jsonl(layout.seqkd_targets_file(cfg.out_dir), targets)
     return targets
 
 
@@ -166,7 +167,7 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     on_gpu = torch.cuda.is_available()
     dtype = "bfloat16" if TrainSettings(**cfg.training).mixed_precision(on_gpu) == "bf16" else "float32"
     out = Path(cfg.out_dir)
-    checkpoint = out / "model"
+    checkpoint = layout.model_dir(out)
     tokenizer = load_tokenizer(checkpoint)
     model = load_model(checkpoint, dtype).to("cuda" if on_gpu else "cpu")
     decode = cfg.decode_settings(test=True)
@@ -174,17 +175,17 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     for name in cfg.test_sets:
         rows = load_examples(Path(cfg.data_dir) / "test" / f"{name}.jsonl")
         results[name] = evaluate_set(model, tokenizer, rows, cfg.evaluation["seeds"], decode,
-                                     out_dir=out / "generations", name=name)
+                                     out_dir=layout.generations_dir(out), name=name)
     # "Avg" is the mean of the five test-set means (PAPER.md section 4); its spread is over per-seed averages.
     per_seed_avg = [sum(results[t]["per_seed"][s] for t in cfg.test_sets) / len(cfg.test_sets)
                     for s in cfg.evaluation["seeds"]]
-    train_summary = read_json(out / "train_summary.json")
+    train_summary = read_json(layout.train_summary_file(out))
     scores = {"cell": cfg.cell_id, "pair": cfg.pair, "method": cfg.method, "role": cfg.role,
               "divergence": cfg.divergence, "test_sets": results,
               "avg": {**mean_std(per_seed_avg), "mean": sum(results[t]["mean"] for t in cfg.test_sets)
                       / len(cfg.test_sets)},
               "best_epoch": train_summary["best_epoch"], "best_dev_rougeL": train_summary["best_dev_rougeL"]}
-    write_json(out / "scores.json", scores)
+    write_json(layout.scores_file(out), scores)
     return scores
 
 
@@ -208,8 +209,7 @@ def sample_generations(out_dir: str | Path, per_set: int = 2):
 
     rows = []
     for name in TEST_SETS:
-        files = sorted((Path(out_dir) / "generations").glob(f"{name}_seed*.jsonl"),
-                       key=lambda path: int(path.stem.rpartition("_seed")[2]))
+        files = layout.generation_files(out_dir, name)
         for r in read_jsonl(files[0])[:per_set] if files else []:
             rows.append({"set": name, "seed": r["seed"], "instruction": r["instruction"], "input": r["input"],
                          "reference": r["references"][0], "prediction": r["prediction"],
@@ -242,7 +242,7 @@ def run_training(cfg: CellConfig) -> dict:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += ["-m", "repro.cells", "train", str(config_file)]
     subprocess.run(command, check=True)
-    return read_json(Path(cfg.out_dir) / "train_summary.json")
+    return read_json(layout.train_summary_file(cfg.out_dir))
 
 
 def _has_gpu() -> bool:

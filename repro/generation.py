@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import layout
 from .data import references
 from .io import write_jsonl
 from .metrics import mean_std, rouge_l
@@ -158,7 +159,7 @@ def evaluate_set(model, tokenizer, rows: list[dict], seeds: list[int], settings:
         scores = score_rows(rows, preds)
         per_seed[seed] = sum(scores) / len(scores)
         if out_dir is not None:
-            write_jsonl(Path(out_dir) / f"{name}_seed{seed}.jsonl",
+            write_jsonl(Path(out_dir) / layout.generation_name(name, seed),
                         [{"prompt": r["prompt"], "instruction": r["instruction"], "input": r["input"],
                           "references": references(r), "prediction": p, "seed": seed, "rougeL": s}
                          for r, p, s in zip(rows, preds, scores)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import layout
 from .config import ABLATION_METHODS, DIVERGENCE_METHODS
 
 TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
@@ -197,15 +198,15 @@ def model_source(config: dict, name: str) -> str:
 
 def run_dir(config: dict, run: Cell) -> Path:
     """The folder of one run: ``runs/{pair}/{row}/seed{seed}``."""
-    return results_dir(config) / "runs" / run.pair / run.name / f"seed{_seed_of(run)}"
+    return layout.run_dir(results_dir(config), run.pair, run.name, _seed_of(run))
 
 
 def scores_file(config: dict, cell: Cell) -> Path:
-    return run_dir(config, cell) / "scores.json"
+    return layout.scores_file(run_dir(config, cell))
 
 
 def checkpoint_dir(config: dict, cell: Cell) -> Path:
-    return run_dir(config, cell) / "model"
+    return layout.model_dir(run_dir(config, cell))
 
 
 def teacher_cell(cell: Cell) -> Cell:
@@ -220,7 +221,7 @@ def teacher_run(config: dict, cell: Cell) -> Cell:
 
 def train_summary_file(config: dict, cell: Cell) -> Path:
     """Written when a cell's training has finished (its best checkpoint is in place)."""
-    return run_dir(config, cell) / "train_summary.json"
+    return layout.train_summary_file(run_dir(config, cell))
 
 
 def teacher_states_file(config: dict, pair: str) -> Path:

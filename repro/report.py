@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from . import grid
+from . import grid, layout
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -98,9 +98,10 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
     out = [("data preparation", results / "notebooks" / "prepare_data.html")]
     for run in grid.runs(config):
         out.append((f"{run.run_id}: training" + ("" if grid.separate_evaluation(config) else " and evaluation"),
-                    grid.run_dir(config, run) / "train.html"))
+                    layout.notebook_file(grid.run_dir(config, run), "train", ".html")))
         if grid.separate_evaluation(config):
-            out.append((f"{run.run_id}: evaluation", grid.run_dir(config, run) / "evaluate.html"))
+            out.append((f"{run.run_id}: evaluation", layout.notebook_file(grid.run_dir(config, run), "evaluate",
+                                                                          ".html")))
     out.append(("Tables 1-3", results / "notebooks" / "make_tables.html"))
     out += [(f"Figure {n}", results / "notebooks" / f"figure{n}.html") for n in grid.figure_numbers(config)]
     out.append(("training curves", results / "notebooks" / "training_curves.html"))

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import grid
+from . import grid, layout
 from .io import read_json, read_jsonl, write_text
 from .metrics import mean_sample_std
 
@@ -111,17 +111,18 @@ def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
     order]}; None when a generations file is missing."""
     scores = read_json(grid.scores_file(config, run))
     out = {}
-    gen = grid.run_dir(config, run) / "generations"
+    run_dir = grid.run_dir(config, run)
     for t in grid.TEST_SETS:
         seeds = list(scores["test_sets"][t]["per_seed"])
         columns = []
         for seed in seeds:
-            path = gen / f"{t}_seed{seed}.jsonl"
+            path = layout.generation_file(run_dir, t, seed)
             if not path.exists():
                 return None
             columns.append([r["rougeL"] for r in read_jsonl(path)])
         if len({len(c) for c in columns}) != 1:
-            raise ValueError(f"{gen}: the {t} generations of the sampling seeds {seeds} differ in length")
+            raise ValueError(f"{layout.generations_dir(run_dir)}: the {t} generations of the sampling seeds {seeds} "
+                             "differ in length")
         out[t] = [sum(values) / len(values) for values in zip(*columns)]
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import layout
 from .data import IGNORE, collate, encode_dataset
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
@@ -177,8 +178,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     best = {"epoch": None, "dev_rougeL": -math.inf}
     step, start_epoch, start_i, order = 0, 1, 0, None
     started = time.perf_counter()
-    state_path = out_dir / "resume" / "state.pt"
-    best_dir = out_dir / ("adapter" if hasattr(student, "peft_config") else "model")
+    state_path = layout.resume_state_file(out_dir)
+    best_dir = (layout.adapter_dir if hasattr(student, "peft_config") else layout.model_dir)(out_dir)
 
     def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
         if hasattr(optimizer, "consolidate_state_dict"):  # sharded: every process sends its part to the main one
@@ -281,7 +282,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
             problems = training_warnings(log, history, final=epoch == settings.epochs)
             if problems:
                 if main:
-                    write_jsonl(out_dir / "train_log.jsonl", log)
+                    write_jsonl(layout.train_log_file(out_dir), log)
                 raise TrainingDiverged(f"{out_dir}: stopped after epoch {epoch} (training.on_divergence: stop): "
                                        + "; ".join(problems))
         if dev_score > best["dev_rougeL"]:
@@ -291,7 +292,7 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
                     student.save_pretrained(tmp)
                     tokenizer.save_pretrained(tmp)
         if main:
-            write_jsonl(out_dir / "train_log.jsonl", log)  # rewritten every epoch, so a long run can be followed
+            write_jsonl(layout.train_log_file(out_dir), log)  # rewritten every epoch, so a long run can be followed
         save_state(epoch + 1, 0, None)
         accelerator.wait_for_everyone()
     if main:

@@ -2,11 +2,12 @@
 import os
 from pathlib import Path
 
-from repro import analysis, claims, grid
+from repro import analysis, claims, grid, layout
 
 CELLS = grid.cells(config)
 RUNS = grid.runs(config)  # one job per run: a cell trained with one training seed
 RESULTS = str(grid.results_dir(config))
+RUN = layout.run_pattern(RESULTS)  # the folder of run {pair}/{cell}/seed{seed}
 DATA_FILES = [str(p) for p in grid.data_files(config)]
 TABLES = [str(p) for p in grid.table_files(config)]
 TOKENIZER_FILES = [str(grid.tokenizer_dir(config, name) / "tokenizer.json") for name in config["tokenizers"]]

@@ -34,9 +34,9 @@ if SEPARATE_EVALUATION:
         input:
             unpack(cell_inputs),
         output:
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.html",
+            summary=str(layout.train_summary_file(RUN)),
+            notebook=str(layout.notebook_file(RUN, "train")),
+            html=str(layout.notebook_file(RUN, "train", ".html")),
         log:
             f"{RESULTS}/logs/train_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:
@@ -53,11 +53,11 @@ if SEPARATE_EVALUATION:
         """Evaluate the best checkpoint of one run on the five test sets through notebooks/evaluate.py."""
         input:
             notebook=source_notebook("evaluate"),
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
+            summary=str(layout.train_summary_file(RUN)),
         output:
-            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/scores.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/evaluate.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/evaluate.html",
+            scores=str(layout.scores_file(RUN)),
+            notebook=str(layout.notebook_file(RUN, "evaluate")),
+            html=str(layout.notebook_file(RUN, "evaluate", ".html")),
         log:
             f"{RESULTS}/logs/evaluate_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:
@@ -77,10 +77,10 @@ else:
         input:
             unpack(cell_inputs),
         output:
-            summary=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train_summary.json",
-            scores=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/scores.json",
-            notebook=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.ipynb",
-            html=f"{RESULTS}/runs/{{pair}}/{{cell}}/seed{{seed}}/train.html",
+            summary=str(layout.train_summary_file(RUN)),
+            scores=str(layout.scores_file(RUN)),
+            notebook=str(layout.notebook_file(RUN, "train")),
+            html=str(layout.notebook_file(RUN, "train", ".html")),
         log:
             f"{RESULTS}/logs/run_cell/{{pair}}/{{cell}}/seed{{seed}}.log",
         benchmark:

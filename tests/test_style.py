@@ -9,3 +9,49 @@ def test_ruff_is_clean():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "repro", "tests", "notebooks", "scripts"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_only_repro_layout_spells_the_run_folder_layout():
+    """The names inside a run's folder (repro.layout) are written in no other module's code, rule or notebook (the
+    docs may name them; a notebook's parameters cell holds example defaults): a rename is one edit."""
+    import ast
+    import re
+
+    from repro import layout
+
+    names = [layout.TRAIN_SUMMARY, layout.SCORES, layout.TRAIN_LOG, layout.SEQKD_TARGETS, layout.RESUME_STATE]
+    spelled = re.compile("(?<![a-z_])(" + "|".join(re.escape(n) for n in names) + ")"
+                         r'|^(train|evaluate)\.(html|ipynb)$|_seed\{seed\}\.jsonl|/runs/'
+                         r'|^/ (model|adapter|generations)$|/(model|adapter|generations|resume)/')
+
+    def code_strings(path):
+        """(line, text) of every string literal that is not a docstring (f-strings as written)."""
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".smk" or path.name == "Snakefile":  # not Python: its string literals by pattern
+            return [(n, m.group(0)) for n, line in enumerate(text.splitlines(), 1)
+                    for m in re.finditer(r'f?"[^"]*"', line.split("#", 1)[0])]
+        tree = ast.parse(text)
+        docs = {id(node.body[0].value) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.body
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        parameters = set()
+        if path.parent.name == "notebooks":  # the parameters cell: example defaults for a reader
+            lines = text.splitlines()
+            start = next(i for i, line in enumerate(lines) if 'tags=["parameters"]' in line)
+            end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("# %%"))
+            parameters = set(range(start + 1, end + 1))
+        out = [(node.lineno, f"/ {node.right.value}") for node in ast.walk(tree)  # a folder joined to a path
+               if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+               and isinstance(node.right.value, str)]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                                                   and id(node) not in docs):
+                if node.lineno not in parameters:
+                    out.append((node.lineno, ast.get_source_segment(text, node) or ""))
+        return out
+
+    files = [p for d in ("repro", "rules", "notebooks") for p in (REPO / d).rglob("*") if p.suffix in (".py", ".smk")]
+    offenders = [f"{path.relative_to(REPO)}:{n}: {literal}" for path in files + [REPO / "Snakefile"]
+                 if path.name != "layout.py" for n, literal in code_strings(path)
+                 if spelled.search(literal.strip("f\"'"))]
+    assert offenders == []
