@@ -162,11 +162,12 @@ def _akl_weight(p: torch.Tensor, q: torch.Tensor, infinite: torch.Tensor | None,
         return torch.where(total > 0, g_head / total.clamp_min(tiny), 0.5).clamp(0.0, 1.0)
 
 
-def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None,
-              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None, scale: float,
+              count_hits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token cross-entropy [n] of one chunk of logits ``z`` [n, V] against ``labels`` [n] (``IGNORE``: 0), as
-    ``torch.nn.functional.cross_entropy`` computes it in float32, and whether the argmax is the label [n]; with
-    ``grad`` [n, V] given, ``scale * (softmax(z) - onehot(label))`` (zero on ignored rows) is written there."""
+    ``torch.nn.functional.cross_entropy`` computes it in float32, and (``count_hits``) whether the argmax is the
+    label [n]; with ``grad`` [n, V] given, ``scale * (softmax(z) - onehot(label))`` (zero on ignored rows) is written
+    there."""
     z = z.float()
     if torch.isfinite(z.sum()):
         log_p, p, _ = _softmax(z, 1.0)
@@ -176,7 +177,7 @@ def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None,
     keep = labels != losses.IGNORE
     index = labels.clamp_min(0)[:, None]
     value = -log_p.gather(-1, index).squeeze(-1) * keep
-    hits = (z.argmax(-1) == labels) & keep
+    hits = (z.argmax(-1) == labels) & keep if count_hits else None
     if grad is not None:
         p.scatter_add_(-1, index, torch.full_like(index, -1, dtype=p.dtype))
         torch.mul(p, keep[:, None] * scale, out=grad)
@@ -207,7 +208,7 @@ class _Lean(torch.autograd.Function):
     ``LazyLogits`` (computed a block at a time)."""
 
     @staticmethod
-    def forward(ctx, student, given, teacher, labels, temperature, name, options, weights, head):
+    def forward(ctx, student, given, teacher, labels, temperature, name, options, weights, head, count_hits):
         w_div, w_ce = weights
         shape = student.shape[:-1]
         vocab = head.weight.shape[0] if head is not None else student.shape[-1]
@@ -222,7 +223,7 @@ class _Lean(torch.autograd.Function):
         block = max(chunk, HEAD_BLOCK_ENTRIES // max(vocab, 1)) if lazy else max(n, 1)
         values = {key: torch.zeros(n if on else 0, dtype=torch.float32, device=device)
                   for key, on in (("div", name is not None), ("ce", y is not None))}
-        hits = torch.zeros(n if y is not None else 0, dtype=torch.bool, device=device)
+        hits = torch.zeros(n if y is not None and count_hits else 0, dtype=torch.bool, device=device)
         grad = None
         if need_grad:
             grad = torch.empty(x.shape if head is not None else (n, vocab), dtype=torch.float32, device=device)
@@ -242,7 +243,9 @@ class _Lean(torch.autograd.Function):
                 z = z_block[start - first:stop - first]
                 g_out = g_block[start - first:stop - first] if g_block is not None else None
                 if y is not None:
-                    values["ce"][start:stop], hits[start:stop] = _ce_chunk(z, y[start:stop], g_out, w_ce)
+                    values["ce"][start:stop], hit = _ce_chunk(z, y[start:stop], g_out, w_ce, count_hits)
+                    if count_hits:
+                        hits[start:stop] = hit
                 if name is None:
                     continue
                 ls, p, inf_s = _softmax(z, temperature)
@@ -276,7 +279,7 @@ class _Lean(torch.autograd.Function):
                                "repro.losses for a graph that is differentiated twice")
         grad, ctx.grad = ctx.grad, None
         grad.mul_(grad_out.reshape(-1, 1).float())
-        return grad.to(ctx.dtype).reshape(ctx.shape), None, None, None, None, None, None, None, None
+        return grad.to(ctx.dtype).reshape(ctx.shape), None, None, None, None, None, None, None, None, None
 
 
 def _options_ok(name: str, options: dict) -> bool:
@@ -297,7 +300,7 @@ def lean_divergence(name: str):
                 or student_logits.shape != teacher_logits.shape):  # the plain form names any error
             return plain(student_logits, _whole(teacher_logits), temperature, **options)
         return _Lean.apply(student_logits, None, teacher_logits.detach(), None, temperature, name, dict(options),
-                           (1.0, 0.0), None)[0]
+                           (1.0, 0.0), None, False)[0]
 
     divergence.__name__ = f"lean_{name}"
     divergence.__doc__ = f"Lean form of ``{name}`` (``repro.lean``): same values and gradients, bounded memory."
@@ -315,7 +318,7 @@ def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """Summed token cross-entropy of ``logits`` [..., V] against ``labels`` [...] (``IGNORE`` left out), equal to
     ``repro.losses.cross_entropy_sum`` in value and gradient, computed in chunks with one exponential per entry and
     one gradient buffer."""
-    return _Lean.apply(logits, None, None, labels, 1.0, None, {}, (0.0, 1.0), None)[0].sum()
+    return _Lean.apply(logits, None, None, labels, 1.0, None, {}, (0.0, 1.0), None, False)[0].sum()
 
 
 def weighted_ce_and_divergence(name: str, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits,
@@ -331,7 +334,7 @@ def weighted_ce_and_divergence(name: str, student_logits: torch.Tensor, labels: 
         kd = LEAN[name](student_logits, _whole(teacher_logits), temperature, **options).sum()
         return ce_weight * ce + kd_weight * kd, ce.detach(), kd.detach()
     objective, kd, ce, _ = _Lean.apply(student_logits, None, teacher_logits.detach(), labels, temperature, name,
-                                       dict(options), (kd_weight, ce_weight), None)
+                                       dict(options), (kd_weight, ce_weight), None, False)
     return objective.sum(), ce.sum(), kd.sum()
 
 
@@ -346,7 +349,7 @@ def head_divergence(name: str, hidden: torch.Tensor, head: FrozenHead, teacher_l
     if not _options_ok(name, options) or teacher_logits.requires_grad:
         return losses.get_divergence(name)(head(hidden), _whole(teacher_logits), temperature, **options)
     return _Lean.apply(hidden, None, teacher_logits.detach(), None, temperature, name, dict(options), (1.0, 0.0),
-                       head)[0]
+                       head, False)[0]
 
 
 def head_cross_entropy_sum(hidden: torch.Tensor, head: FrozenHead, labels: torch.Tensor,
@@ -355,5 +358,5 @@ def head_cross_entropy_sum(hidden: torch.Tensor, head: FrozenHead, labels: torch
     as DSKD's student-space projection uses the student's head), and the count of positions whose argmax is the
     label; ``logits``: ``head(hidden)`` when the caller has it (detached), else computed a block at a time."""
     objective, _, _, hits = _Lean.apply(hidden, None if logits is None else logits.detach(), None, labels, 1.0, None,
-                                        {}, (0.0, 1.0), head)
+                                        {}, (0.0, 1.0), head, True)
     return objective.sum(), hits.sum().float()
