@@ -186,7 +186,8 @@ def _ce_chunk(z: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor | None, 
 
 @dataclass
 class FrozenHead:
-    """An output head that takes no gradient: ``logits = hidden @ weight.T + bias`` (weight [V, d] detached)."""
+    """An output head ``logits = hidden @ weight.T + bias`` (weight [V, d]); detached where a lean loss uses it, so
+    that it takes no gradient."""
     weight: torch.Tensor
     bias: torch.Tensor | None = None
 

@@ -157,21 +157,19 @@ def head_logits(hidden: torch.Tensor, model, n_vocab: int, detach_head: bool) ->
     ``detach_head``: the head takes no gradient (the student head in the student-space projection). Padded rows
     beyond ``n_vocab`` are left out.
     """
+    return frozen_head(model, n_vocab, detach=detach_head)(hidden)
+
+
+def frozen_head(model, n_vocab: int, detach: bool = True) -> FrozenHead:
+    """``model``'s output head restricted to ``n_vocab`` rows (``repro.lean.FrozenHead``), detached: the head of a
+    projection whose gradient flows to the projected states only (``detach`` False: the head itself, with its
+    gradient)."""
     head = model.get_output_embeddings()
     weight = head.weight[:n_vocab]
     bias = head.bias[:n_vocab] if getattr(head, "bias", None) is not None else None
-    if detach_head:
-        weight = weight.detach()
-        bias = bias.detach() if bias is not None else None
-    return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
-
-
-def frozen_head(model, n_vocab: int) -> FrozenHead:
-    """``model``'s output head restricted to ``n_vocab`` rows, detached (``repro.lean.FrozenHead``): the head of a
-    projection whose gradient flows to the projected states only."""
-    head = model.get_output_embeddings()
-    bias = head.bias[:n_vocab].detach() if getattr(head, "bias", None) is not None else None
-    return FrozenHead(head.weight[:n_vocab].detach(), bias)
+    if detach:
+        weight, bias = weight.detach(), bias.detach() if bias is not None else None
+    return FrozenHead(weight, bias)
 
 
 def response_rows(labels: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -205,7 +203,7 @@ def teacher_hidden_rows(ctx: Context, teacher_batch: dict) -> torch.Tensor:
 def teacher_logits(ctx: Context, hidden: torch.Tensor) -> LazyLogits:
     """The frozen teacher's logits [N, n_vocab] at ``hidden`` [N, d_t], as ``repro.lean.LazyLogits``: a lean loss
     computes them a block of rows at a time (the same values; no [N, V] tensor at once)."""
-    return LazyLogits(hidden, lambda h: head_logits(h, ctx.teacher, ctx.n_vocab, detach_head=False), ctx.n_vocab)
+    return LazyLogits(hidden, frozen_head(ctx.teacher, ctx.n_vocab), ctx.n_vocab)
 
 
 def _project(projector: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
