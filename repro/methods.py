@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .alignment import align_positions, first_teacher_ids, token_strings, vocab_mapping
 from .data import IGNORE
 from .lean import (
     LEAN,
@@ -23,9 +24,6 @@ from .lean import (
     weighted_ce_and_divergence,
 )
 from .losses import get_divergence
-
-# The teacher-space and MinED terms are forward KL: its lean form (repro.lean; the same values and gradients).
-forward_kl = LEAN["kl"]
 
 # Options where the project can follow the official code or another choice (README "Fidelity"); the first of each
 # is the default and reproduces the official code.
@@ -530,7 +528,8 @@ class DSKDCrossModelAttention(SFT):
             # h_t is needed at the teacher's response positions only: elsewhere the attention weights are exactly
             # 0 (scores -1e5 below), so those positions are filled with zeros
             h_rows = teacher_hidden_rows(ctx, _teacher_batch(batch))  # [N_t,d_t]
-            z_t = head_logits(h_rows, ctx.teacher, t_rows, detach_head=False)
+            teacher_head = frozen_head(ctx.teacher, t_rows)
+            z_t = LazyLogits(h_rows, teacher_head, t_rows)  # [N_t,V_t], computed in blocks where the loss reads it
             h_t = h_rows.new_zeros(*t_mask.shape, h_rows.shape[-1])
             h_t[t_mask] = h_rows
             s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
@@ -551,16 +550,22 @@ class DSKDCrossModelAttention(SFT):
         both = s_mask.unsqueeze(-1) & t_mask.unsqueeze(1)
         scores = scores + (~both).float() * -1e5
         t2s_weights = torch.softmax(scores, -1)
-        z_t2s = head_logits((t2s_weights @ t_values)[s_mask], student, ctx.n_vocab, detach_head=True)
-        s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
-        z_s2t = head_logits((s2t_weights @ s_values)[t_mask], ctx.teacher, t_rows, detach_head=True)
+        # Both projected sides go through frozen heads in repro.lean (gradient to the attended values only): of the
+        # vocabulary-sized tensors only the student's logits, their gradient and the detached z_t2s exist whole.
+        x_t2s = (t2s_weights @ t_values)[s_mask]  # [N_s,d_s]
+        student_head = frozen_head(student, ctx.n_vocab)
+        with torch.no_grad():
+            z_t2s = student_head(x_t2s)  # [N_s,V_s], the attended teacher in the student space (detached)
         correct = z_t2s.argmax(-1) == y
+        t2s_ce, _ = head_cross_entropy_sum(x_t2s, student_head, y, logits=z_t2s)
+        s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
+        x_s2t = (s2t_weights @ s_values)[t_mask]  # [N_t,d_t]
         entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
         return {
-            "ce": cross_entropy_sum(z_s[None], y[None]),
-            "t2s_ce": cross_entropy_sum(z_t2s[None], y[None]),
-            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s.detach()[correct], ctx.temperature).sum(),
-            "s2t_kd": forward_kl(z_s2t, z_t, ctx.temperature).sum(),
+            "ce": cross_entropy_sum(z_s, y),
+            "t2s_ce": t2s_ce,
+            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s[correct], ctx.temperature).sum(),
+            "s2t_kd": head_divergence("kl", x_s2t, teacher_head, z_t, ctx.temperature).sum(),
             "t2s_acc": correct.sum().float(),
             "attention_entropy": entropy.detach()[s_mask].sum(),
         }
@@ -577,8 +582,6 @@ def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer, tokens: s
     ``tokens`` ("input" or "label") at the response positions of both tokenisations; with "input" a pair is kept
     only where ``vocab_map`` [V_t] sends the teacher's id to the student's); return the share of student response
     positions aligned one-to-one."""
-    from .alignment import align_positions, token_strings
-
     if tokens == "input" and vocab_map is None:
         raise ValueError("aligning the input tokens (the official MinED) needs the vocabulary map")
     s_strings, t_strings = token_strings(student_tokenizer), token_strings(teacher_tokenizer)
@@ -595,7 +598,7 @@ def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, tea
                  vocab_map: torch.Tensor, temperature: float, target: str = "first",
                  first_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """MinED's KD term (PAPER.md section 2), summed over the student's response positions; and the count of
-    one-to-one aligned positions.
+    one-to-one aligned positions: the plain computation (``MinED.loss`` computes the same in one lean pass).
 
     Shapes: ``z_s`` [B,L,V_s], ``labels`` [B,L], ``z_t`` [B,T,V_t'] (V_t' >= the map's V_t: padded rows are never
     read), ``teacher_positions`` [B,L] (-1: none), ``vocab_map`` [V_t] (teacher id -> student id), ``first_ids``
@@ -606,42 +609,65 @@ def mined_kd_sum(z_s: torch.Tensor, labels: torch.Tensor, z_t: torch.Tensor, tea
     - ``"sum"``: ``softmax(z_t / tau)`` over the map's teacher ids carried through ``vocab_map``, the probabilities
       of teacher ids that map to the same student id added up (unmapped student ids: probability 0).
     Elsewhere the target is one-hot on the gold token. The term is the forward KL ``sum_v q (log q - log p_s)``
-    with ``p_s = softmax(z_s / tau)``. ``mined_kd_from_rows`` does the same from the aligned teacher rows alone.
+    with ``p_s = softmax(z_s / tau)``.
     """
-    aligned = (labels != IGNORE) & (teacher_positions >= 0)
+    response = labels != IGNORE
+    aligned = response & (teacher_positions >= 0)
     b, i = aligned.nonzero(as_tuple=True)
-    return mined_kd_from_rows(z_s, labels, z_t[b, teacher_positions[b, i]], aligned, vocab_map, temperature, target,
-                              first_ids)
+    return mined_kd_rows(z_s[response], labels[response], z_t[b, teacher_positions[b, i]], aligned[response],
+                         vocab_map, temperature, target, first_ids)
 
 
-def mined_kd_from_rows(z_s: torch.Tensor, labels: torch.Tensor, z_aligned: torch.Tensor, aligned: torch.Tensor,
-                       vocab_map: torch.Tensor, temperature: float, target: str = "first",
-                       first_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mined_kd_sum`` given the teacher logits [A,V_t'] at the aligned positions, in the order of
-    ``aligned.nonzero()`` (``aligned`` [B,L]: response positions aligned one-to-one)."""
+def mined_kd_rows(z_s: torch.Tensor, y: torch.Tensor, z_aligned: torch.Tensor, aligned: torch.Tensor,
+                  vocab_map: torch.Tensor, temperature: float, target: str = "first",
+                  first_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mined_kd_sum`` on response rows: student logits ``z_s`` [N,V_s] and gold tokens ``y`` [N], ``aligned`` [N]
+    (rows aligned one-to-one) and the teacher's logits ``z_aligned`` [A,V_t'] at those rows, in row order; plain
+    autograd."""
     if target not in CHOICES["mined_target"]:
         raise ValueError(f"mined_target must be one of {CHOICES['mined_target']}, got {target!r}")
     log_ps = torch.log_softmax(z_s.float() / temperature, -1)
-    gold = (labels != IGNORE) & ~aligned
-    one_hot = -log_ps.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    total = one_hot[gold].sum()
+    total = -log_ps[~aligned].gather(-1, y[~aligned, None]).sum()
     if aligned.any():
-        b, i = aligned.nonzero(as_tuple=True)
         rows = z_aligned[:, :len(vocab_map)].float()  # [A, V_t]
         if target == "first":
             if first_ids is None:
-                from .alignment import first_teacher_ids
-
                 first_ids = first_teacher_ids(vocab_map, z_s.shape[-1])
-            q_logits = rows[:, first_ids.clamp_min(0)].masked_fill(first_ids < 0, -1e5)  # [A, V_s]
-            total = total + forward_kl(z_s[b, i], q_logits, temperature).sum()
+            q_logits = _mined_first_logits(rows, first_ids)  # [A, V_s]
+            q = torch.softmax(q_logits / temperature, -1)
+            log_q = torch.log_softmax(q_logits / temperature, -1)
         else:
             p_t = torch.softmax(rows / temperature, -1)
-            q = torch.zeros(len(b), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)
-            support = q > 0
-            terms = torch.where(support, q * (torch.log(q.clamp_min(1e-30)) - log_ps[b, i]), 0.0)
-            total = total + terms.sum()
+            q = torch.zeros(len(rows), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)
+            log_q = torch.log(q.clamp_min(1e-30))
+        terms = torch.where(q > 0, q * (log_q - log_ps[aligned]), 0.0)
+        total = total + terms.sum()
     return total, aligned.sum().float()
+
+
+def _mined_first_logits(rows: torch.Tensor, first_ids: torch.Tensor) -> torch.Tensor:
+    """The official MinED target's logits [A, V_s]: each student id takes the teacher logit of ``first_ids`` (its
+    first mapped teacher id), unmapped ids -1e5."""
+    return rows[:, first_ids.clamp_min(0)].masked_fill(first_ids < 0, -1e5)
+
+
+# A one-hot target as logits: 0 at the gold token, this elsewhere. exp(ONE_HOT_FILL / tau) is exactly 0 in float32
+# for any tau below 1e28, so the softmax is exactly one-hot and the forward KL to it is exactly -log p_s(gold).
+ONE_HOT_FILL = -1e30
+
+
+def mined_target_logits(y: torch.Tensor, z_aligned: torch.Tensor, aligned: torch.Tensor,
+                        first_ids: torch.Tensor) -> torch.Tensor:
+    """The official MinED targets of every response row as logits [N,V_s]: at aligned rows the first-id logits of
+    the teacher (``z_aligned`` [A,V_t'] in row order), elsewhere one-hot on the gold token ``y`` (``ONE_HOT_FILL``
+    off it), so that ``sum_rows KL(softmax(target / tau) || p_s)`` is ``mined_kd_rows(..., target="first")`` and
+    one lean pass computes it with the CE."""
+    targets = torch.full((len(y), len(first_ids)), ONE_HOT_FILL, device=y.device)
+    gold = (~aligned).nonzero().squeeze(-1)
+    targets[gold, y[gold]] = 0.0
+    if aligned.any():
+        targets[aligned] = _mined_first_logits(z_aligned.float(), first_ids)
+    return targets
 
 
 class MinED(SFT):
@@ -653,8 +679,6 @@ class MinED(SFT):
     cross_vocab = True
 
     def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
-        from .alignment import first_teacher_ids, vocab_mapping
-
         if ctx.teacher_tokenizer is None:
             raise ValueError("method 'mined' needs the teacher's tokenizer (Context.teacher_tokenizer)")
         mapping = vocab_mapping(ctx.teacher_tokenizer, tokenizer, marks=ctx.mined_vocab_map)
@@ -666,11 +690,13 @@ class MinED(SFT):
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         _require_cross_vocab("mined", batch, ctx)
-        if "teacher_positions" not in batch or ctx.vocab_map is None:
-            raise ValueError("method 'mined' needs aligned batches and a vocabulary map (MinED.prepare)")
-        z_s = _logits(student, batch, ctx.n_vocab)
-        labels, positions = batch["labels"], batch["teacher_positions"]
-        aligned = (labels != IGNORE) & (positions >= 0)
+        if "teacher_positions" not in batch or ctx.vocab_map is None or ctx.first_ids is None:
+            raise ValueError("method 'mined' needs aligned batches, a vocabulary map and its first teacher ids "
+                             "(MinED.prepare)")
+        y, z_s, _ = response_outputs(student, batch, ctx.n_vocab)  # [N], [N,V_s]
+        response = batch["labels"] != IGNORE
+        positions = batch["teacher_positions"]
+        aligned = response & (positions >= 0)
         teacher_batch = _teacher_batch(batch)
         with torch.no_grad():
             # the teacher's head runs on the aligned rows only; row_of: response position -> its row
@@ -680,10 +706,15 @@ class MinED(SFT):
             b, i = aligned.nonzero(as_tuple=True)
             z_aligned = head_logits(h_rows[row_of[b, positions[b, i]]], ctx.teacher, ctx.teacher_n_vocab,
                                     detach_head=False)
-        ce = cross_entropy_sum(z_s, labels)
-        kd, aligned = mined_kd_from_rows(z_s, labels, z_aligned, aligned, ctx.vocab_map, ctx.temperature,
-                                         ctx.mined_target, ctx.first_ids)
-        return total_loss(ctx, ce, kd, aligned=aligned)
+        aligned = aligned[response]  # [N]
+        if ctx.mined_target == "first":  # (1 - a) CE + a KD in one pass (the same values and gradients)
+            targets = mined_target_logits(y, z_aligned, aligned, ctx.first_ids)
+            loss, ce, kd = weighted_ce_and_divergence("kl", z_s, y, targets, ctx.temperature, 1 - ctx.kd_rate,
+                                                      ctx.kd_rate)
+            return {"loss": loss, "ce": ce, "kd": kd, "aligned": aligned.sum().float()}
+        kd, count = mined_kd_rows(z_s, y, z_aligned, aligned, ctx.vocab_map, ctx.temperature, ctx.mined_target,
+                                  ctx.first_ids)
+        return total_loss(ctx, cross_entropy_sum(z_s, y), kd, aligned=count)
 
 
 METHODS = {

@@ -41,6 +41,7 @@ def _child(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from repro.alignment import first_teacher_ids
     from repro.data import IGNORE, Encoded
     from repro.methods import Context, get_method
     from repro.models import build_config
@@ -75,6 +76,7 @@ def _child(args) -> dict:
         ctx.teacher_n_vocab = vocab
         if name == "mined":
             ctx.vocab_map = torch.argsort(permutation)  # teacher id -> student id
+            ctx.first_ids = first_teacher_ids(ctx.vocab_map, vocab)
             batch["teacher_positions"] = torch.where(labels == IGNORE, -1, torch.arange(length).expand(b, -1))
         if name == "dskd_cma":
             from repro.methods import cma_example_sums

@@ -188,8 +188,8 @@ def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
     no per-example sums (PAPER.md section 2)."""
     from plain import forward_with_hidden, masked_sum
 
-    from repro.losses import forward_kl
-    from repro.methods import _teacher_batch, cross_entropy_sum, head_logits
+    from repro.losses import cross_entropy_sum, forward_kl, get_divergence
+    from repro.methods import _teacher_batch, head_logits
 
     batch = _pad_to(batch, ctx.max_length, pad_ids)
     labels, t_labels = batch["labels"], batch["teacher_labels"]
@@ -199,7 +199,7 @@ def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
     z_t, h_t = forward_with_hidden(teacher, _teacher_batch(batch), t_rows)
     s_embed, t_embed = student.get_input_embeddings(), teacher.get_input_embeddings()
     s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
-                         s_embed(labels.masked_fill(~s_mask, 0))], -1)
+                         s_embed(labels.masked_fill(~s_mask, 0))], -1).detach()  # the queries read no gradient
     t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
     t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
     if normalisation == "official":
@@ -216,7 +216,7 @@ def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
                         detach_head=True)
     kd_labels = labels.masked_fill(~((z_t2s.argmax(-1) == labels) & s_mask), IGNORE)
     terms = {"ce": cross_entropy_sum(z_s, labels), "t2s_ce": cross_entropy_sum(z_t2s, labels),
-             "t2s_kd": masked_sum(ctx.divergence_fn()(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
+             "t2s_kd": masked_sum(get_divergence(ctx.divergence)(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
              "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
              "t2s_acc": (kd_labels != IGNORE).sum().float()}
     return terms, torch.stack(stds)
@@ -244,6 +244,66 @@ def test_cma_equals_the_plain_computation_on_batches_padded_to_max_length(cross_
     other = _setup(cross_pairs[pair], small_splits, "dskd_cma",
                    cma_normalisation={"official": "response", "response": "official"}[normalisation])[4]
     assert ((other.cma_scales - ctx.cma_scales).abs() / ctx.cma_scales > 0.01).any()
+
+
+def _gradients(loss: torch.Tensor, *modules) -> list[torch.Tensor]:
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    loss.backward()
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+@pytest.mark.parametrize("divergence", ["kl", "akl"])
+@pytest.mark.parametrize("pair", ["qwen_to_gpt2", "gpt2_to_llama"])
+def test_cma_loss_gradients_equal_the_plain_computation(cross_pairs, small_splits, pair, divergence):
+    """The lean CMA loss (frozen heads, the teacher's logits in blocks) has the gradient of the plain autograd
+    computation on the batch padded to max_length, for the student and every projector; its terms are trained a
+    little first, so that the attended teacher is right somewhere (t2s_kd is then non-zero)."""
+    student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, "dskd_cma", divergence=divergence)
+    optimizer = torch.optim.Adam(ctx.modules.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        method.terms(student, batch, ctx)["t2s_ce"].backward()
+        optimizer.step()
+    pad_ids = (load_tokenizer(cross_pairs[pair][1]).pad_token_id, ctx.teacher_tokenizer.pad_token_id)
+    terms = method.loss(student, batch, ctx)
+    assert terms["t2s_acc"] > 0
+    lean = _gradients(terms["loss"], student, ctx.modules)
+    plain, _ = _official_cma_terms(student, teacher, batch, ctx, "official", pad_ids)
+    kd = plain["t2s_ce"] + plain["t2s_kd"] + plain["s2t_kd"]
+    reference = _gradients((1 - ctx.kd_rate) * plain["ce"] + ctx.kd_rate * kd, student, ctx.modules)
+    torch.testing.assert_close(terms["loss"].detach(), ((1 - ctx.kd_rate) * plain["ce"] + ctx.kd_rate * kd).detach(),
+                               rtol=1e-5, atol=1e-5)
+    for got, want in zip(lean, reference):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["first", "sum"])
+@pytest.mark.parametrize("pair", ["mistral_to_llama", "qwen_to_gpt2"])
+def test_mined_loss_gradients_equal_the_plain_computation(cross_pairs, small_splits, pair, target):
+    """MinED's loss (with ``first``: CE and KD in one lean pass over the student's response rows, the one-hot rows
+    as logits) has the value and gradient of the plain computation: full [B,L,V] logits, ``mined_kd_sum`` and the
+    plain cross-entropy."""
+    from repro.losses import cross_entropy_sum
+    from repro.methods import _teacher_batch, mined_kd_sum
+
+    student, teacher, batch, method, ctx = _setup(cross_pairs[pair], small_splits, "mined", mined_target=target)
+    terms = method.loss(student, batch, ctx)
+    lean = _gradients(terms["loss"], student)
+    z_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :ctx.n_vocab]
+    tb = _teacher_batch(batch)
+    with torch.no_grad():
+        z_t = teacher(input_ids=tb["input_ids"], attention_mask=tb["attention_mask"]).logits
+    kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
+                               ctx.temperature, target, ctx.first_ids)
+    ce = cross_entropy_sum(z_s, batch["labels"])
+    assert 0 < aligned < (batch["labels"] != IGNORE).sum()  # both kinds of rows, aligned and one-hot
+    loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
+    for name, value in (("loss", loss), ("ce", ce), ("kd", kd), ("aligned", aligned)):
+        torch.testing.assert_close(terms[name].detach(), value.detach(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(lean, _gradients(loss, student)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("normalisation", ["official", "response"])
