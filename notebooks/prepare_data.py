@@ -25,7 +25,7 @@ threads: int = 1  # torch threads of this job
 import pandas as pd
 import torch
 
-from repro import grid, prepare
+from repro import grid, names, prepare
 from repro.config import load_config, validate_config
 from repro.io import read_json, read_jsonl
 
@@ -41,7 +41,7 @@ pd.Series(sizes, name="examples")
 
 # %%
 # Task families (synthetic data) or Dolly categories (real data) per split.
-splits = dict(zip(["train", "dev"] + [f"test/{t}" for t in grid.TEST_SETS], grid.data_files(config)))
+splits = dict(zip(["train", "dev"] + [f"test/{t}" for t in names.TEST_SETS], grid.data_files(config)))
 kinds = {split: pd.Series([r.get("family", r.get("topic", "")) or "-" for r in read_jsonl(path)]).value_counts()
          for split, path in splits.items()}
 pd.DataFrame(kinds).fillna(0).astype(int).head(20)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import grid, layout
+from . import grid, layout, names
 from .io import read_jsonl, write_json, write_jsonl, write_text
 
 
@@ -111,7 +111,7 @@ def _pair_title(config: dict, pair: str) -> str:
 
 
 def _comparison_title(dskd: grid.Cell) -> str:
-    return f"{dskd.pair}, {grid.DIVERGENCE_TITLES.get(dskd.divergence, dskd.divergence)}"
+    return f"{dskd.pair}, {names.DIVERGENCE_TITLES.get(dskd.divergence, dskd.divergence)}"
 
 
 def generation_file(config: dict, run: grid.Cell, test_set: str, seed: int) -> Path:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import layout
-from .grid import TEST_SETS
+from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
 
 DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
 
@@ -104,7 +104,7 @@ def train_cell(cfg: CellConfig) -> dict:
         if not method.cross_vocab and teacher_tok.get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
                              f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently; use a "
-                             f"cross-vocabulary method (seqkd, uld, mined, dskd_cma) for this pair")
+                             f"cross-vocabulary method ({names_list(CROSS_VOCAB_METHODS)}) for this pair")
         teacher = load_model(cfg.teacher, dtype).to(device).eval()
         teacher.requires_grad_(False)
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,

@@ -23,7 +23,7 @@ import csv
 import io
 import statistics
 
-from . import grid, tables
+from . import grid, names, tables
 from .io import read_json, write_text
 
 # What PAPER.md section 5 reports for each kind of comparison (numbers where it gives them).
@@ -96,7 +96,7 @@ def table_claims(config: dict) -> list[dict]:
             other = grid.Cell(pair, baseline)
             if cma is not None and grid.has_cell(config, other):
                 rows.append(_compared(config, "DSKD-CMA (divergence best on dev) above "
-                                      f"{grid.METHOD_TITLES[baseline]}", f"Table {spec['table']}", cma, other,
+                                      f"{names.METHOD_TITLES[baseline]}", f"Table {spec['table']}", cma, other,
                                       PAPER_CMA.get((pair, baseline), "above")))
     for pair in config.get("ablation", []):
         for d in config["divergences"]:
@@ -119,7 +119,7 @@ def figure1_claims(results: dict) -> list[dict]:
         runs_d, runs_s = different.get("distance_after_runs"), shared.get("distance_after_runs")
         delta = different["distance_after"]["mean"] - shared["distance_after"]["mean"]
         row = {"claim": "a shared head ends closer to the teacher than different heads", "where": "Figure 1",
-               "comparison": f"distance, different - shared heads ({grid.DIVERGENCE_TITLES.get(name, name)})",
+               "comparison": f"distance, different - shared heads ({names.DIVERGENCE_TITLES.get(name, name)})",
                "a": "shared", "b": "different", "paper": "closer (aligned)", "delta": delta, "low": None,
                "high": None}
         if runs_d is None or runs_s is None:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import yaml
 
+from . import names
+from .names import ABLATION_METHODS, CROSS_VOCAB_METHODS, names_list
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
-# Methods that compare logits token by token, so teacher and student must share a vocabulary.
-SAME_VOCAB_METHODS = ("kd", "dskd", "dskd_student_space")
-# Methods that run once per divergence of the config (a table row each).
-DIVERGENCE_METHODS = ("kd", "dskd", "dskd_student_space", "dskd_cma")
-# The rows of Table 3, the ablation: different spaces (vanilla KD), student space only, dual space.
-ABLATION_METHODS = ("kd", "dskd_student_space", "dskd")
+
+
+def _traits(method: str) -> names.Method:
+    """The registry's traits of ``method``; a name the schema already rejected counts as an SFT-like row here."""
+    return names.METHODS.get(method, names.METHODS["sft"])
 
 
 class ConfigError(ValueError):
@@ -161,14 +163,15 @@ def _check_references(config: dict) -> list[str]:
         teacher, student = (config["models"][pair[role]] for role in ("teacher", "student"))
         if "tokenizer" in teacher and "tokenizer" in student and teacher["tokenizer"] != student["tokenizer"]:
             key = f"pairs.{name}.methods" if "methods" in pair else "methods"
-            white_box = sorted(set(pair.get("methods", config["methods"])) & set(SAME_VOCAB_METHODS))
+            white_box = sorted(m for m in set(pair.get("methods", config["methods"])) if _traits(m).same_vocab)
             if white_box:
                 problems.append(f"config key '{key}': {white_box} need a shared vocabulary, but pair {name!r} "
                                 f"has tokenizers {teacher['tokenizer']!r} and {student['tokenizer']!r}; use "
-                                f"seqkd, uld, mined or dskd_cma for it")
+                                f"{names_list(CROSS_VOCAB_METHODS)} for it")
     used = set(config["methods"]).union(*(p.get("methods", []) for p in config["pairs"].values()))
-    if used & set(DIVERGENCE_METHODS) and not config["divergences"]:
-        problems.append(f"config key 'divergences': methods {sorted(used & set(DIVERGENCE_METHODS))} need at "
+    with_divergence = sorted(m for m in used if _traits(m).needs_divergence)
+    if with_divergence and not config["divergences"]:
+        problems.append(f"config key 'divergences': methods {with_divergence} need at "
                         f"least one divergence")
     for name in config.get("ablation", []):
         if name not in config["pairs"]:

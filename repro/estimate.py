@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grid
+from . import grid, names
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
 # (parameters, hidden size, head rows); a warning says so.
@@ -136,7 +136,7 @@ def _data(config: dict) -> tuple[int, int, dict[str, int], str]:
         return data["n_train"], data["n_dev"], dict(data["n_test"]), "synthetic"
     hub = data.get("hub", {})
     tests = {**PAPER_TEST_EXAMPLES, **data.get("limits", {})}
-    return PAPER_TRAIN_EXAMPLES, hub.get("dev_size", 1000), {t: tests[t] for t in grid.TEST_SETS}, "real"
+    return PAPER_TRAIN_EXAMPLES, hub.get("dev_size", 1000), {t: tests[t] for t in names.TEST_SETS}, "real"
 
 
 def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[str, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .grid import DIVERGENCE_TITLES
+from .names import DIVERGENCE_TITLES
 
 SETTING_TITLES = {"different": "different heads (KD)", "shared": "shared head (DSKD)"}
 SETTING_COLORS = {"different": "tab:orange", "shared": "tab:blue"}

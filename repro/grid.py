@@ -17,20 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout
-from .config import ABLATION_METHODS, DIVERGENCE_METHODS
-
-TEST_SETS = ("dolly", "selfinst", "vicuna", "sni", "unni")
-TEST_SET_TITLES = {"dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "VicunaEval", "sni": "S-NI", "unni": "UnNI"}
-METHOD_TITLES = {"sft": "SFT", "seqkd": "SeqKD", "kd": "KD", "dskd": "KD w/ DSKD",
-                 "dskd_student_space": "DSKD, student space only", "uld": "ULD", "mined": "MinED",
-                 "dskd_cma": "DSKD-CMA"}
-# Table 3 (PAPER.md section 5): KD in different spaces (vanilla KD), in the student space only, in both spaces.
-ABLATION_TITLES = {"kd": "Different spaces (KD)", "dskd_student_space": "Student space only",
-                   "dskd": "Dual space (DSKD)"}
-# Methods that read only the teacher's generated text, never its states.
-BLACK_BOX_METHODS = ("seqkd",)
-DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
+from . import layout, names
+from .names import ABLATION_METHODS, DIVERGENCE_TITLES, TEST_SETS
 
 
 @dataclass(frozen=True)
@@ -69,22 +57,22 @@ class Cell:
         """Row label in the tables."""
         if self.role == "teacher":
             return "Teacher (SFT)"
-        title = METHOD_TITLES.get(self.method, self.method)
+        title = names.METHODS[self.method].title if self.method in names.METHODS else self.method
         return f"{title} ({DIVERGENCE_TITLES.get(self.divergence, self.divergence)})" if self.divergence else title
 
     @property
     def needs_teacher(self) -> bool:
-        return self.role == "student" and self.method != "sft"
+        return self.role == "student" and names.method(self.method).needs_teacher
 
     @property
     def reads_teacher_states(self) -> bool:
         """Whether the cell reads the teacher's hidden states (white-box KD; SeqKD reads only its text)."""
-        return self.needs_teacher and self.method not in BLACK_BOX_METHODS
+        return self.needs_teacher and not names.method(self.method).black_box
 
     @property
     def notebook(self) -> str:
         """The notebook that trains this cell: ``sft`` (teacher and student SFT rows), ``distill`` (the rest)."""
-        return "sft" if self.method == "sft" else "distill"
+        return names.method(self.method).notebook
 
 
 def cells(config: dict) -> list[Cell]:
@@ -93,7 +81,7 @@ def cells(config: dict) -> list[Cell]:
     for pair, spec in config["pairs"].items():
         out.append(Cell(pair, "sft", role="teacher"))
         for method in spec.get("methods", config["methods"]):
-            if method in DIVERGENCE_METHODS:
+            if names.method(method).needs_divergence:
                 out += [Cell(pair, method, divergence=d) for d in config["divergences"]]
             else:
                 out.append(Cell(pair, method))
@@ -270,7 +258,8 @@ def table_cells(config: dict, table: int) -> list[Cell]:
 
 def row_title(cell: Cell, table: int) -> str:
     if table == 3:
-        return f"{ABLATION_TITLES[cell.method]} ({DIVERGENCE_TITLES.get(cell.divergence, cell.divergence)})"
+        divergence = DIVERGENCE_TITLES.get(cell.divergence, cell.divergence)
+        return f"{names.METHODS[cell.method].ablation_title} ({divergence})"
     return cell.title
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import names
 from .alignment import align_positions, first_teacher_ids, token_strings, vocab_mapping
 from .data import IGNORE
 from .lean import (
@@ -216,13 +217,17 @@ def total_loss(ctx: Context, ce: torch.Tensor, kd: torch.Tensor, **logged: torch
 
 
 class SFT:
-    """Supervised fine-tuning: token cross-entropy on the response (the "SFT" rows and the teacher row)."""
-    needs_teacher = False
-    needs_divergence = False
-    # A black-box method uses the teacher's generated text only (any vocabulary); a white-box one its logits.
-    black_box = False
-    # A cross-vocabulary method reads batches tokenised by both models (teacher_* tensors).
-    cross_vocab = False
+    """Supervised fine-tuning: token cross-entropy on the response (the "SFT" rows and the teacher row).
+
+    Every method is built with its registry name; its flags come from ``repro.names.METHODS`` (``needs_teacher``,
+    ``needs_divergence``, ``black_box``: the teacher's generated text only, any vocabulary; ``cross_vocab``: batches
+    tokenised by both models, ``teacher_*`` tensors)."""
+
+    def __init__(self, name: str = "sft"):
+        traits = names.method(name)
+        self.name = name
+        self.needs_teacher, self.needs_divergence = traits.needs_teacher, traits.needs_divergence
+        self.black_box, self.cross_vocab = traits.black_box, traits.cross_vocab
 
     def build(self, student, teacher) -> torch.nn.Module | None:
         return None
@@ -244,8 +249,6 @@ class SFT:
 
 class VanillaKD(SFT):
     """Vanilla white-box KD (the "KD" rows): ``(1 - a) CE + a * sum_m D(z_s, z_t)``, teacher detached."""
-    needs_teacher = True
-    needs_divergence = True
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
@@ -264,10 +267,9 @@ class DSKD(SFT):
     frozen); ``s2t_kd = sum_m KL(p_t || p_s2t)`` (or the row's divergence, ``Context.dskd_s2t_divergence``).
     ``KD = t2s_kd + t2s_ce + s2t_kd``; ``student_space_only`` drops ``s2t_kd`` (Table 3 ablation).
     """
-    needs_teacher = True
-    needs_divergence = True
 
-    def __init__(self, student_space_only: bool = False):
+    def __init__(self, name: str = "dskd", student_space_only: bool = False):
+        super().__init__(name)
         self.student_space_only = student_space_only
 
     def build(self, student, teacher) -> torch.nn.Module:
@@ -323,8 +325,6 @@ class DSKD(SFT):
 class SeqKD(SFT):
     """Sequence-level KD (black box): SFT on the teacher's own responses to the training prompts
     (PAPER.md section 2). The trainer's caller replaces the training targets (``repro.cells.train_cell``)."""
-    needs_teacher = True
-    black_box = True
 
 
 def _teacher_batch(batch: dict) -> dict:
@@ -376,8 +376,6 @@ def uld_rows_sum(z_s: torch.Tensor, s_counts: list[int], z_t: torch.Tensor, t_co
 
 class ULD(SFT):
     """ULD baseline for different vocabularies: ``(1 - a) CE + a * ULD`` (a = 0.5: the paper's 0.5 CE + 0.5 ULD)."""
-    needs_teacher = True
-    cross_vocab = True
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         _require_cross_vocab("uld", batch, ctx)
@@ -476,9 +474,6 @@ class DSKDCrossModelAttention(SFT):
     step's value does not depend on how the global batch is split into micro batches or processes, nor on how far
     a micro batch is padded.
     """
-    needs_teacher = True
-    needs_divergence = True
-    cross_vocab = True
 
     def build(self, student, teacher) -> torch.nn.Module:
         d_s, d_t = hidden_size(student), hidden_size(teacher)
@@ -675,8 +670,6 @@ class MinED(SFT):
     tau 2 to the teacher's distribution carried into the student vocabulary, on DTW-aligned positions
     (``Context.mined_alignment``, ``mined_target`` and ``mined_vocab_map`` choose between the official code and
     the alternatives)."""
-    needs_teacher = True
-    cross_vocab = True
 
     def prepare(self, encoded: list, tokenizer, ctx: Context) -> None:
         if ctx.teacher_tokenizer is None:
@@ -717,20 +710,11 @@ class MinED(SFT):
         return total_loss(ctx, cross_entropy_sum(z_s, y), kd, aligned=count)
 
 
-METHODS = {
-    "sft": SFT(),
-    "kd": VanillaKD(),
-    "dskd": DSKD(),
-    "dskd_student_space": DSKD(student_space_only=True),
-    "seqkd": SeqKD(),
-    "uld": ULD(),
-    "dskd_cma": DSKDCrossModelAttention(),
-    "mined": MinED(),
-}
+# One instance per registry entry of repro.names (its class and arguments named there).
+METHODS = {name: globals()[traits.implementation](name, **dict(traits.options))
+           for name, traits in names.METHODS.items()}
 
 
 def get_method(name: str):
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
+    names.method(name)  # an unknown name is named here
+    return METHODS[name]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from . import grid
+from . import grid, names
 from .data import read_examples
 from .io import write_json, write_jsonl
 from .prompts import build_prompt
@@ -137,7 +137,7 @@ def import_real_data(config: dict) -> dict:
         report = import_processed(config)
     elif source == "hub":
         report = import_hub_dolly(config)
-        report.update(import_processed(config, [s for s in grid.TEST_SETS if s != "dolly"]))
+        report.update(import_processed(config, [s for s in names.TEST_SETS if s != "dolly"]))
     else:
         raise ValueError(f"config key 'data.source': expected 'processed' or 'hub' here, got {source!r}")
     write_json(grid.data_dir(config) / "sources.json", report)

@@ -37,8 +37,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .grid import TEST_SETS
 from .io import write_jsonl
+from .names import TEST_SETS
 from .prompts import build_prompt
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kl", "l", "m", "n", "p", "qu", "r", "s", "st", "t", "th",

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import grid, layout
+from . import grid, layout, names
 from .io import read_json, read_jsonl, write_text
 from .metrics import mean_sample_std
 
@@ -79,7 +79,7 @@ def collect(config: dict, table: int) -> list[dict]:
             row["runs"] = len(finished)
             row["training_seeds"] = " ".join(str(run.seed) for run, _ in finished)
             scores = [s for _, s in finished]
-            for t in grid.TEST_SETS:
+            for t in names.TEST_SETS:
                 row[t], row[f"{t}_std"] = _run_spread([s["test_sets"][t] for s in scores])
             row["avg"], row["avg_std"] = _run_spread([s["avg"] for s in scores])
             row["dev"] = mean_sample_std([s["best_dev_rougeL"] for s in scores])[0]
@@ -112,7 +112,7 @@ def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
     scores = read_json(grid.scores_file(config, run))
     out = {}
     run_dir = grid.run_dir(config, run)
-    for t in grid.TEST_SETS:
+    for t in names.TEST_SETS:
         seeds = list(scores["test_sets"][t]["per_seed"])
         columns = []
         for seed in seeds:
@@ -261,9 +261,9 @@ def _fmt(mean, std=None) -> str:
 
 def _cells(row: dict) -> list[str]:
     if row["status"] == "missing":
-        values = ["missing"] * (len(grid.TEST_SETS) + 1)
+        values = ["missing"] * (len(names.TEST_SETS) + 1)
     else:
-        values = [_fmt(row[t], row[f"{t}_std"]) for t in grid.TEST_SETS] + [_fmt(row["avg"], row["avg_std"])]
+        values = [_fmt(row[t], row[f"{t}_std"]) for t in names.TEST_SETS] + [_fmt(row["avg"], row["avg_std"])]
     runs = f"{row['runs']}" if row["status"] != "partial" else f"{row['runs']} of {row['runs_planned']}"
     values += [runs, _fmt(row["paper_avg"])]
     if "compared_with" in row and row.get("delta_vs_kd") is not None:
@@ -275,7 +275,7 @@ def _cells(row: dict) -> list[str]:
     return values
 
 
-HEADER = (["Pair", "Method"] + [grid.TEST_SET_TITLES[t] for t in grid.TEST_SETS]
+HEADER = (["Pair", "Method"] + [names.TEST_SET_TITLES[t] for t in names.TEST_SETS]
           + ["Avg", "Runs", "Paper Avg", "Δ vs KD", "95% interval"])
 
 

@@ -183,6 +183,44 @@ def test_every_schema_key_is_documented():
     assert missing == []
 
 
+def test_schema_enums_are_the_names_of_the_registry():
+    """The schema's enums of methods, divergences and test sets are the names of ``repro.names`` (the one table
+    of names and traits), in its order; the divergences are those ``repro.losses`` implements, and every method
+    class carries the traits of its registry entry."""
+    from repro import names
+    from repro.losses import DIVERGENCES
+    from repro.methods import METHODS
+
+    schema = load_yaml(REPO / "config" / "schema.yaml")
+    props = schema["properties"]
+    assert schema["$defs"]["method"]["enum"] == list(names.METHODS)
+    assert props["divergences"]["items"]["enum"] == list(names.DIVERGENCES) == list(DIVERGENCES)
+    figures = props["figures"]["properties"]
+    assert figures["representation"]["properties"]["divergence"]["enum"] == list(names.DIVERGENCES)
+    assert figures["judge"]["properties"]["test_set"]["enum"] == list(names.TEST_SETS)
+    assert list(METHODS) == list(names.METHODS)
+    for name, method in METHODS.items():
+        traits = names.METHODS[name]
+        assert type(method).__name__ == traits.implementation, name
+        for flag in ("needs_teacher", "needs_divergence", "black_box", "cross_vocab"):
+            assert getattr(method, flag) == getattr(traits, flag), (name, flag)
+
+
+def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
+    """Adding a method is its class and one entry of ``repro.names.METHODS``: the grid's titles, its notebook and
+    the config's checks (same-vocabulary methods, divergence rows) follow from the entry."""
+    from repro import grid, names
+
+    entry = names.Method("KD twice", "VanillaKD", needs_teacher=True, needs_divergence=True)
+    monkeypatch.setitem(names.METHODS, "kd2", entry)
+    cell = grid.Cell("gpt2", "kd2", divergence="js")
+    assert cell.title == "KD twice (JS)" and cell.needs_teacher and cell.reads_teacher_states
+    assert cell.notebook == "distill"
+    assert entry.same_vocab
+    with pytest.raises(ValueError, match="unknown method 'kd3'.*'kd2'"):
+        names.method("kd3")
+
+
 def test_fidelity_options_match_the_code():
     """The schema's choices of every option that switches between the official code and another behaviour are the
     ones the code accepts (``repro.methods.CHOICES``), with the official value as the default everywhere."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import train_steps
+from repro import names
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import Context, combine_std, get_method, uld_distance_sum
 from repro.models import init_model, load_model
@@ -17,7 +18,7 @@ PAIRS = {
     "mistral_to_llama": (("mistral", "mistral"), ("llama", "llama")),
     "gpt2_to_llama": (("gpt2", "gpt2"), ("llama", "llama")),
 }
-CROSS_METHODS = ["uld", "mined", "dskd_cma"]
+CROSS_METHODS = [n for n, m in names.METHODS.items() if m.cross_vocab]  # every one of the registry
 MAX_LENGTH = 256  # the tiny models' positions; the official CMA statistics pad every sequence to it
 
 

@@ -4,13 +4,16 @@ import torch
 from plain import forward_with_hidden
 
 from conftest import train_steps
+from repro import names
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import Context, get_method, hidden_size
 from repro.models import ARCHS, init_model, load_model
 from repro.vocab import load_tokenizer
 
 TOKENIZER_OF = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2": "qwen"}
-SAME_VOCAB_METHODS = ["sft", "kd", "dskd", "dskd_student_space"]
+# Every method of the registry that trains on one tokenisation and reads the teacher's states, if any (SeqKD trains
+# as SFT on the teacher's text; the cross-vocabulary methods are tested in test_cross_vocab.py).
+SAME_VOCAB_METHODS = [n for n, m in names.METHODS.items() if not m.cross_vocab and not m.black_box]
 
 
 def _spec(arch, hidden, **extra):
