@@ -55,3 +55,36 @@ def test_only_repro_layout_spells_the_run_folder_layout():
                  if path.name != "layout.py" for n, literal in code_strings(path)
                  if spelled.search(literal.strip("f\"'"))]
     assert offenders == []
+
+
+def test_the_readme_how_to_names_what_exists():
+    """Every module, symbol, file and test that the README's "How to add ..." section names exists, so its steps
+    stay true when code moves."""
+    import importlib
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## How to add a method, a divergence, a model pair or a figure", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r"`([^`]+)`", section)
+    symbols = [q for q in quoted if re.fullmatch(r"repro(\.\w+)+", q)]
+    path = r"(repro|tests|config|rules|notebooks)/[\w/.]+(::\w+)?"
+    files = [q.split("::")[0] for q in quoted if re.fullmatch(path, q)]
+    tests = [q.split("::") for q in quoted if "::" in q]
+    assert len(symbols) >= 8 and len(files) >= 8 and tests, (symbols, files, tests)
+    for symbol in symbols:
+        parts = symbol.split(".")
+        for split in range(len(parts), 1, -1):  # the longest importable module prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:split]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in parts[split:]:
+                assert hasattr(obj, attribute), symbol
+                obj = getattr(obj, attribute)
+            break
+        else:
+            raise AssertionError(f"{symbol}: no such module")
+    for name in files:
+        assert (REPO / name).exists() or "figureN" in name, name
+    for path, function in tests:
+        assert f"def {function}(" in (REPO / path).read_text(encoding="utf-8"), (path, function)
