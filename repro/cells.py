@@ -77,9 +77,9 @@ def train_cell(cfg: CellConfig) -> dict:
     """
     from .data import load_examples
     from .io import write_json
-    from .methods import CHOICES, Context, get_method
+    from .methods import get_method
     from .models import add_lora, count_parameters, load_model, merge_lora
-    from .training import TrainSettings, make_accelerator, train
+    from .training import TrainSettings, build_context, make_accelerator, train
     from .vocab import load_tokenizer
 
     _setup(cfg)
@@ -107,18 +107,15 @@ def train_cell(cfg: CellConfig) -> dict:
                              f"cross-vocabulary method ({names_list(CROSS_VOCAB_METHODS)}) for this pair")
         teacher = load_model(cfg.teacher, dtype).to(device).eval()
         teacher.requires_grad_(False)
-    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
-                  divergence=cfg.divergence or None, teacher=teacher,
-                  divergence_options=settings.divergence_options(), max_length=settings.max_length,
-                  **{name: getattr(settings, name) for name in CHOICES})  # every fidelity option
-    if teacher is not None and method.cross_vocab:
-        ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tok, len(teacher_tok)
+    states = None
     if teacher is not None and settings.teacher_cache and cfg.teacher_states:
         from .teacher_states import fingerprint, load
 
         expected = fingerprint(cfg.teacher, data / "train.jsonl", settings.max_length, settings.max_prompt_length,
                                dtype)
-        ctx.teacher_states = load(cfg.teacher_states, expected)
+        states = load(cfg.teacher_states, expected)
+    ctx = build_context(settings, tokenizer, cfg.divergence, teacher,
+                        teacher_tok if teacher is not None and method.cross_vocab else None, states)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir, accelerator)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})

@@ -92,6 +92,20 @@ class TrainSettings:
         return {"skl": {"skew": self.skew}, "srkl": {"skew": self.skew}, "akl": {"threshold": self.akl_threshold}}
 
 
+def build_context(settings: TrainSettings, tokenizer, divergence: str | None = None, teacher=None,
+                  teacher_tokenizer=None, teacher_states=None) -> Context:
+    """The ``repro.methods.Context`` of a run from its settings: the student's vocabulary, KD rate and temperature,
+    the divergence with its options, every fidelity option (``repro.methods.CHOICES``), the teacher, its tokenizer
+    (cross-vocabulary methods) and its cache. The cells and the tests build every context here."""
+    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
+                  divergence=divergence or None, teacher=teacher, divergence_options=settings.divergence_options(),
+                  max_length=settings.max_length, teacher_states=teacher_states,
+                  **{name: getattr(settings, name) for name in CHOICES})
+    if teacher_tokenizer is not None:
+        ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tokenizer, len(teacher_tokenizer)
+    return ctx
+
+
 def cosine_lr(step: int, total: int, peak: float, floor: float) -> float:
     """Learning rate at ``step`` of ``total``: cosine from ``peak`` down to ``floor``, no warmup."""
     progress = min(step / max(total, 1), 1.0)
@@ -146,173 +160,224 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     each global batch, gradients are summed across processes before clipping, so every process takes the same
     step as one process with the whole batch would; the main process alone evaluates on the dev set and writes
     files. The model must already sit on ``accelerator.device``.
+
+    The steps, in order: ``Run`` sets up (the encoded data, the method's preparation and modules, the optimiser)
+    and ``Run.resume`` reads a saved state; then per epoch the optimiser steps (``Run.optimiser_step``) and the end
+    of the epoch (``Run.end_epoch``: dev sampling, the best checkpoint, the saved state); ``Run.finish`` returns
+    the summary.
     """
-    out_dir = Path(out_dir)
-    accelerator = accelerator or make_accelerator(settings)
-    n_procs, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    torch.manual_seed(settings.seed)
-    teacher_tokenizer = ctx.teacher_tokenizer if method.cross_vocab else None
-    encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
-                             teacher_tokenizer=teacher_tokenizer)
-    teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
-    if ctx.teacher_states is not None:
-        from .teacher_states import check_matches
+    run = Run(student, tokenizer, train_rows, method, ctx, settings, out_dir, accelerator)
+    run.resume()
+    for epoch in range(run.epoch, settings.epochs + 1):
+        for i, batch_items in run.batches(epoch):
+            run.optimiser_step(epoch, batch_items)
+            if settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and i + 1 < run.steps_per_epoch:
+                run.save(epoch, i + 1, run.order)
+        run.end_epoch(epoch, dev_rows, dev_decode)
+    return run.finish()
 
-        check_matches(ctx.teacher_states, encoded, "teacher-state cache")
-    with accelerator.autocast():  # what prepare computes with the teacher, in the precision of the steps
-        method.prepare(encoded, tokenizer, ctx)
-    ctx.modules = method.build(student, ctx.teacher)
-    groups = param_groups(student, ctx.modules, settings)
-    if settings.shard_optimizer and n_procs > 1:
-        from torch.distributed.optim import ZeroRedundancyOptimizer
 
-        optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=settings.lr)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=settings.lr)
-    trained = [p for group in groups for p in group["params"]]
-    steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
-    order_rng = torch.Generator().manual_seed(settings.seed)
-    log: list[dict] = []
-    history: list[dict] = []
-    best = {"epoch": None, "dev_rougeL": -math.inf}
-    step, start_epoch, start_i, order = 0, 1, 0, None
-    started = time.perf_counter()
-    state_path = layout.resume_state_file(out_dir)
-    best_dir = (layout.adapter_dir if hasattr(student, "peft_config") else layout.model_dir)(out_dir)
+class Run:
+    """The state of one training run between its steps: the encoded training set, the optimiser and its
+    parameter groups, the step count and the epoch's data order, the per-step log, the per-epoch history and the
+    best checkpoint so far. See ``train`` for the order in which its steps are taken."""
 
-    def save_state(epoch: int, next_i: int, order: list[int] | None) -> None:
-        if hasattr(optimizer, "consolidate_state_dict"):  # sharded: every process sends its part to the main one
-            optimizer.consolidate_state_dict(to=0)
-        if not main:
+    def __init__(self, student, tokenizer, train_rows: list[dict], method, ctx: Context, settings: TrainSettings,
+                 out_dir: str | os.PathLike, accelerator=None):
+        self.student, self.tokenizer, self.method, self.ctx, self.settings = student, tokenizer, method, ctx, settings
+        self.out_dir = Path(out_dir)
+        self.accelerator = accelerator = accelerator or make_accelerator(settings)
+        self.n_procs, self.rank, self.main = (accelerator.num_processes, accelerator.process_index,
+                                              accelerator.is_main_process)
+        torch.manual_seed(settings.seed)
+        teacher_tokenizer = ctx.teacher_tokenizer if method.cross_vocab else None
+        self.encoded = encode_dataset(train_rows, tokenizer, settings.max_length, settings.max_prompt_length,
+                                      teacher_tokenizer=teacher_tokenizer)
+        self.teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
+        if ctx.teacher_states is not None:
+            from .teacher_states import check_matches
+
+            check_matches(ctx.teacher_states, self.encoded, "teacher-state cache")
+        with accelerator.autocast():  # what prepare computes with the teacher, in the precision of the steps
+            method.prepare(self.encoded, tokenizer, ctx)
+        ctx.modules = method.build(student, ctx.teacher)
+        groups = param_groups(student, ctx.modules, settings)
+        if settings.shard_optimizer and self.n_procs > 1:
+            from torch.distributed.optim import ZeroRedundancyOptimizer
+
+            self.optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=settings.lr)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+        self.trained = [p for group in groups for p in group["params"]]
+        self.steps_per_epoch = math.ceil(len(self.encoded) / settings.batch_size)
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.order_rng = torch.Generator().manual_seed(settings.seed)
+        self.log: list[dict] = []
+        self.history: list[dict] = []
+        self.best = {"epoch": None, "dev_rougeL": -math.inf}
+        self.step, self.epoch, self.next_i, self.order = 0, 1, 0, None
+        self.started = time.perf_counter()
+        self.state_path = layout.resume_state_file(self.out_dir)
+        self.best_dir = (layout.adapter_dir if hasattr(student, "peft_config") else layout.model_dir)(self.out_dir)
+        # What must not change between an interrupted run and its continuation.
+        method_kind = next((c.__name__ for c in type(method).__mro__ if c.__module__ == "repro.methods"),
+                           type(method).__name__)
+        self.fingerprint = {"settings": asdict(settings), "examples": len(self.encoded), "method": method_kind,
+                            "divergence": ctx.divergence}
+
+    def save(self, epoch: int, next_i: int, order: list[int] | None) -> None:
+        """Save the whole training state (``out_dir/resume/state.pt``), to go on at step ``next_i`` of ``epoch``."""
+        if hasattr(self.optimizer, "consolidate_state_dict"):  # sharded: every process sends its part to the main
+            self.optimizer.consolidate_state_dict(to=0)
+        if not self.main:
             return
-        state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                 "modules": ctx.modules.state_dict() if ctx.modules is not None else None,
-                 "step": step, "epoch": epoch, "next_i": next_i, "order": order, "order_rng": order_rng.get_state(),
-                 "torch_rng": torch.get_rng_state(),
+        modules = self.ctx.modules
+        state = {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "modules": modules.state_dict() if modules is not None else None,
+                 "step": self.step, "epoch": epoch, "next_i": next_i, "order": order,
+                 "order_rng": self.order_rng.get_state(), "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                 "best": best, "history": history, "log": log, "elapsed": time.perf_counter() - started,
-                 "fingerprint": fingerprint}
-        with atomic_path(state_path) as tmp:
+                 "best": self.best, "history": self.history, "log": self.log,
+                 "elapsed": time.perf_counter() - self.started, "fingerprint": self.fingerprint}
+        with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
 
-    # What must not change between an interrupted run and its continuation.
-    method_kind = next((c.__name__ for c in type(method).__mro__ if c.__module__ == "repro.methods"),
-                       type(method).__name__)
-    fingerprint = {"settings": asdict(settings), "examples": len(encoded), "method": method_kind,
-                   "divergence": ctx.divergence}
-    if state_path.exists():
-        state = torch.load(state_path, map_location=student.device, weights_only=False)
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(f"{state_path}: this resume state was written by a run with other settings or data "
-                             f"({state.get('fingerprint')}); delete it to start afresh")
-        student.load_state_dict(state["student"])
-        if ctx.modules is not None:
-            ctx.modules.load_state_dict(state["modules"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, start_epoch, start_i, order = state["step"], state["epoch"], state["next_i"], state["order"]
-        best, history, log = state["best"], state["history"], state["log"]
-        order_rng.set_state(state["order_rng"])
+    def resume(self) -> None:
+        """Continue from a saved state where there is one (refused when it was written with other settings or
+        data)."""
+        if not self.state_path.exists():
+            return
+        state = torch.load(self.state_path, map_location=self.student.device, weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"{self.state_path}: this resume state was written by a run with other settings or "
+                             f"data ({state.get('fingerprint')}); delete it to start afresh")
+        self.student.load_state_dict(state["student"])
+        if self.ctx.modules is not None:
+            self.ctx.modules.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.next_i, self.order = state["step"], state["epoch"], state["next_i"], state["order"]
+        self.best, self.history, self.log = state["best"], state["history"], state["log"]
+        self.order_rng.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        started -= state["elapsed"]
-    for epoch in range(start_epoch, settings.epochs + 1):
-        student.train()
-        if ctx.modules is not None:
-            ctx.modules.train()
-        if order is None:
-            order = torch.randperm(len(encoded), generator=order_rng).tolist()
-        bar = tqdm(range(start_i, steps_per_epoch), desc=f"epoch {epoch}/{settings.epochs}", leave=False)
-        for i in bar:
-            batch_items = [encoded[j] for j in order[i * settings.batch_size:(i + 1) * settings.batch_size]]
-            n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in batch_items)
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps, group["peak_lr"], settings.min_lr)
-            sums: dict[str, float] = {}
-            method.begin_step(batch_items, ctx)
-            # This process's share of the global batch, by length: micro batches of similar lengths waste little
-            # on padding, and the gradient is the same: every method's loss is a sum over examples, divided by the
-            # global token count, and what a method takes from the whole batch (DSKD-CMA's standard deviations) it
-            # takes from ``begin_step``, over the global batch (tested: 4 vs 2 + 2 examples vs two processes).
-            local = sorted(batch_items[rank::n_procs], key=lambda e: len(e.input_ids))
-            for k in range(0, len(local), settings.micro_batch_size):
-                batch = collate(local[k:k + settings.micro_batch_size], tokenizer.pad_token_id, teacher_pad_id)
-                batch = {name: t.to(student.device) for name, t in batch.items()}
-                with accelerator.autocast():
-                    terms = method.loss(student, batch, ctx)
-                (terms["loss"] / n_tokens).backward()
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
-            if n_procs > 1:
-                sums = _sum_across_processes(accelerator, trained, sums)
-            if not all(math.isfinite(v) for v in sums.values()):  # stop before a NaN reaches the weights
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step + 1}: {sums}")
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, settings.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            log.append({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                        "grad_norm": float(grad_norm), **sums})
-            bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and i + 1 < steps_per_epoch:
-                save_state(epoch, i + 1, order)
-        start_i, order = 0, None
+        self.started -= state["elapsed"]
+
+    def batches(self, epoch: int):
+        """The global batches of ``epoch`` still to take, ``(index in the epoch, examples)``, in the epoch's data
+        order (drawn at the epoch's start, or the resumed one); a progress bar goes to the job's log."""
+        self.student.train()
+        if self.ctx.modules is not None:
+            self.ctx.modules.train()
+        if self.order is None:
+            self.order = torch.randperm(len(self.encoded), generator=self.order_rng).tolist()
+        size = self.settings.batch_size
+        self.bar = tqdm(range(self.next_i, self.steps_per_epoch), desc=f"epoch {epoch}/{self.settings.epochs}",
+                        leave=False)
+        for i in self.bar:
+            yield i, [self.encoded[j] for j in self.order[i * size:(i + 1) * size]]
+        self.next_i, self.order = 0, None
+
+    def optimiser_step(self, epoch: int, batch_items: list) -> dict[str, float]:
+        """One optimiser step on a global batch: the learning rate of the step, the method's loss on this process's
+        micro batches (each divided by the global batch's response tokens), gradients summed across processes,
+        clipping, AdamW; logs and returns the loss terms per token."""
+        settings, method, ctx, student = self.settings, self.method, self.ctx, self.student
+        n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in batch_items)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cosine_lr(self.step, self.total_steps, group["peak_lr"], settings.min_lr)
+        sums: dict[str, float] = {}
+        method.begin_step(batch_items, ctx)
+        # This process's share of the global batch, by length: micro batches of similar lengths waste little on
+        # padding, and the gradient is the same: every method's loss is a sum over examples, divided by the global
+        # token count, and what a method takes from the whole batch (DSKD-CMA's standard deviations) it takes from
+        # ``begin_step``, over the global batch (tested: 4 vs 2 + 2 examples vs two processes).
+        local = sorted(batch_items[self.rank::self.n_procs], key=lambda e: len(e.input_ids))
+        for k in range(0, len(local), settings.micro_batch_size):
+            batch = collate(local[k:k + settings.micro_batch_size], self.tokenizer.pad_token_id, self.teacher_pad_id)
+            batch = {name: t.to(student.device) for name, t in batch.items()}
+            with self.accelerator.autocast():
+                terms = method.loss(student, batch, ctx)
+            (terms["loss"] / n_tokens).backward()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item() / n_tokens
+        if self.n_procs > 1:
+            sums = _sum_across_processes(self.accelerator, self.trained, sums)
+        if not all(math.isfinite(v) for v in sums.values()):  # stop before a NaN reaches the weights
+            raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {self.step + 1}: {sums}")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, settings.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.log.append({"step": self.step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                         "grad_norm": float(grad_norm), **sums})
+        self.bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)
+        return sums
+
+    def end_epoch(self, epoch: int, dev_rows: list[dict], dev_decode: DecodeSettings) -> None:
+        """The end of an epoch: dev Rouge-L (and the check seeds' record), the epoch's record, the divergence
+        check, the best checkpoint when this epoch is the best so far, the log file and the saved state."""
+        settings, accelerator, main = self.settings, self.accelerator, self.main
         dev_score = None
         if main:
             with accelerator.autocast():
-                dev = evaluate_set(student, tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
+                dev = evaluate_set(self.student, self.tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
             dev_score = dev["mean"]
-        if n_procs > 1:
+        if self.n_procs > 1:
             from accelerate.utils import broadcast_object_list
 
             dev_score = broadcast_object_list([dev_score])[0]
-        epoch_losses = [r["loss"] for r in log if r.get("epoch") == epoch and "step" in r]
+        epoch_losses = [r["loss"] for r in self.log if r.get("epoch") == epoch and "step" in r]
         record = {"epoch": epoch, "dev_rougeL": dev_score,
                   "train_loss": sum(epoch_losses) / len(epoch_losses) if epoch_losses else None,
-                  "elapsed_s": time.perf_counter() - started}
+                  "elapsed_s": time.perf_counter() - self.started}
         if settings.dev_check_seeds and main:  # (the main process alone: the record is its own)
             with accelerator.autocast():
-                check = evaluate_set(student, tokenizer, dev_rows, settings.dev_check_seeds, dev_decode,
+                check = evaluate_set(self.student, self.tokenizer, dev_rows, settings.dev_check_seeds, dev_decode,
                                      name="dev check")
             record["dev_check_rougeL"] = {str(seed): value for seed, value in check["per_seed"].items()}
-        history.append(record)
-        log.append({"event": "epoch_end", **record})
+        self.history.append(record)
+        self.log.append({"event": "epoch_end", **record})
         if settings.on_divergence == "stop":
-            problems = training_warnings(log, history, final=epoch == settings.epochs)
+            problems = training_warnings(self.log, self.history, final=epoch == settings.epochs)
             if problems:
                 if main:
-                    write_jsonl(layout.train_log_file(out_dir), log)
-                raise TrainingDiverged(f"{out_dir}: stopped after epoch {epoch} (training.on_divergence: stop): "
-                                       + "; ".join(problems))
-        if dev_score > best["dev_rougeL"]:
-            best = {"epoch": epoch, "dev_rougeL": dev_score}
+                    write_jsonl(layout.train_log_file(self.out_dir), self.log)
+                raise TrainingDiverged(f"{self.out_dir}: stopped after epoch {epoch} (training.on_divergence: "
+                                       f"stop): " + "; ".join(problems))
+        if dev_score > self.best["dev_rougeL"]:
+            self.best = {"epoch": epoch, "dev_rougeL": dev_score}
             if main:
-                with atomic_path(best_dir) as tmp:
-                    student.save_pretrained(tmp)
-                    tokenizer.save_pretrained(tmp)
-        if main:
-            write_jsonl(layout.train_log_file(out_dir), log)  # rewritten every epoch, so a long run can be followed
-        save_state(epoch + 1, 0, None)
+                with atomic_path(self.best_dir) as tmp:
+                    self.student.save_pretrained(tmp)
+                    self.tokenizer.save_pretrained(tmp)
+        if main:  # rewritten every epoch, so a long run can be followed
+            write_jsonl(layout.train_log_file(self.out_dir), self.log)
+        self.save(epoch + 1, 0, None)
         accelerator.wait_for_everyone()
-    if main:
-        state_path.unlink(missing_ok=True)
-        if state_path.parent.is_dir() and not any(state_path.parent.iterdir()):
-            state_path.parent.rmdir()
-    check_best = {seed: max(history, key=lambda r: r["dev_check_rougeL"][seed])["epoch"]
-                  for seed in (history[0].get("dev_check_rougeL", {}) if history else {})}
-    problems = training_warnings(log, history)
-    for problem in problems:
-        logging.getLogger("repro").warning("%s: %s", out_dir, problem)
-    return {"best_epoch": best["epoch"], "best_dev_rougeL": best["dev_rougeL"], "history": history,
-            "best_epoch_by_check_seed": check_best, "warnings": problems,
-            "steps": step, "train_seconds": time.perf_counter() - started, "checkpoint": str(best_dir),
-            "trainable_parameters": sum(p.numel() for p in trained),
-            "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
-                         "gradient_accumulation": settings.gradient_accumulation, "processes": n_procs,
-                         "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)},
-            "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**30
-                                    if accelerator.device.type == "cuda" else None)}
+
+    def finish(self) -> dict:
+        """Remove the resume state and return the run's summary (best epoch, history, warnings, batching)."""
+        accelerator, history = self.accelerator, self.history
+        if self.main:
+            self.state_path.unlink(missing_ok=True)
+            if self.state_path.parent.is_dir() and not any(self.state_path.parent.iterdir()):
+                self.state_path.parent.rmdir()
+        check_best = {seed: max(history, key=lambda r: r["dev_check_rougeL"][seed])["epoch"]
+                      for seed in (history[0].get("dev_check_rougeL", {}) if history else {})}
+        problems = training_warnings(self.log, history)
+        for problem in problems:
+            logging.getLogger("repro").warning("%s: %s", self.out_dir, problem)
+        settings = self.settings
+        return {"best_epoch": self.best["epoch"], "best_dev_rougeL": self.best["dev_rougeL"], "history": history,
+                "best_epoch_by_check_seed": check_best, "warnings": problems,
+                "steps": self.step, "train_seconds": time.perf_counter() - self.started,
+                "checkpoint": str(self.best_dir), "trainable_parameters": sum(p.numel() for p in self.trained),
+                "batching": {"global_batch": settings.batch_size, "micro_batch": settings.micro_batch_size,
+                             "gradient_accumulation": settings.gradient_accumulation, "processes": self.n_procs,
+                             "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)},
+                "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+                                        if accelerator.device.type == "cuda" else None)}
 
 
 class TrainingDiverged(RuntimeError):

@@ -7,8 +7,9 @@ import torch
 from conftest import train_steps
 from repro import names
 from repro.data import IGNORE, collate, encode_dataset
-from repro.methods import Context, combine_std, get_method, uld_distance_sum
+from repro.methods import combine_std, get_method, uld_distance_sum
 from repro.models import init_model, load_model
+from repro.training import TrainSettings, build_context
 from repro.vocab import load_tokenizer
 
 # (teacher arch, teacher tokenizer) -> (student arch, student tokenizer): the paper's two cross-vocabulary pairs,
@@ -48,8 +49,8 @@ def _setup(paths, splits, method_name, divergence="kl", n=6, **options):
     student = load_model(student_path)
     encoded = encode_dataset(splits["train"][:n], s_tok, MAX_LENGTH, 128, teacher_tokenizer=t_tok)
     method = get_method(method_name)
-    ctx = Context(n_vocab=len(s_tok), divergence=divergence, teacher=teacher, teacher_tokenizer=t_tok,
-                  teacher_n_vocab=len(t_tok), max_length=MAX_LENGTH, **options)
+    ctx = build_context(TrainSettings(lr=1e-3, epochs=1, max_length=MAX_LENGTH, **options), s_tok, divergence,
+                        teacher, t_tok)
     ctx.modules = method.build(student, teacher)
     method.prepare(encoded, s_tok, ctx)
     method.begin_step(encoded, ctx)

@@ -10,9 +10,10 @@ import torch
 from conftest import REPO
 from repro import teacher_states
 from repro.data import collate, encode_dataset
-from repro.methods import Context, get_method
+from repro.methods import get_method
 from repro.models import init_model, load_model
 from repro.synthetic import write_splits
+from repro.training import TrainSettings, build_context
 from repro.vocab import load_tokenizer
 
 MAX_LENGTH = 256
@@ -38,10 +39,8 @@ def models(tmp_path_factory, trained_tokenizers):
 
 def _context(method_name, teacher, t_tok, s_tok, divergence):
     method = get_method(method_name)
-    ctx = Context(n_vocab=len(s_tok), divergence=divergence or None, teacher=teacher, max_length=MAX_LENGTH)
-    if method.cross_vocab:
-        ctx.teacher_tokenizer, ctx.teacher_n_vocab = t_tok, len(t_tok)
-    return method, ctx
+    settings = TrainSettings(lr=1e-3, epochs=1, max_length=MAX_LENGTH)
+    return method, build_context(settings, s_tok, divergence, teacher, t_tok if method.cross_vocab else None)
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))
