@@ -38,9 +38,7 @@ import pandas as pd
 
 from repro.cells import CellConfig, evaluate_cell, score_table
 
-cfg = CellConfig(cell_id=cell_id, pair=pair, method=method, role=role, divergence=divergence, model=model,
-                 teacher=teacher, teacher_states=teacher_states, data_dir=data_dir, out_dir=out_dir,
-                 training=training, evaluation=evaluation, threads=threads)
+cfg = CellConfig.from_parameters(globals())
 cfg
 
 # %%

@@ -1,13 +1,13 @@
 """One training run of a table cell, end to end: train the model of the row with one training seed, then evaluate
 its best checkpoint on the five test sets.
 
-The run's notebook (``notebooks/sft.py`` or ``notebooks/distill.py``, and ``notebooks/evaluate.py`` when evaluation
-is a job of its own) builds a ``CellConfig`` from its papermill parameters and calls ``run_training`` and
-``evaluate_cell``; everything machine-readable is written here (JSON/JSONL), atomically.
+The run's notebook (``notebooks/train.py``, and ``notebooks/evaluate.py`` when evaluation is a job of its own) builds
+a ``CellConfig`` from its papermill parameters and calls ``run_training`` and ``evaluate_cell``; everything
+machine-readable is written here (JSON/JSONL), atomically.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import layout
@@ -34,6 +34,15 @@ class CellConfig:
     teacher_states: str = ""  # the pair's teacher-state cache (repro.teacher_states); "": the live teacher
     threads: int = 1
     test_sets: tuple[str, ...] = TEST_SETS
+
+    @classmethod
+    def from_parameters(cls, namespace: dict) -> CellConfig:
+        """The config from a notebook's parameters (``globals()`` after papermill's injected cell): every field of
+        this class that the namespace holds."""
+        values = {f.name: namespace[f.name] for f in fields(cls) if f.name in namespace}
+        if "test_sets" in values:
+            values["test_sets"] = tuple(values["test_sets"])
+        return cls(**values)
 
     def __post_init__(self):
         from .methods import get_method

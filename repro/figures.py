@@ -172,11 +172,11 @@ def plot_judge(summary: dict):
     return fig
 
 
-def plot_training_curves(logs: dict[str, list[dict]], title: str):
+def plot_training_curves(logs: dict[str, list[dict]], title: str, kept: dict[str, int] | None = None):
     """One table row's training curves from the ``train_log.jsonl`` records of each of its runs (``{label: records}``,
     e.g. one per training seed): the total loss and every logged term per optimiser step (left), other diagnostics
     such as accuracies and the gradient norm (middle), and dev Rouge-L per epoch (right). A colour per quantity, a
-    line style per run."""
+    line style per run; ``kept``: the epoch of each run's kept checkpoint, marked on the right."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
@@ -202,6 +202,8 @@ def plot_training_curves(logs: dict[str, list[dict]], title: str):
         positive = positive and all(r[k] > 0 for r in steps for k in losses)
         axes[2].plot([r["epoch"] for r in epochs], [r["dev_rougeL"] for r in epochs], marker="o", ls=style,
                      color="black", label=label)
+        if kept and kept.get(label) is not None:
+            axes[2].axvline(kept[label], color="grey", ls=style, lw=1, label=f"{label}: kept checkpoint")
     runs = ", ".join(f"{label} {styles[n % len(styles)]}" for n, label in enumerate(logs))
     # log scale: cross-entropy terms (nats) and KD terms near zero share the panel
     axes[0].set(title=f"{title}: loss terms", xlabel="optimiser step", ylabel="loss (nats per response token)",

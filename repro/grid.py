@@ -69,11 +69,6 @@ class Cell:
         """Whether the cell reads the teacher's hidden states (white-box KD; SeqKD reads only its text)."""
         return self.needs_teacher and not names.method(self.method).black_box
 
-    @property
-    def notebook(self) -> str:
-        """The notebook that trains this cell: ``sft`` (teacher and student SFT rows), ``distill`` (the rest)."""
-        return names.method(self.method).notebook
-
 
 def cells(config: dict) -> list[Cell]:
     """Every table cell of ``config``, teacher rows first within each pair."""

@@ -1,7 +1,7 @@
 """The project's names and their traits, in one torch-free table: methods, divergences and test sets.
 
 Everything that asks what a method is (does it read a teacher, run once per divergence, need a shared vocabulary,
-read only the teacher's text; its title in the tables; which notebook trains it) reads it here: the config checks
+read only the teacher's text; its title in the tables) reads it here: the config checks
 (``repro.config``), the grid and its titles (``repro.grid``), the method classes' flags (``repro.methods``, whose
 ``METHODS`` registry is built from ``METHODS`` below) and their error messages. ``config/schema.yaml`` spells the
 same names as enums for its validator; a test keeps them equal to this table.
@@ -17,12 +17,11 @@ from dataclasses import dataclass
 class Method:
     """A training objective of the tables' rows.
 
-    ``needs_teacher``: reads a teacher (its states, or its text when ``black_box``). ``needs_divergence``: one row
-    per divergence of the config. ``cross_vocab``: reads batches tokenised by both models (teacher and student may
-    have different vocabularies). ``black_box``: reads only the teacher's generated text (any vocabulary).
-    ``ablation_title``: its row title in Table 3, where it is one of the ablation's rows. ``notebook``: the cell
-    notebook that trains it. ``implementation``: its class in ``repro.methods``, and the arguments the class is
-    built with."""
+    ``needs_teacher``: reads a teacher (its states, or its text when ``black_box``). ``needs_divergence``: one row per
+    divergence of the config. ``cross_vocab``: reads batches tokenised by both models (teacher and student may have
+    different vocabularies). ``black_box``: reads only the teacher's generated text (any vocabulary).
+    ``ablation_title``: its row title in Table 3, where it is one of the ablation's rows. ``implementation``: its class
+    in ``repro.methods``, and the arguments the class is built with."""
     title: str
     implementation: str
     needs_teacher: bool = False
@@ -30,7 +29,6 @@ class Method:
     cross_vocab: bool = False
     black_box: bool = False
     ablation_title: str | None = None
-    notebook: str = "distill"
     options: tuple = ()
 
     @property
@@ -40,7 +38,7 @@ class Method:
 
 
 METHODS = {
-    "sft": Method("SFT", "SFT", notebook="sft"),
+    "sft": Method("SFT", "SFT"),
     "seqkd": Method("SeqKD", "SeqKD", needs_teacher=True, black_box=True),
     "kd": Method("KD", "VanillaKD", needs_teacher=True, needs_divergence=True,
                  ablation_title="Different spaces (KD)"),

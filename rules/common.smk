@@ -36,11 +36,6 @@ def cell_params(wildcards, threads, evaluate):
     return {**grid.cell_params(config, cell_of(wildcards), threads), "evaluate": evaluate}
 
 
-def cell_notebook(wildcards):
-    """The notebook that trains the cell: sft (teacher and student SFT rows) or distill."""
-    return cell_of(wildcards).notebook
-
-
 def cell_gpus(wildcards):
     """GPUs a training job holds (its data-parallel processes); declared so that `--resources gpu=N` never
     oversubscribes a machine's GPUs. CPU runs set no limit."""
@@ -66,7 +61,7 @@ def cell_inputs(wildcards):
     """Inputs of one cell job: its notebook, the data, the base model it trains (when built here), and the trained
     teacher it distils from."""
     cell = cell_of(wildcards)
-    inputs = {"notebook": source_notebook(cell.notebook), "data": DATA_FILES}
+    inputs = {"notebook": source_notebook("train"), "data": DATA_FILES}
     model = config["pairs"][cell.pair][cell.role]
     if model in grid.built_models(config):
         inputs["model"] = str(grid.start_model_dir(config, model) / "config.json")

@@ -1,4 +1,4 @@
-# One job per table cell: train the row's model (sft or distill notebook) and keep the best dev checkpoint, then
+# One job per table cell: train the row's model (notebooks/train.py) and keep the best dev checkpoint, then
 # evaluate it on the five test sets: in the same job (the miniature: one notebook kernel per cell) or, with
 # evaluation.separate_jobs (the paper configuration), in an evaluate job of its own.
 
@@ -29,8 +29,8 @@ if TEACHER_STATE_PAIRS:
 if SEPARATE_EVALUATION:
 
     rule train_cell:
-        """Train one run of a table cell ({pair}/{cell}/seed{seed}, e.g. gpt2/kd-kl/seed10) through notebooks/sft.py
-        or distill.py."""
+        """Train one run of a table cell ({pair}/{cell}/seed{seed}, e.g. gpt2/kd-kl/seed10) through
+        notebooks/train.py."""
         input:
             unpack(cell_inputs),
         output:
@@ -46,8 +46,7 @@ if SEPARATE_EVALUATION:
             gpu=cell_gpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train"),
         run:
-            render_notebook(cell_notebook(wildcards), cell_params(wildcards, threads, evaluate=False),
-                            output.notebook, log[0])
+            render_notebook("train", cell_params(wildcards, threads, evaluate=False), output.notebook, log[0])
 
     rule evaluate_cell:
         """Evaluate the best checkpoint of one run on the five test sets through notebooks/evaluate.py."""
@@ -72,8 +71,8 @@ if SEPARATE_EVALUATION:
 else:
 
     rule run_cell:
-        """Train one run of a table cell ({pair}/{cell}/seed{seed}) through notebooks/sft.py or distill.py and
-        evaluate it there."""
+        """Train one run of a table cell ({pair}/{cell}/seed{seed}) through notebooks/train.py and evaluate it
+        there."""
         input:
             unpack(cell_inputs),
         output:
@@ -90,5 +89,4 @@ else:
             gpu=cell_gpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train") + cell_runtime(wildcards, "evaluate"),
         run:
-            render_notebook(cell_notebook(wildcards), cell_params(wildcards, threads, evaluate=True),
-                            output.notebook, log[0])
+            render_notebook("train", cell_params(wildcards, threads, evaluate=True), output.notebook, log[0])

@@ -207,15 +207,14 @@ def test_schema_enums_are_the_names_of_the_registry():
 
 
 def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
-    """Adding a method is its class and one entry of ``repro.names.METHODS``: the grid's titles, its notebook and
-    the config's checks (same-vocabulary methods, divergence rows) follow from the entry."""
+    """Adding a method is its class and one entry of ``repro.names.METHODS``: the grid's titles and
+    its traits follow from the entry."""
     from repro import grid, names
 
     entry = names.Method("KD twice", "VanillaKD", needs_teacher=True, needs_divergence=True)
     monkeypatch.setitem(names.METHODS, "kd2", entry)
     cell = grid.Cell("gpt2", "kd2", divergence="js")
     assert cell.title == "KD twice (JS)" and cell.needs_teacher and cell.reads_teacher_states
-    assert cell.notebook == "distill"
     assert entry.same_vocab
     with pytest.raises(ValueError, match="unknown method 'kd3'.*'kd2'"):
         names.method("kd3")
