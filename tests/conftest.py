@@ -40,6 +40,22 @@ def train_steps(method, student, batch, ctx, steps=6, lr=3e-3):
     return losses
 
 
+def make_pair(root, tokenizers: dict, teacher=("gpt2", "gpt2"), student=("gpt2", "gpt2"), widths=(48, 32),
+              seeds=(1, 1), max_positions: int = 256) -> tuple[Path, Path]:
+    """A tiny teacher and student (one layer, two heads, no dropout; ``root/teacher`` and ``root/student``), each
+    ``(architecture, tokenizer name)`` with the tokenizer from ``tokenizers`` (the ``trained_tokenizers`` fixture);
+    a Qwen-like model's embedding rows padded beyond its tokenizer, as the real Qwen1.5's are."""
+    from repro.models import init_model
+    from repro.vocab import load_tokenizer
+
+    root = Path(root)
+    for role, (arch, tok), width, seed in zip(("teacher", "student"), (teacher, student), widths, seeds):
+        spec = {"arch": arch, "layers": 1, "hidden": width, "heads": 2, "max_positions": max_positions,
+                "dropout": 0.0, **({"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {})}
+        init_model(spec, load_tokenizer(tokenizers[tok]), root / role, seed=seed)
+    return root / "teacher", root / "student"
+
+
 @pytest.fixture(scope="session")
 def small_splits():
     from repro.synthetic import generate

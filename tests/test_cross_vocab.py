@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import train_steps
+from conftest import make_pair, train_steps
 from repro import names
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import combine_std, get_method, uld_distance_sum
-from repro.models import init_model, load_model
+from repro.models import load_model
 from repro.training import TrainSettings, build_context
 from repro.vocab import load_tokenizer
 
@@ -26,18 +26,8 @@ MAX_LENGTH = 256  # the tiny models' positions; the official CMA statistics pad 
 @pytest.fixture(scope="module")
 def cross_pairs(tmp_path_factory, trained_tokenizers):
     root = tmp_path_factory.mktemp("cross")
-    out = {}
-    for name, ((t_arch, t_tok), (s_arch, s_tok)) in PAIRS.items():
-        paths = []
-        for role, arch, tok_name, hidden in (("teacher", t_arch, t_tok, 48), ("student", s_arch, s_tok, 32)):
-            tok = load_tokenizer(trained_tokenizers[tok_name])
-            spec = {"arch": arch, "layers": 1, "hidden": hidden, "heads": 2, "max_positions": 256, "dropout": 0.0}
-            if arch == "qwen2":
-                spec["pad_vocab_to_multiple_of"] = 64
-            init_model(spec, tok, root / f"{name}_{role}", seed=3)
-            paths.append(root / f"{name}_{role}")
-        out[name] = tuple(paths)
-    return out
+    return {name: make_pair(root / name, trained_tokenizers, teacher, student, seeds=(3, 3))
+            for name, (teacher, student) in PAIRS.items()}
 
 
 def _setup(paths, splits, method_name, divergence="kl", n=6, **options):

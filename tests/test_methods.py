@@ -3,11 +3,11 @@ import pytest
 import torch
 from plain import forward_with_hidden
 
-from conftest import train_steps
+from conftest import make_pair, train_steps
 from repro import names
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import Context, get_method, hidden_size
-from repro.models import ARCHS, init_model, load_model
+from repro.models import ARCHS, load_model
 from repro.vocab import load_tokenizer
 
 TOKENIZER_OF = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2": "qwen"}
@@ -16,22 +16,13 @@ TOKENIZER_OF = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2":
 SAME_VOCAB_METHODS = [n for n, m in names.METHODS.items() if not m.cross_vocab and not m.black_box]
 
 
-def _spec(arch, hidden, **extra):
-    return {"arch": arch, "layers": 1, "hidden": hidden, "heads": 2, "max_positions": 256, "dropout": 0.0, **extra}
-
-
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory, trained_tokenizers):
     """A teacher (width 48) and a student (width 32) of each family, sharing the family's tokenizer."""
     root = tmp_path_factory.mktemp("pairs")
-    out = {}
-    for arch in ARCHS:
-        tok = load_tokenizer(trained_tokenizers[TOKENIZER_OF[arch]])
-        extra = {"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {}
-        init_model(_spec(arch, 48, **extra), tok, root / f"{arch}_teacher", seed=1)
-        init_model(_spec(arch, 32, **extra), tok, root / f"{arch}_student", seed=2)
-        out[arch] = (root / f"{arch}_teacher", root / f"{arch}_student")
-    return out
+    family = {arch: (arch, TOKENIZER_OF[arch]) for arch in ARCHS}
+    return {arch: make_pair(root / arch, trained_tokenizers, family[arch], family[arch], seeds=(1, 2))
+            for arch in ARCHS}
 
 
 def _setup(pair, splits, method_name, divergence="kl", **ctx_options):

@@ -5,12 +5,12 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import make_pair
 from repro.cells import CellConfig, run_training
 from repro.io import read_json, read_jsonl
-from repro.models import init_model, load_model
+from repro.models import load_model
 from repro.synthetic import write_splits
 from repro.training import TrainSettings
-from repro.vocab import load_tokenizer
 
 
 def test_settings_split_the_global_batch_among_processes():
@@ -29,10 +29,7 @@ def test_two_processes_train_like_one(tmp_path, trained_tokenizers, small_splits
     splits = {"train": small_splits["train"][:40], "dev": small_splits["dev"][:3],
               **{k: v[:2] for k, v in small_splits.items() if k not in ("train", "dev")}}
     write_splits(splits, tmp_path / "data")
-    tok = load_tokenizer(trained_tokenizers["gpt2"])
-    for name, width in (("teacher", 48), ("student", 32)):
-        init_model({"arch": "gpt2", "layers": 1, "hidden": width, "heads": 2, "max_positions": 256,
-                    "dropout": 0.0}, tok, tmp_path / name, seed=1)
+    make_pair(tmp_path, trained_tokenizers)
 
     def cell(name, processes, **extra):
         # 40 examples in global batches of 16: the last batch (8) splits 4/4, micro batches of 4.
@@ -70,10 +67,7 @@ def test_cma_steps_do_not_depend_on_micro_batches_or_processes(tmp_path, trained
     splits = {"train": small_splits["train"][:24], "dev": small_splits["dev"][:2],
               **{k: v[:2] for k, v in small_splits.items() if k not in ("train", "dev")}}
     write_splits(splits, tmp_path / "data")
-    for name, arch, tok_name, width in (("teacher", "qwen2", "qwen", 48), ("student", "gpt2", "gpt2", 32)):
-        init_model({"arch": arch, "layers": 1, "hidden": width, "heads": 2, "max_positions": 256, "dropout": 0.0,
-                    **({"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {})},
-                   load_tokenizer(trained_tokenizers[tok_name]), tmp_path / name, seed=1)
+    make_pair(tmp_path, trained_tokenizers, teacher=("qwen2", "qwen"))
 
     def cell(name, processes, micro):
         training = {"lr": 5e-3, "epochs": 1, "batch_size": 8, "micro_batch_size": micro, "max_length": 256,

@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, make_pair
 from repro import teacher_states
 from repro.data import collate, encode_dataset
 from repro.methods import get_method
-from repro.models import init_model, load_model
+from repro.models import load_model
 from repro.synthetic import write_splits
 from repro.training import TrainSettings, build_context
 from repro.vocab import load_tokenizer
@@ -27,14 +27,8 @@ PAIRS = {
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, trained_tokenizers):
     root = tmp_path_factory.mktemp("states")
-    out = {}
-    for name, ((t_arch, t_tok), (s_arch, s_tok), _) in PAIRS.items():
-        for role, arch, tok, width in (("teacher", t_arch, t_tok, 48), ("student", s_arch, s_tok, 32)):
-            spec = {"arch": arch, "layers": 1, "hidden": width, "heads": 2, "max_positions": MAX_LENGTH,
-                    "dropout": 0.0, **({"pad_vocab_to_multiple_of": 64} if arch == "qwen2" else {})}
-            init_model(spec, load_tokenizer(trained_tokenizers[tok]), root / name / role, seed=5)
-        out[name] = (root / name / "teacher", root / name / "student")
-    return out
+    return {name: make_pair(root / name, trained_tokenizers, teacher, student, seeds=(5, 5), max_positions=MAX_LENGTH)
+            for name, (teacher, student, _) in PAIRS.items()}
 
 
 def _context(method_name, teacher, t_tok, s_tok, divergence):
