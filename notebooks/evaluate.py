@@ -36,8 +36,9 @@ threads: int = 1  # torch threads of this job
 # %%
 import pandas as pd
 
-from repro.cells import CellConfig, evaluate_cell, score_table
+from repro.cells import CellConfig, evaluate_cell, score_table, show_messages
 
+show_messages()
 cfg = CellConfig.from_parameters(globals())
 cfg
 

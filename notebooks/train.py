@@ -44,10 +44,11 @@ import pandas as pd
 from IPython.display import display
 
 from repro import layout
-from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table
+from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table, show_messages
 from repro.figures import plot_training_curves
 from repro.io import read_jsonl
 
+show_messages()  # a training warning prints here, not to stderr
 cfg = CellConfig.from_parameters(globals())
 cfg
 

@@ -60,6 +60,13 @@ class CellConfig:
         if unknown:
             raise ValueError(f"cell {self.cell_id}: unknown evaluation keys {sorted(unknown)}")
 
+    @property
+    def settings(self):
+        """The run's ``repro.training.TrainSettings`` (from ``training``)."""
+        from .training import TrainSettings
+
+        return TrainSettings(**self.training)
+
     def decode_settings(self, test: bool):
         from .generation import DecodeSettings
 
@@ -68,6 +75,21 @@ class CellConfig:
         if not test:
             values["no_repeat_ngram_size"] = 0  # dev sampling has no n-gram blocking (PAPER.md section 3)
         return DecodeSettings(**values)
+
+
+def show_messages() -> None:
+    """In a notebook: the project's log messages (a run's training warnings) as plain output lines, where a reader
+    of the rendered notebook sees them, instead of stderr (without a handler, Python's last resort writes there)."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("repro")
+    if not any(getattr(h, "repro_notebook", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.repro_notebook = True
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _setup(cfg: CellConfig):
@@ -88,11 +110,11 @@ def train_cell(cfg: CellConfig) -> dict:
     from .io import write_json
     from .methods import get_method
     from .models import add_lora, count_parameters, load_model, merge_lora
-    from .training import TrainSettings, build_context, make_accelerator, train
+    from .training import build_context, make_accelerator, train
     from .vocab import load_tokenizer
 
     _setup(cfg)
-    settings = TrainSettings(**cfg.training)
+    settings = cfg.settings
     accelerator = make_accelerator(settings)
     device = accelerator.device
     dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"  # frozen teachers only
@@ -166,12 +188,11 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     from .io import read_json, write_json
     from .metrics import mean_std
     from .models import load_model
-    from .training import TrainSettings
     from .vocab import load_tokenizer
 
     _setup(cfg)
     on_gpu = torch.cuda.is_available()
-    dtype = "bfloat16" if TrainSettings(**cfg.training).mixed_precision(on_gpu) == "bf16" else "float32"
+    dtype = "bfloat16" if cfg.settings.mixed_precision(on_gpu) == "bf16" else "float32"
     out = Path(cfg.out_dir)
     checkpoint = layout.model_dir(out)
     tokenizer = load_tokenizer(checkpoint)
@@ -232,9 +253,8 @@ def run_training(cfg: CellConfig) -> dict:
     import sys
 
     from .io import read_json, write_json
-    from .training import TrainSettings
 
-    settings = TrainSettings(**cfg.training)
+    settings = cfg.settings
     processes = settings.processes
     if processes == 1:
         return train_cell(cfg)

@@ -23,6 +23,13 @@ def _traits(method: str) -> names.Method:
     return names.METHODS.get(method, names.METHODS["sft"])
 
 
+def role_training(config: dict, pair: str, role: str) -> dict:
+    """The training settings of a pair's ``role`` ("teacher" or "student"): the global ``training`` block with the
+    pair's ``{role}_training`` overrides (the one place they are merged; ``repro.grid.cell_training`` adds a run's
+    seed)."""
+    return {**config["training"], **config["pairs"][pair][f"{role}_training"]}
+
+
 class ConfigError(ValueError):
     """A configuration does not match the schema; the message lists every problem, one per line."""
 
@@ -205,7 +212,7 @@ def _check_references(config: dict) -> list[str]:
     problems += _check_figures(config)
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):
-            merged = {**training, **pair[f"{role}_training"]}
+            merged = role_training(config, name, role)
             share = merged["micro_batch_size"] * merged.get("processes", 1)
             if merged["batch_size"] % share:
                 problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "

@@ -14,11 +14,14 @@ the paper: one teacher per pair). Every run has its own folder, ``runs/{pair}/{r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import layout, names
+from .config import role_training
+from .judge import JudgeSettings
 from .names import ABLATION_METHODS, DIVERGENCE_TITLES, TEST_SETS
+from .toy import ToySettings
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ def table_files(config: dict) -> list[Path]:
 def cell_training(config: dict, cell: Cell) -> dict:
     """The training settings of a run (``repro.training.TrainSettings`` fields): the global ``training`` section
     with its pair role's overrides, and the run's ``seed`` (a row: its first run's) in place of ``seeds``."""
-    training = {**config["training"], **config["pairs"][cell.pair][f"{cell.role}_training"]}
+    training = role_training(config, cell.pair, cell.role)
     training.pop("seeds", None)
     run = cell if cell.seed is not None else first_run(config, cell)
     return {**training, "seed": run.seed}
@@ -313,11 +316,12 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
 # Figures (PAPER.md sections 2 and 4): Figure 1 the toy simulation, Figure 2 the LLM judge, Figure 3 the
 # representation distance; file stems under results/figures, named after the paper's numbering.
 FIGURE_STEMS = {1: "figure1_toy_simulation", 2: "figure2_judge_win_rates", 3: "figure3_representation_distance"}
+# The figures' settings where the config leaves a key out: the paper's, as the settings classes of Figures 1 and 2
+# define them (``repro.toy.ToySettings``, ``repro.judge.JudgeSettings``; ``threads`` is the job's), and Figure 3's.
 FIGURE_DEFAULTS = {
-    "toy": {"n_vectors": 100, "n_classes": 10000, "steps": 1000, "lr": 1.0, "repetitions": 100, "seed": 10},
+    "toy": {f.name: f.default for f in fields(ToySettings) if f.name != "threads"},
     "representation": {"divergence": "kl", "n_examples": 1000, "max_chars": 256},
-    "judge": {"model": "gpt-4-turbo", "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.1,
-              "n_prompts": 100, "test_set": "dolly", "generation_seed": 10},
+    "judge": {f.name: f.default for f in fields(JudgeSettings)},
 }
 
 

@@ -190,7 +190,7 @@ def test_a_failing_job_says_why_on_the_console(tmp_path):
                    "results/runs/gpt2/teacher/seed10/scores.json"], REPO, timeout=600)
     assert result.returncode != 0
     console = result.stdout + result.stderr
-    assert "notebook sft failed: FloatingPointError: non-finite loss at epoch 1, step" in console
+    assert "notebook train failed: FloatingPointError: non-finite loss at epoch 1, step" in console
     assert "results/logs/run_cell/gpt2/teacher/seed10.log" in console
 
 
