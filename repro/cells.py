@@ -7,11 +7,27 @@ machine-readable is written here (JSON/JSONL), atomically.
 """
 from __future__ import annotations
 
+import argparse
+import logging
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from . import layout
+import pandas as pd
+import torch
+from transformers.utils import logging as hf_logging
+
+from . import layout, teacher_states
+from .data import load_examples
+from .generation import DecodeSettings, evaluate_set, teacher_targets
+from .io import read_json, read_jsonl, write_json, write_jsonl
+from .methods import get_method
+from .metrics import mean_std
+from .models import add_lora, count_parameters, load_model, merge_lora
 from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
+from .training import TrainSettings, build_context, make_accelerator, train
+from .vocab import load_tokenizer
 
 DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
 
@@ -45,8 +61,6 @@ class CellConfig:
         return cls(**values)
 
     def __post_init__(self):
-        from .methods import get_method
-
         if self.role not in ("teacher", "student"):
             raise ValueError(f"cell {self.cell_id}: role must be 'teacher' or 'student', got {self.role!r}")
         if not self.evaluation.get("seeds"):
@@ -63,13 +77,9 @@ class CellConfig:
     @property
     def settings(self):
         """The run's ``repro.training.TrainSettings`` (from ``training``)."""
-        from .training import TrainSettings
-
         return TrainSettings(**self.training)
 
     def decode_settings(self, test: bool):
-        from .generation import DecodeSettings
-
         values = {k: self.evaluation[k] for k in DECODE_KEYS if k in self.evaluation}
         values["max_prompt_length"] = self.training.get("max_prompt_length", 256)
         if not test:
@@ -80,9 +90,6 @@ class CellConfig:
 def show_messages() -> None:
     """In a notebook: the project's log messages (a run's training warnings) as plain output lines, where a reader
     of the rendered notebook sees them, instead of stderr (without a handler, Python's last resort writes there)."""
-    import logging
-    import sys
-
     logger = logging.getLogger("repro")
     if not any(getattr(h, "repro_notebook", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
@@ -93,11 +100,8 @@ def show_messages() -> None:
 
 
 def _setup(cfg: CellConfig):
-    import torch
-    from transformers.utils import logging
-
     torch.set_num_threads(cfg.threads)
-    logging.disable_progress_bar()  # per-tensor "Loading weights" bars would flood the rendered notebook
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would flood the rendered notebook
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -106,13 +110,6 @@ def train_cell(cfg: CellConfig) -> dict:
 
     Returns (and writes to ``out_dir/train_summary.json``) the training summary.
     """
-    from .data import load_examples
-    from .io import write_json
-    from .methods import get_method
-    from .models import add_lora, count_parameters, load_model, merge_lora
-    from .training import build_context, make_accelerator, train
-    from .vocab import load_tokenizer
-
     _setup(cfg)
     settings = cfg.settings
     accelerator = make_accelerator(settings)
@@ -140,11 +137,9 @@ def train_cell(cfg: CellConfig) -> dict:
         teacher.requires_grad_(False)
     states = None
     if teacher is not None and settings.teacher_cache and cfg.teacher_states:
-        from .teacher_states import fingerprint, load
-
-        expected = fingerprint(cfg.teacher, data / "train.jsonl", settings.max_length, settings.max_prompt_length,
-                               dtype)
-        states = load(cfg.teacher_states, expected)
+        expected = teacher_states.fingerprint(cfg.teacher, data / "train.jsonl", settings.max_length,
+                                              settings.max_prompt_length, dtype)
+        states = teacher_states.load(cfg.teacher_states, expected)
     ctx = build_context(settings, tokenizer, cfg.divergence, teacher,
                         teacher_tok if teacher is not None and method.cross_vocab else None, states)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
@@ -161,11 +156,6 @@ def train_cell(cfg: CellConfig) -> dict:
 def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device, dtype: str, main: bool) -> list[dict]:
     """SeqKD: the teacher (with its own tokenizer) answers every training prompt, by sampling with the dev decoding
     settings and the training seed; the result is kept in ``out_dir/seqkd_train.jsonl``."""
-    from .generation import teacher_targets
-    from .io import write_jsonl
-    from .models import load_model
-    from .vocab import load_tokenizer
-
     teacher = load_model(cfg.teacher, dtype).to(device)
     # Every process samples the same targets (same seed, same model); the main one keeps them.
     targets = teacher_targets(teacher, load_tokenizer(cfg.teacher), rows, settings.seed,
@@ -181,15 +171,6 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     Writes generations to ``out_dir/generations/`` and the scores to ``out_dir/scores.json`` (written last: its
     presence marks a finished cell). Returns the scores.
     """
-    import torch
-
-    from .data import load_examples
-    from .generation import evaluate_set
-    from .io import read_json, write_json
-    from .metrics import mean_std
-    from .models import load_model
-    from .vocab import load_tokenizer
-
     _setup(cfg)
     on_gpu = torch.cuda.is_available()
     dtype = "bfloat16" if cfg.settings.mixed_precision(on_gpu) == "bf16" else "float32"
@@ -219,8 +200,6 @@ def evaluate_cell(cfg: CellConfig) -> dict:
 def score_table(scores: dict):
     """The scores of ``evaluate_cell`` as a table for a notebook: per test set and Avg, the mean and std of
     Rouge-L over sampling seeds and the number of examples (an integer)."""
-    import pandas as pd
-
     rows = {name: {"mean": r["mean"], "std": r["std"], "examples": r["n"]} for name, r in scores["test_sets"].items()}
     rows["Avg"] = {"mean": scores["avg"]["mean"], "std": scores["avg"]["std"],
                    "examples": sum(r["n"] for r in scores["test_sets"].values())}
@@ -230,10 +209,6 @@ def score_table(scores: dict):
 def sample_generations(out_dir: str | Path, per_set: int = 2):
     """A few of a run's test generations for a reader: the first ``per_set`` prompts of each test set (first
     sampling seed), with instruction, input, first reference, prediction and Rouge-L."""
-    import pandas as pd
-
-    from .io import read_jsonl
-
     rows = []
     for name in TEST_SETS:
         files = layout.generation_files(out_dir, name)
@@ -249,11 +224,6 @@ def run_training(cfg: CellConfig) -> dict:
     (``accelerate launch --multi_gpu`` on a GPU machine, ``torchrun`` on a CPU; ``accelerate.Accelerator`` sets up
     the process group from either). The cell's settings travel in ``out_dir/cell_config.json``. Returns the
     training summary."""
-    import subprocess
-    import sys
-
-    from .io import read_json, write_json
-
     settings = cfg.settings
     processes = settings.processes
     if processes == 1:
@@ -272,24 +242,16 @@ def run_training(cfg: CellConfig) -> dict:
 
 
 def _has_gpu() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m repro.cells {train,evaluate} CELL_CONFIG_JSON``: one step of a cell, as the launcher runs it."""
-    import argparse
-
-    from .io import read_json
-
     parser = argparse.ArgumentParser(prog="python -m repro.cells", description=main.__doc__)
     parser.add_argument("step", choices=["train", "evaluate"])
     parser.add_argument("cell_config", help="JSON file with the fields of repro.cells.CellConfig")
     args = parser.parse_args(argv)
-    values = read_json(args.cell_config)
-    values["test_sets"] = tuple(values.get("test_sets", TEST_SETS))
-    cfg = CellConfig(**values)
+    cfg = CellConfig.from_parameters(read_json(args.cell_config))
     (train_cell if args.step == "train" else evaluate_cell)(cfg)
 
 
