@@ -9,7 +9,16 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from . import layout
 from .data import references
@@ -34,8 +43,6 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
 
     Returns the decoded responses (special tokens removed, surrounding whitespace stripped).
     """
-    import torch
-
     if settings.temperature <= 0:
         raise ValueError(f"temperature must be positive for sampling, got {settings.temperature}")
     model.eval()
@@ -55,8 +62,6 @@ def generate(model, tokenizer, prompts: list[str], seed: int, settings: DecodeSe
 def left_padded(tokenizer, prompts: list[str], max_prompt_length: int):
     """``(ids, mask)`` of the prompts, left-padded with the pad id (every prompt ends where generation starts), no
     BOS, each cut to ``max_prompt_length`` tokens."""
-    import torch
-
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][:max_prompt_length] for p in prompts]
     width = max(len(e) for e in encoded)
     ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -69,8 +74,6 @@ def left_padded(tokenizer, prompts: list[str], max_prompt_length: int):
 
 def sample_token(probs):
     """One token per row drawn from ``probs`` [rows, vocab] (the multinomial draw of ``transformers``' sampling)."""
-    import torch
-
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
@@ -83,16 +86,6 @@ def decode_batch(model, ids, mask, settings: DecodeSettings, eos_id: int, pick) 
     cache rows are dropped), where ``generate`` keeps computing it to the end. With one prompt per batch the draws
     are those of ``generate`` token for token (tested); with more, each row's distribution is the same but the random
     stream is shared by fewer rows after the first EOS, so the samples differ from ``generate``'s."""
-    import torch
-    from transformers import DynamicCache
-    from transformers.generation.logits_process import (
-        LogitsProcessorList,
-        NoRepeatNGramLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
     processors = LogitsProcessorList()
     if settings.no_repeat_ngram_size:
         processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
 from .io import atomic_path
 
 ARCHS = ("gpt2", "llama", "mistral", "qwen2")
@@ -22,8 +27,6 @@ def build_config(arch: str, vocab_size: int, layers: int, hidden: int, heads: in
     ``intermediate`` defaults to 4x hidden for GPT-2 and about 8/3x hidden (rounded to 16) for the gated-MLP families.
     ``dropout`` defaults to each family's own (0.1 for GPT-2, none for the others).
     """
-    import transformers
-
     if hidden % heads:
         raise ValueError(f"hidden={hidden} must be divisible by heads={heads}")
     special = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
@@ -68,9 +71,6 @@ def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> 
     ``spec`` keys: ``arch``, ``layers``, ``hidden``, ``heads``, optional ``kv_heads``, ``intermediate``,
     ``max_positions``, ``dropout``, ``pad_vocab_to_multiple_of``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     config = build_config(
         spec["arch"], padded_vocab_size(len(tokenizer), spec.get("pad_vocab_to_multiple_of")),
         spec["layers"], spec["hidden"], spec["heads"], spec.get("kv_heads"), spec.get("intermediate"),
@@ -85,9 +85,6 @@ def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> 
 
 def load_model(name_or_path: str | os.PathLike, dtype: str = "float32"):
     """Load a causal LM by hub id or local path, in ``dtype`` (``float32`` or ``bfloat16``)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
 
@@ -103,8 +100,6 @@ def add_lora(model, spec: dict):
     """Wrap ``model`` with LoRA adapters (peft): ``spec`` holds ``rank``, ``alpha``, ``dropout`` and
     ``target_modules`` (module names, e.g. ``["q_proj", "v_proj"]`` for LLaMA, ``["c_attn"]`` for GPT-2). Only the
     adapters are trainable."""
-    from peft import LoraConfig, get_peft_model
-
     unknown = set(spec) - set(LORA_KEYS)
     missing = set(LORA_KEYS) - set(spec)
     if unknown or missing:
@@ -119,8 +114,6 @@ def add_lora(model, spec: dict):
 def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike, tokenizer) -> None:
     """Load ``base``, apply the LoRA adapter saved in ``adapter``, merge it into the weights and save the plain
     model (with ``tokenizer``) to ``out_dir``, atomically: a LoRA teacher is merged before distillation."""
-    from peft import PeftModel
-
     merged = PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload()
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)

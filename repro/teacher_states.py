@@ -17,6 +17,7 @@ what differs. The workflow builds one per pair (rule ``cache_teacher``) and hand
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -25,6 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .data import IGNORE, Encoded, collate, encode_dataset, load_examples
+from .io import atomic_path, write_json
+from .methods import cma_example_sums, final_hidden
+from .models import load_model
+from .vocab import load_tokenizer
 
 FORMAT = 1
 
@@ -69,8 +76,6 @@ class TeacherStates:
         return len(self.offsets) - 1
 
     def save(self, path: str | os.PathLike) -> None:
-        from .io import atomic_path
-
         with atomic_path(path) as tmp:
             torch.save({"hidden": self.hidden, "offsets": self.offsets, "fingerprint": self.fingerprint,
                         "cma_sums": self.cma_sums, "seconds": self.seconds}, tmp)
@@ -100,9 +105,6 @@ def build(teacher, encoded: list, pad_id: int, fingerprint_: dict, cma: tuple[st
     """Run ``teacher`` once over ``encoded`` (each example's teacher-side ``Encoded``: ``input_ids``, ``labels``)
     and keep its final hidden states at the response positions; with ``cma``, also DSKD-CMA's per-example sums
     for those normalisations. Examples are batched by length (each is computed independently of its batch)."""
-    from .data import IGNORE, Encoded, collate
-    from .methods import cma_example_sums, final_hidden
-
     started = time.perf_counter()
     device = teacher.get_input_embeddings().weight.device
     rows: list[torch.Tensor | None] = [None] * len(encoded)
@@ -132,8 +134,6 @@ def teacher_side(encoded: list) -> list:
 
 def check_matches(states: TeacherStates, encoded: list, path: str) -> None:
     """Refuse a cache whose per-example response counts differ from this training set's teacher side."""
-    from .data import IGNORE
-
     side = teacher_side(encoded)
     if states.examples != len(side):
         raise ValueError(f"{path}: the teacher-state cache holds {states.examples} examples, the training set "
@@ -148,13 +148,7 @@ def check_matches(states: TeacherStates, encoded: list, path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Build a pair's cache: load the teacher as a training job does, tokenise the training set with the teacher's
     tokenizer, run it once, save atomically, and log size and time."""
-    import argparse
-
-    from .data import encode_dataset, load_examples
-    from .io import write_json
-    from .models import load_model
     from .training import TrainSettings, make_accelerator
-    from .vocab import load_tokenizer
 
     parser = argparse.ArgumentParser(prog="python -m repro.teacher_states", description=main.__doc__)
     parser.add_argument("--teacher", required=True, help="teacher checkpoint folder (save_pretrained)")

@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from torch.distributed.optim import ZeroRedundancyOptimizer
 from tqdm import tqdm
 
 from . import layout
@@ -22,6 +26,7 @@ from .data import IGNORE, collate, encode_dataset
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
 from .methods import CHOICES, Context
+from .teacher_states import check_matches
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,6 @@ def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
 def make_accelerator(settings: TrainSettings):
     """The ``accelerate.Accelerator`` of a training job: device and process group (set up from the environment that
     ``accelerate launch`` or ``torchrun`` gives; one process otherwise) and bf16 autocast where asked for."""
-    from accelerate import Accelerator
-
     on_gpu = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=settings.mixed_precision(on_gpu), cpu=not on_gpu)
     if accelerator.num_processes != settings.processes:
@@ -195,16 +198,12 @@ class Run:
                                       teacher_tokenizer=teacher_tokenizer)
         self.teacher_pad_id = teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None
         if ctx.teacher_states is not None:
-            from .teacher_states import check_matches
-
             check_matches(ctx.teacher_states, self.encoded, "teacher-state cache")
         with accelerator.autocast():  # what prepare computes with the teacher, in the precision of the steps
             method.prepare(self.encoded, tokenizer, ctx)
         ctx.modules = method.build(student, ctx.teacher)
         groups = param_groups(student, ctx.modules, settings)
         if settings.shard_optimizer and self.n_procs > 1:
-            from torch.distributed.optim import ZeroRedundancyOptimizer
-
             self.optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=settings.lr)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=settings.lr)
@@ -324,8 +323,6 @@ class Run:
                 dev = evaluate_set(self.student, self.tokenizer, dev_rows, settings.dev_seeds, dev_decode, name="dev")
             dev_score = dev["mean"]
         if self.n_procs > 1:
-            from accelerate.utils import broadcast_object_list
-
             dev_score = broadcast_object_list([dev_score])[0]
         epoch_losses = [r["loss"] for r in self.log if r.get("epoch") == epoch and "step" in r]
         record = {"epoch": epoch, "dev_rougeL": dev_score,
@@ -407,8 +404,6 @@ def training_warnings(log: list[dict], history: list[dict], final: bool = True) 
 def _sum_across_processes(accelerator, params, sums: dict[str, float]) -> dict[str, float]:
     """Sum every trained parameter's gradient (a missing one counts as zero) and the logged loss terms over all
     processes, in place for the gradients; return the summed terms."""
-    import torch.distributed as dist
-
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

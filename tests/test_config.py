@@ -155,12 +155,15 @@ def test_non_finite_numbers_are_refused_by_key(config):
     assert "config key 'training.seeds.1': expected a finite number, got -inf" in message
 
 
-def test_config_modules_do_not_import_torch():
-    """The Snakefile imports repro.config and repro.grid; building the DAG must not pay for torch."""
+def test_workflow_modules_do_not_import_torch():
+    """The Snakefile and its rules import these modules while building the DAG, which must not pay for torch (or
+    transformers); every other module of the package imports what it needs at its top."""
     import subprocess
     import sys
 
-    code = ("import sys, repro.config, repro.grid; "
+    modules = ["config", "grid", "names", "layout", "analysis", "claims", "study", "render", "report", "estimate",
+               "tables", "recover"]
+    code = (f"import sys; import {', '.join('repro.' + m for m in modules)}; "
             "sys.exit(1 if any(m in sys.modules for m in ('torch', 'transformers')) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
