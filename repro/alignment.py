@@ -23,6 +23,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from .io import atomic_path
 
 SPACE_MARKS = ("Ġ", "▁")
 MARK_CONVENTIONS = ("convert", "strip")
@@ -66,9 +71,6 @@ def mapping_strings(teacher_tokenizer, student_tokenizer, marks: str) -> tuple[l
 
 
 def _distances(queries: list[str], choices: list[str]) -> np.ndarray:
-    from rapidfuzz import process
-    from rapidfuzz.distance import Levenshtein
-
     return process.cdist(queries, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
 
 
@@ -89,8 +91,6 @@ def vocab_mapping(teacher_tokenizer, student_tokenizer, teacher_ids: list[int] |
     computed directly and not cached). The full map is cached in ``$REPRO_CACHE`` (default ``~/.cache/repro``)
     under a hash of both vocabularies, because for real vocabularies (150k x 50k) it takes minutes.
     """
-    from .io import atomic_path
-
     full = teacher_ids is None
     path = _cache_file(teacher_tokenizer, student_tokenizer, marks) if full and cache else None
     if path is not None and path.exists():
@@ -189,8 +189,6 @@ def first_teacher_ids(vocab_map, n_student: int):
     """For every student id, the lowest teacher id that ``vocab_map`` [V_t] sends to it, else -1: a LongTensor
     [n_student]. The official MinED target gives each student id the logit of this ONE teacher id (its
     ``max_align_num = 1``; PAPER.md section 2)."""
-    import torch
-
     vocab_map = torch.as_tensor(vocab_map, dtype=torch.long)
     if len(vocab_map) and (vocab_map.min() < 0 or vocab_map.max() >= n_student):
         raise ValueError(f"vocabulary map sends teacher ids outside the student's {n_student} ids")

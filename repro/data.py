@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .prompts import build_prompt
 
 IGNORE = -100
@@ -143,8 +145,6 @@ def collate(batch: list[Encoded], pad_id: int, teacher_pad_id: int | None = None
     ``teacher_labels`` [B,T] (padded with ``teacher_pad_id``); ``example_index`` [B] where every example has its
     training-set index.
     """
-    import torch
-
     out = _pad(batch, pad_id)
     if all(e.index is not None for e in batch):
         out["example_index"] = torch.tensor([e.index for e in batch], dtype=torch.long)
@@ -161,8 +161,6 @@ def collate(batch: list[Encoded], pad_id: int, teacher_pad_id: int | None = None
 
 
 def _pad(batch: list[Encoded], pad_id: int) -> dict:
-    import torch
-
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from . import grid
 from .data import load_examples
-from .synthetic import generate, write_splits
+from .io import write_json, write_jsonl, write_text
+from .models import count_parameters, init_model, load_model
+from .synthetic import generate, pretraining_corpus, write_splits
+from .vocab import corpus_texts, load_tokenizer, train_tokenizer
 
 
 def make_data(config: dict) -> dict:
@@ -24,8 +27,6 @@ def make_data(config: dict) -> dict:
 
 def train_tokenizers(config: dict) -> dict:
     """Train every tokenizer of the config on the training split; return ``{name: vocabulary size}``."""
-    from .vocab import corpus_texts, load_tokenizer, train_tokenizer
-
     rows = load_examples(grid.data_dir(config) / "train.jsonl")
     sizes = {}
     for name, spec in config["tokenizers"].items():
@@ -38,9 +39,6 @@ def train_tokenizers(config: dict) -> dict:
 
 def init_models(config: dict) -> dict:
     """Build and save every architecture-config model (random init); return ``{name: parameter count}``."""
-    from .models import count_parameters, init_model, load_model
-    from .vocab import load_tokenizer
-
     counts = {}
     for name in grid.built_models(config):
         spec = config["models"][name]
@@ -54,9 +52,6 @@ def init_models(config: dict) -> dict:
 def make_pretraining_corpus(config: dict, log: str | None = None) -> dict:
     """Write the pretraining corpus of the base models (``pretraining.worlds`` other seeded worlds of the synthetic
     generator, ``repro.synthetic.pretraining_corpus``) and its report; return the report."""
-    from .io import write_json, write_jsonl, write_text
-    from .synthetic import pretraining_corpus
-
     d, p = config["data"], config["pretraining"]
     if d["source"] != "synthetic":
         raise ValueError(f"pretraining: the corpus comes from the synthetic generator, so it needs data.source "

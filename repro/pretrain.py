@@ -10,12 +10,19 @@ weights are kept (no checkpoint choice: the corpus has no dev set of the task). 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
+
+from .io import atomic_path, read_jsonl, write_json
+from .models import load_model
+from .vocab import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,6 @@ def encode_texts(texts: list[str], tokenizer, max_length: int) -> list[list[int]
 def pretrain(model, tokenizer, texts: list[str], settings: PretrainSettings, log_every: int = 20) -> dict:
     """Train ``model`` in place by next-token prediction on ``texts``; return a summary with the loss per logged
     step (mean over the steps since the last one), the tokens seen and the seconds taken."""
-    import torch
-
     torch.manual_seed(settings.seed)
     encoded = encode_texts(texts, tokenizer, settings.max_length)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -105,12 +110,6 @@ def pretrain_base(model_dir: str | os.PathLike, corpus_file: str | os.PathLike, 
                   settings: PretrainSettings, threads: int = 1, log_every: int = 20) -> dict:
     """Load the base model saved in ``model_dir`` (with its tokenizer), pretrain it on the corpus file's texts,
     save it with its tokenizer to ``out_dir`` (atomically) and the summary to ``out_dir/pretrain_summary.json``."""
-    import torch
-
-    from .io import atomic_path, read_jsonl, write_json
-    from .models import load_model
-    from .vocab import load_tokenizer
-
     torch.set_num_threads(threads)
     rows = read_jsonl(corpus_file)
     texts = []
@@ -130,8 +129,6 @@ def pretrain_base(model_dir: str | os.PathLike, corpus_file: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m repro.pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="base model folder (save_pretrained, with its tokenizer)")

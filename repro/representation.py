@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from .data import references
+from .methods import final_hidden
+from .models import load_model
+from .vocab import load_tokenizer
+
 DISTANCES = ("cosine", "inner_product")
 
 
@@ -20,8 +28,6 @@ def cosine_distance(student, teacher):
 
     Returns a 0-d tensor: mean over the n x n entries of |cos_s - cos_t|.
     """
-    import torch.nn.functional as F
-
     _check_pair(student, teacher)
     s = F.normalize(student.double(), dim=-1)
     t = F.normalize(teacher.double(), dim=-1)
@@ -51,8 +57,6 @@ def _check_pair(student, teacher) -> None:
 def example_texts(rows: list[dict], n_examples: int, max_chars: int) -> list[tuple[str, str]]:
     """(prompt, response) of the first ``n_examples`` rows, each cut to ``max_chars`` characters; the response is
     the first reference. Rows with an empty response after cutting raise an error naming the row."""
-    from .data import references
-
     texts = []
     for i, row in enumerate(rows[:n_examples]):
         prompt, response = row["prompt"][:max_chars], references(row)[0][:max_chars]
@@ -67,10 +71,6 @@ def response_hidden_states(model, tokenizer, texts: list[tuple[str, str]], devic
     """Last-layer hidden states [n_i, d] of the response tokens of each (prompt, response) text, one model call per
     example (no padding, so nothing depends on the batch). The prompt and the response are tokenised separately
     and joined (no BOS, PAPER.md section 4), as in training."""
-    import torch
-
-    from .methods import final_hidden
-
     states = []
     model.eval()
     with torch.no_grad():
@@ -100,11 +100,6 @@ def pair_distances(teacher_dir: str | Path, students: dict[str, str | Path], row
     the teacher does (the token-token matrices compare the same tokens). Returns ``{label: {"cosine": [...],
     "inner_product": [...]}}`` with one value per example.
     """
-    import torch
-
-    from .models import load_model
-    from .vocab import load_tokenizer
-
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # float32 either way: distances of small differences
     texts = example_texts(rows, n_examples, max_chars)

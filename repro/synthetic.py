@@ -34,6 +34,7 @@ The five test sets play the roles of the paper's five:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,8 +390,6 @@ def pretraining_corpus(seed: int, n_people: int, n_train: int, n_dev: int, n_tes
     prompt is the prompt of one of that world's examples (drawn arithmetic, spelling and number tasks can recur).
     The report counts the texts kept and left out, by reason.
     """
-    import re
-
     if seed in range(world_seed, world_seed + worlds):
         raise ValueError(f"pretraining corpus: its worlds {world_seed}..{world_seed + worlds - 1} include the "
                          f"task's own data seed {seed}")

@@ -18,6 +18,9 @@ import json
 import os
 from typing import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from .io import atomic_path
 
 KINDS = ("byte_bpe", "sentencepiece_bpe")
@@ -25,8 +28,6 @@ _BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 
 
 def _train_byte_bpe(texts: Iterable[str], vocab_size: int, split_digits: bool):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
@@ -41,8 +42,6 @@ def _train_byte_bpe(texts: Iterable[str], vocab_size: int, split_digits: bool):
 
 
 def _train_sentencepiece_bpe(texts: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     specials = ["<unk>", "<s>", "</s>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -77,8 +76,6 @@ def train_tokenizer(kind: str, vocab_size: int, texts: Iterable[str], out_dir: s
 
     ``split_digits`` applies to ``byte_bpe`` only (``sentencepiece_bpe`` always splits digits, as LLaMA does).
     """
-    from transformers import PreTrainedTokenizerFast
-
     texts = list(texts)
     if kind == "byte_bpe":
         tok, specials = _train_byte_bpe(texts, vocab_size, split_digits)
@@ -97,8 +94,6 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     The data pipeline masks padding out of both attention and labels, so padding with EOS is safe; prompts are
     left-padded for generation (PAPER.md section 4).
     """
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(str(name_or_path))
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {name_or_path}: has no EOS token; responses must end with one")
