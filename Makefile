@@ -34,7 +34,7 @@ repro: $(STAMP)
 	$(BIN)/python -m repro.recover --directory $(DIRECTORY) --config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(abspath $(CONFIG)) --directory $(DIRECTORY) -- $(TARGETS)
 
-# The test suite (about 11 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
+# The test suite (10-15 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
 # where it cannot be installed).
 test: $(STAMP)
