@@ -96,7 +96,7 @@ def table_claims(config: dict) -> list[dict]:
             other = grid.Cell(pair, baseline)
             if cma is not None and grid.has_cell(config, other):
                 rows.append(_compared(config, "DSKD-CMA (divergence best on dev) above "
-                                      f"{names.METHOD_TITLES[baseline]}", f"Table {spec['table']}", cma, other,
+                                      f"{names.METHODS[baseline].title}", f"Table {spec['table']}", cma, other,
                                       PAPER_CMA.get((pair, baseline), "above")))
     for pair in config.get("ablation", []):
         for d in config["divergences"]:

@@ -629,8 +629,8 @@ def mined_kd_rows(z_s: torch.Tensor, y: torch.Tensor, z_aligned: torch.Tensor, a
             if first_ids is None:
                 first_ids = first_teacher_ids(vocab_map, z_s.shape[-1])
             q_logits = _mined_first_logits(rows, first_ids)  # [A, V_s]
-            q = torch.softmax(q_logits / temperature, -1)
             log_q = torch.log_softmax(q_logits / temperature, -1)
+            q = log_q.exp()
         else:
             p_t = torch.softmax(rows / temperature, -1)
             q = torch.zeros(len(rows), z_s.shape[-1], device=z_s.device).index_add_(1, vocab_map, p_t)

@@ -52,18 +52,10 @@ METHODS = {
                        cross_vocab=True),
 }
 
-# Methods that compare logits token by token (teacher and student must share a vocabulary).
-SAME_VOCAB_METHODS = tuple(name for name, m in METHODS.items() if m.same_vocab)
 # Methods a pair with two vocabularies can use among the distillation rows.
 CROSS_VOCAB_METHODS = tuple(name for name, m in METHODS.items() if m.cross_vocab or m.black_box)
-# Methods that run once per divergence of the config (a table row each).
-DIVERGENCE_METHODS = tuple(name for name, m in METHODS.items() if m.needs_divergence)
-# Methods that read only the teacher's generated text, never its states.
-BLACK_BOX_METHODS = tuple(name for name, m in METHODS.items() if m.black_box)
 # The rows of Table 3, the ablation (PAPER.md section 5), in its order: different spaces, student space only, dual.
 ABLATION_METHODS = ("kd", "dskd_student_space", "dskd")
-METHOD_TITLES = {name: m.title for name, m in METHODS.items()}
-ABLATION_TITLES = {name: METHODS[name].ablation_title for name in ABLATION_METHODS}
 
 # The divergences of the KD rows (``repro.losses.DIVERGENCES`` implements each) and their titles.
 DIVERGENCE_TITLES = {"kl": "KL", "rkl": "RKL", "js": "JS", "skl": "SKL", "srkl": "SRKL", "akl": "AKL", "tvd": "TVD"}
