@@ -67,7 +67,7 @@ pd.DataFrame(summary["history"])
 # dev Rouge-L per epoch, the kept checkpoint marked.
 
 # %%
-seed = cfg.training.get("seed", 10)
+seed = cfg.settings.seed
 fig = plot_training_curves({f"seed {seed}": read_jsonl(layout.train_log_file(out_dir))}, cell_id,
                            kept={f"seed {seed}": summary["best_epoch"]})
 
