@@ -128,8 +128,8 @@ def _describe(error) -> list[str]:
     return [f"config key '{where}': {error.message}"]
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
-    """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
+def _schema_problems(instance: dict, schema: dict) -> list[str]:
+    """Every way ``instance`` breaks ``schema`` (and every non-finite number in it), one readable line each."""
     import math
 
     import jsonschema
@@ -137,13 +137,42 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) 
     # JSON Schema counts 32.0 as an integer; Python's range() and the batch arithmetic do not
     strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
-    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)(
-        _schema(str(schema_path)))
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)(schema)
     problems: list[str] = []
-    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         problems += _describe(error)
-    problems += [f"config key '{key}': expected a finite number, got {'NaN' if math.isnan(v) else v}"
-                 for key, v in non_finite(config)]
+    return problems + [f"config key '{key}': expected a finite number, got {'NaN' if math.isnan(v) else v}"
+                       for key, v in non_finite(instance)]
+
+
+def _section_schema(section: str, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    schema = _schema(str(schema_path))
+    for key in section.split("."):
+        schema = schema["properties"][key]
+    return schema
+
+
+def section_keys(section: str) -> frozenset[str]:
+    """The keys the schema allows under the config key ``section`` (dotted, e.g. ``figures.toy``)."""
+    return frozenset(_section_schema(section)["properties"])
+
+
+def check_section(values: dict, section: str, what: str) -> None:
+    """Check the settings ``values`` against the schema's entry for the config key ``section`` (dotted, e.g.
+    ``figures.judge``), so that settings built from Python obey the same bounds as the config file: the schema is
+    their one owner. Keys the section requires may be left out of ``values`` (``pretraining.enabled`` is the
+    workflow's, not a setting). Raise ``ConfigError`` naming ``what`` and listing every problem under its config key."""
+    schema, instance = {k: v for k, v in _section_schema(section).items() if k != "required"}, values
+    for key in reversed(section.split(".")):
+        schema, instance = {"type": "object", "properties": {key: schema}}, {key: instance}
+    problems = _schema_problems(instance, {**schema, "$defs": _schema(str(SCHEMA_PATH)).get("$defs", {})})
+    if problems:
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems))
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
+    problems = _schema_problems(config, _schema(str(schema_path)))
     if isinstance(config.get("training"), dict) and "seed" in config["training"]:
         problems.append("config key 'training.seed' was replaced by 'training.seeds', a list of training seeds "
                         "(one run of every student row per seed), e.g. seeds: [10]")

@@ -19,17 +19,17 @@ import os
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .config import check_section
 from .io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 VERDICT_RE = re.compile(r"\[\[([ABC])\]\]")
 VERDICTS = {"A": "A", "B": "B", "C": "tie"}
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ITEM_KEYS = ("comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
 ROW_KEYS = ("prompt", "instruction", "input", "prediction")
 # Statuses the client retries (with its backoff and the server's Retry-After): timeout, conflict, rate limit, 5xx.
@@ -54,51 +54,8 @@ class JudgeSettings:
     max_tokens: int = 1024
 
     def __post_init__(self):
-        _check_text(self, "model")
-        _check_text(self, "test_set")
-        if self.base_url is not None:
-            _check_text(self, "base_url")
-            if not self.base_url.startswith(("http://", "https://")):
-                raise ValueError(f"judge settings: base_url must start with http:// or https://, "
-                                 f"got {self.base_url!r}")
-        if not isinstance(self.api_key_env, str) or not ENV_NAME_RE.fullmatch(self.api_key_env):
-            # The value is not echoed: someone may have pasted the key itself here.
-            raise ValueError("judge settings: api_key_env must be the NAME of the environment variable that holds "
-                             "the key (letters, digits and underscores, e.g. OPENAI_API_KEY), not the key itself")
-        _check_number(self, "temperature", 0.0, upper=2.0)
-        for name in ("generation_seed", "sample_seed"):
-            _check_int(self, name, None)
-        _check_int(self, "n_prompts", 1)
-        _check_int(self, "concurrency", 1)
-        _check_int(self, "max_retries", 0)
-        _check_int(self, "max_tokens", 1)
-        _check_number(self, "timeout_s", 0.0, strict=True)
-
-
-def _check_text(settings: JudgeSettings, name: str) -> None:
-    value = getattr(settings, name)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"judge settings: {name} must be a non-empty string, got {value!r}")
-
-
-def _check_int(settings: JudgeSettings, name: str, lower: int | None) -> None:
-    value = getattr(settings, name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"judge settings: {name} must be an integer, got {value!r}")
-    if lower is not None and value < lower:
-        raise ValueError(f"judge settings: {name} must be at least {lower}, got {value}")
-
-
-def _check_number(settings: JudgeSettings, name: str, lower: float, upper: float | None = None,
-                  strict: bool = False) -> None:
-    value = getattr(settings, name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise ValueError(f"judge settings: {name} must be a number, got {value!r}")
-    if value < lower or (strict and value == lower):
-        raise ValueError(f"judge settings: {name} must be {'greater than' if strict else 'at least'} {lower}, "
-                         f"got {value}")
-    if upper is not None and value > upper:
-        raise ValueError(f"judge settings: {name} must be at most {upper}, got {value}")
+        # The schema's ``figures.judge`` entry is the one owner of these bounds (a config file and Python alike).
+        check_section(asdict(self), "figures.judge", "judge settings")
 
 
 # ---------------------------------------------------------------------------------------------- configuration

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .config import check_section
 from .io import atomic_path, read_jsonl, write_json
 from .models import load_model
 from .vocab import load_tokenizer
@@ -37,12 +38,7 @@ class PretrainSettings:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "max_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"pretraining.{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"pretraining.lr must be positive, got {self.lr!r}")
+        check_section(asdict(self), "pretraining", "pretraining settings")  # the schema owns the bounds
 
 
 def encode_texts(texts: list[str], tokenizer, max_length: int) -> list[list[int]]:

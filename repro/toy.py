@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .config import check_section, section_keys
+
 SETTINGS = ("different", "shared")
 
 
@@ -33,11 +35,13 @@ class ToySettings:
     threads: int = 1
 
     def __post_init__(self):
-        for key in ("n_vectors", "n_classes", "dim", "steps", "repetitions", "chunk", "threads"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"toy settings: {key} must be at least 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"toy settings: lr must be positive, got {self.lr}")
+        # The schema's ``figures.toy`` entry owns the bounds of the keys a config may set; the others are checked here.
+        values = asdict(self)
+        config_keys = section_keys("figures.toy")
+        check_section({k: v for k, v in values.items() if k in config_keys}, "figures.toy", "toy settings")
+        for key in ("dim", "threads"):
+            if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
+                raise ValueError(f"toy settings: {key} must be a positive integer, got {values[key]!r}")
 
 
 def initial_state(settings: ToySettings, repetitions: int, generator):

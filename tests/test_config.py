@@ -223,6 +223,40 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
         names.method("kd3")
 
 
+@pytest.mark.parametrize("owner, section, key, bad", [
+    ("repro.judge:JudgeSettings", "figures.judge", "temperature", 2.5),
+    ("repro.judge:JudgeSettings", "figures.judge", "base_url", "localhost:8000"),
+    ("repro.toy:ToySettings", "figures.toy", "n_classes", 1),
+    ("repro.pretrain:PretrainSettings", "pretraining", "clip", 0.0),
+])
+def test_settings_classes_take_their_bounds_from_the_schema(config, owner, section, key, bad):
+    """The settings classes that a config section fills (and that Python builds directly too) check their values
+    against that section of the schema: the same value fails in both ways with the same line, and every field the
+    config can set is a key of the section (the one owner of the bounds)."""
+    import dataclasses
+    import importlib
+
+    from repro.config import section_keys
+
+    module, name = owner.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    settable = {f.name for f in dataclasses.fields(cls)} & section_keys(section)
+    assert settable and key in settable
+    if section == "figures.judge":
+        assert settable == {f.name for f in dataclasses.fields(cls)} == section_keys(section)
+    target = config
+    for part in section.split("."):
+        target = target.setdefault(part, {})
+    target[key] = bad
+    with pytest.raises(ConfigError) as from_config:
+        validate_config(config)
+    with pytest.raises(ConfigError) as from_python:
+        cls(**{key: bad})
+    line = f"config key '{section}.{key}'"
+    (expected,) = [ln.strip() for ln in str(from_config.value).splitlines() if line in ln]
+    assert expected in str(from_python.value)
+
+
 def test_fidelity_options_match_the_code():
     """The schema's choices of every option that switches between the official code and another behaviour are the
     ones the code accepts (``repro.methods.CHOICES``), with the official value as the default everywhere."""

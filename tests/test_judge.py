@@ -267,12 +267,18 @@ def test_parse_verdict():
 
 
 def test_settings_are_validated():
-    with pytest.raises(ValueError, match="concurrency must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="'figures.judge.concurrency': 0 is less than the minimum of 1"):
         JudgeSettings(concurrency=0)
     with pytest.raises(ValueError, match="temperature"):
         JudgeSettings(temperature=-0.1)
+    with pytest.raises(ValueError, match="temperature': 2.5 is greater than the maximum of 2"):
+        JudgeSettings(temperature=2.5)
     with pytest.raises(ValueError, match="base_url"):
         JudgeSettings(base_url="localhost:8000")
+    with pytest.raises(ValueError, match="model"):
+        JudgeSettings(model="  ")
+    with pytest.raises(ValueError, match="timeout_s': expected a finite number"):
+        JudgeSettings(timeout_s=float("nan"))
     with pytest.raises(ValueError) as error:
         JudgeSettings(api_key_env=KEY)
     assert "api_key_env" in str(error.value) and KEY not in str(error.value)

@@ -60,7 +60,7 @@ def test_pretraining_lowers_the_loss_and_is_deterministic(tmp_path, trained_toke
     write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"txt": "no"}])
     with pytest.raises(ValueError, match=r"bad.jsonl, line 2: expected a non-empty string under 'text'"):
         pretrain_base(tmp_path / "base", tmp_path / "bad.jsonl", tmp_path / "c", settings)
-    with pytest.raises(ValueError, match="pretraining.epochs must be a positive integer"):
+    with pytest.raises(ValueError, match="config key .pretraining.epochs.: 0 is less than the minimum of 1"):
         PretrainSettings(epochs=0)
 
 
