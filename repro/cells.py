@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from transformers.utils import logging as hf_logging
 
-from . import layout, teacher_states
+from . import layout, names, teacher_states
 from .data import load_examples
 from .generation import DecodeSettings, evaluate_set, teacher_targets
 from .io import read_json, read_jsonl, write_json, write_jsonl
@@ -45,9 +45,9 @@ class CellConfig:
     out_dir: str
     training: dict
     evaluation: dict
-    divergence: str = ""
-    teacher: str = ""
-    teacher_states: str = ""  # the pair's teacher-state cache (repro.teacher_states); "": the live teacher
+    divergence: str | None = None  # None: a row without one (SFT, SeqKD, ULD, MinED)
+    teacher: str | None = None  # the fine-tuned teacher's checkpoint; None: a row without a teacher
+    teacher_states: str | None = None  # the pair's teacher-state cache (repro.teacher_states); None: the live teacher
     threads: int = 1
     test_sets: tuple[str, ...] = TEST_SETS
 
@@ -68,8 +68,11 @@ class CellConfig:
         method = get_method(self.method)
         if method.needs_teacher and self.role == "student" and not self.teacher:
             raise ValueError(f"cell {self.cell_id}: method {self.method!r} needs a teacher checkpoint")
-        if method.needs_divergence and not self.divergence:
+        if method.needs_divergence and self.divergence is None:
             raise ValueError(f"cell {self.cell_id}: method {self.method!r} needs a divergence")
+        if self.divergence is not None and self.divergence not in names.DIVERGENCES:
+            raise ValueError(f"cell {self.cell_id}: divergence must be one of {list(names.DIVERGENCES)} or None (a row "
+                             f"without one), got {self.divergence!r}")
         unknown = set(self.evaluation) - set(DECODE_KEYS) - {"seeds"}
         if unknown:
             raise ValueError(f"cell {self.cell_id}: unknown evaluation keys {sorted(unknown)}")

@@ -170,12 +170,19 @@ def check_section(values: dict, section: str, what: str) -> None:
         raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems))
 
 
+# Training keys of earlier versions of the config and what replaced them (the schema alone would call them unknown).
+RENAMED = {
+    "seed": "'training.seeds', a list of training seeds (one run of every student row per seed), e.g. seeds: [10]",
+    "temperature": "'training.kd_temperature' (the KD temperature tau; 'evaluation.temperature' is the sampling one)",
+}
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
     problems = _schema_problems(config, _schema(str(schema_path)))
-    if isinstance(config.get("training"), dict) and "seed" in config["training"]:
-        problems.append("config key 'training.seed' was replaced by 'training.seeds', a list of training seeds "
-                        "(one run of every student row per seed), e.g. seeds: [10]")
+    if isinstance(config.get("training"), dict):
+        problems += [f"config key 'training.{old}' was replaced by {hint}" for old, hint in RENAMED.items()
+                     if old in config["training"]]
     if not problems:
         problems = _check_references(config)
     if problems:

@@ -69,7 +69,7 @@ class Context:
     """
     n_vocab: int
     kd_rate: float = 0.5
-    temperature: float = 2.0
+    kd_temperature: float = 2.0
     divergence: str | None = None
     teacher: torch.nn.Module | None = None
     modules: torch.nn.Module | None = None
@@ -117,7 +117,7 @@ class Context:
         (``repro.lean.weighted_ce_and_divergence``: the same values and gradients as the separate terms)."""
         get_divergence(self.divergence)
         options = self.divergence_options.get(self.divergence, {})
-        return weighted_ce_and_divergence(self.divergence, z_s, y, z_t, self.temperature, 1 - self.kd_rate,
+        return weighted_ce_and_divergence(self.divergence, z_s, y, z_t, self.kd_temperature, 1 - self.kd_rate,
                                           self.kd_rate, **options)
 
 
@@ -304,13 +304,13 @@ class DSKD(SFT):
             out["student_space"], out["ce"], out["t2s_kd"] = ctx.weighted_ce_and_divergence(z_s, y, z_t2s)
         else:
             out["ce"] = cross_entropy_sum(z_s, y)
-            out["t2s_kd"] = ctx.divergence_fn()(z_s, z_t2s, ctx.temperature).sum()
+            out["t2s_kd"] = ctx.divergence_fn()(z_s, z_t2s, ctx.kd_temperature).sum()
         if not self.student_space_only:
             z_t = teacher_logits(ctx, h_t)  # [N,V], computed in blocks where the loss reads it
             s2t = "kl" if ctx.dskd_s2t_divergence == "kl" else ctx.divergence
             options = {} if s2t == "kl" else ctx.divergence_options.get(s2t, {})
             out["s2t_kd"] = head_divergence(s2t, _project(ctx.modules["s2t"], h_s),
-                                            frozen_head(ctx.teacher, ctx.n_vocab), z_t, ctx.temperature,
+                                            frozen_head(ctx.teacher, ctx.n_vocab), z_t, ctx.kd_temperature,
                                             **options).sum()
         return out
 
@@ -559,8 +559,8 @@ class DSKDCrossModelAttention(SFT):
         return {
             "ce": cross_entropy_sum(z_s, y),
             "t2s_ce": t2s_ce,
-            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s[correct], ctx.temperature).sum(),
-            "s2t_kd": head_divergence("kl", x_s2t, teacher_head, z_t, ctx.temperature).sum(),
+            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s[correct], ctx.kd_temperature).sum(),
+            "s2t_kd": head_divergence("kl", x_s2t, teacher_head, z_t, ctx.kd_temperature).sum(),
             "t2s_acc": correct.sum().float(),
             "attention_entropy": entropy.detach()[s_mask].sum(),
         }
@@ -702,10 +702,10 @@ class MinED(SFT):
         aligned = aligned[response]  # [N]
         if ctx.mined_target == "first":  # (1 - a) CE + a KD in one pass (the same values and gradients)
             targets = mined_target_logits(y, z_aligned, aligned, ctx.first_ids)
-            loss, ce, kd = weighted_ce_and_divergence("kl", z_s, y, targets, ctx.temperature, 1 - ctx.kd_rate,
+            loss, ce, kd = weighted_ce_and_divergence("kl", z_s, y, targets, ctx.kd_temperature, 1 - ctx.kd_rate,
                                                       ctx.kd_rate)
             return {"loss": loss, "ce": ce, "kd": kd, "aligned": aligned.sum().float()}
-        kd, count = mined_kd_rows(z_s, y, z_aligned, aligned, ctx.vocab_map, ctx.temperature, ctx.mined_target,
+        kd, count = mined_kd_rows(z_s, y, z_aligned, aligned, ctx.vocab_map, ctx.kd_temperature, ctx.mined_target,
                                   ctx.first_ids)
         return total_loss(ctx, cross_entropy_sum(z_s, y), kd, aligned=count)
 

@@ -72,7 +72,7 @@ def collect(config: dict, table: int) -> list[dict]:
         planned = len(grid.cell_runs(config, cell))
         row = {"table": table, "pair": cell.pair, "teacher": pair["teacher"], "student": pair["student"],
                "row": grid.row_title(cell, table), "cell": cell.id, "method": cell.method,
-               "divergence": cell.divergence or "", "status": "missing", "runs": 0, "runs_planned": planned}
+               "divergence": cell.divergence, "status": "missing", "runs": 0, "runs_planned": planned}
         finished = finished_runs(config, cell)
         if finished:
             row["status"] = "done" if len(finished) == planned else "partial"

@@ -42,7 +42,7 @@ class TrainSettings:
     max_prompt_length: int = 256
     seed: int = 10
     kd_rate: float = 0.5
-    temperature: float = 2.0
+    kd_temperature: float = 2.0
     projector_lr: float = 1e-3
     checkpoint_every: int = 0
     # Where the official code and another choice differ (README "Fidelity"; defaults: repro.methods.CHOICES):
@@ -102,8 +102,8 @@ def build_context(settings: TrainSettings, tokenizer, divergence: str | None = N
     """The ``repro.methods.Context`` of a run from its settings: the student's vocabulary, KD rate and temperature,
     the divergence with its options, every fidelity option (``repro.methods.CHOICES``), the teacher, its tokenizer
     (cross-vocabulary methods) and its cache. The cells and the tests build every context here."""
-    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, temperature=settings.temperature,
-                  divergence=divergence or None, teacher=teacher, divergence_options=settings.divergence_options(),
+    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, kd_temperature=settings.kd_temperature,
+                  divergence=divergence, teacher=teacher, divergence_options=settings.divergence_options(),
                   max_length=settings.max_length, teacher_states=teacher_states,
                   **{name: getattr(settings, name) for name in CHOICES})
     if teacher_tokenizer is not None:
@@ -271,10 +271,11 @@ class Run:
         if self.order is None:
             self.order = torch.randperm(len(self.encoded), generator=self.order_rng).tolist()
         size = self.settings.batch_size
-        self.bar = tqdm(range(self.next_i, self.steps_per_epoch), desc=f"epoch {epoch}/{self.settings.epochs}",
-                        leave=False)
-        for i in self.bar:
+        bar = tqdm(range(self.next_i, self.steps_per_epoch), desc=f"epoch {epoch}/{self.settings.epochs}", leave=False)
+        for i in bar:
             yield i, [self.encoded[j] for j in self.order[i * size:(i + 1) * size]]
+            if self.log and "loss" in self.log[-1]:  # the step just taken (``optimiser_step``), on the bar
+                bar.set_postfix(loss=f"{self.log[-1]['loss']:.3f}", refresh=False)
         self.next_i, self.order = 0, None
 
     def optimiser_step(self, epoch: int, batch_items: list) -> dict[str, float]:
@@ -310,7 +311,6 @@ class Run:
         self.step += 1
         self.log.append({"step": self.step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                          "grad_norm": float(grad_norm), **sums})
-        self.bar.set_postfix(loss=f"{sums['loss']:.3f}", refresh=False)
         return sums
 
     def end_epoch(self, epoch: int, dev_rows: list[dict], dev_decode: DecodeSettings) -> None:

@@ -145,13 +145,13 @@ def test_a_real_run_needs_loadable_models_and_the_data_folder(config, tmp_path, 
 
 def test_non_finite_numbers_are_refused_by_key(config):
     config["training"]["kd_rate"] = float("nan")
-    config["training"]["temperature"] = float("inf")
+    config["training"]["kd_temperature"] = float("inf")
     config["training"]["seeds"] = [10, float("-inf")]
     with pytest.raises(ConfigError) as info:
         validate_config(config)
     message = str(info.value)
     assert "config key 'training.kd_rate': expected a finite number, got NaN" in message
-    assert "config key 'training.temperature': expected a finite number, got inf" in message
+    assert "config key 'training.kd_temperature': expected a finite number, got inf" in message
     assert "config key 'training.seeds.1': expected a finite number, got -inf" in message
 
 

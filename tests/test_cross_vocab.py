@@ -131,7 +131,7 @@ def test_cma_student_space_kd_only_where_the_teacher_is_right(cross_pairs, small
     # the rows are response positions whose student-space teacher prediction is the gold token
     labels = batch["labels"][batch["labels"] != IGNORE]
     assert set(z_t2s_rows.argmax(-1).tolist()) <= set(labels.tolist())
-    assert terms["t2s_kd"].item() == pytest.approx(real(z_s_rows, z_t2s_rows, ctx.temperature).sum().item())
+    assert terms["t2s_kd"].item() == pytest.approx(real(z_s_rows, z_t2s_rows, ctx.kd_temperature).sum().item())
 
 
 def test_uld_by_hand():
@@ -208,8 +208,8 @@ def _official_cma_terms(student, teacher, batch, ctx, normalisation, pad_ids):
                         detach_head=True)
     kd_labels = labels.masked_fill(~((z_t2s.argmax(-1) == labels) & s_mask), IGNORE)
     terms = {"ce": cross_entropy_sum(z_s, labels), "t2s_ce": cross_entropy_sum(z_t2s, labels),
-             "t2s_kd": masked_sum(get_divergence(ctx.divergence)(z_s, z_t2s.detach(), ctx.temperature), kd_labels),
-             "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.temperature), t_labels),
+             "t2s_kd": masked_sum(get_divergence(ctx.divergence)(z_s, z_t2s.detach(), ctx.kd_temperature), kd_labels),
+             "s2t_kd": masked_sum(forward_kl(z_s2t, z_t, ctx.kd_temperature), t_labels),
              "t2s_acc": (kd_labels != IGNORE).sum().float()}
     return terms, torch.stack(stds)
 
@@ -288,7 +288,7 @@ def test_mined_loss_gradients_equal_the_plain_computation(cross_pairs, small_spl
     with torch.no_grad():
         z_t = teacher(input_ids=tb["input_ids"], attention_mask=tb["attention_mask"]).logits
     kd, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
-                               ctx.temperature, target, ctx.first_ids)
+                               ctx.kd_temperature, target, ctx.first_ids)
     ce = cross_entropy_sum(z_s, batch["labels"])
     assert 0 < aligned < (batch["labels"] != IGNORE).sum()  # both kinds of rows, aligned and one-hot
     loss = (1 - ctx.kd_rate) * ce + ctx.kd_rate * kd
@@ -394,7 +394,7 @@ def test_mined_loss_equals_the_term_on_full_teacher_logits(cross_pairs, small_sp
         tb = _teacher_batch(batch)
         z_t = teacher(input_ids=tb["input_ids"], attention_mask=tb["attention_mask"]).logits
         expected, aligned = mined_kd_sum(z_s, batch["labels"], z_t, batch["teacher_positions"], ctx.vocab_map,
-                                         ctx.temperature, ctx.mined_target, ctx.first_ids)
+                                         ctx.kd_temperature, ctx.mined_target, ctx.first_ids)
         terms = method.loss(student, batch, ctx)
     assert aligned > 0
     torch.testing.assert_close(terms["kd"], expected, rtol=1e-5, atol=1e-5)

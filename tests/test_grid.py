@@ -34,7 +34,7 @@ def test_default_grid_cells():
     assert params["training"]["dev_seeds"] == config["evaluation"]["dev_seeds"]
     assert "dev_seeds" not in params["evaluation"]
     teacher = grid.find_cell(config, "gpt2", "teacher")
-    assert not teacher.needs_teacher and grid.cell_params(config, teacher.with_seed(10))["teacher"] == ""
+    assert not teacher.needs_teacher and grid.cell_params(config, teacher.with_seed(10))["teacher"] is None
     names = [p.name for p in grid.table_files(config)]
     assert names == [f"table{n}.{e}" for n in (1, 2, 3) for e in ("md", "tex", "csv")]
 
@@ -74,8 +74,9 @@ def test_cell_config_rejects_inconsistent_parameters():
     config = load_config(REPO / "config" / "config.yaml")
     params = grid.cell_params(config, grid.find_run(config, "gpt2", "kd-kl", 10))
     CellConfig(**params)
-    for change, message in [({"teacher": ""}, "needs a teacher checkpoint"),
-                            ({"divergence": ""}, "needs a divergence"),
+    for change, message in [({"teacher": None}, "needs a teacher checkpoint"),
+                            ({"divergence": None}, "needs a divergence"),
+                            ({"divergence": ""}, "divergence must be one of"),
                             ({"role": "assistant"}, "role must be"),
                             ({"method": "magic"}, "unknown method 'magic'"),
                             ({"evaluation": {**params["evaluation"], "beam": 4}}, "unknown evaluation keys"),

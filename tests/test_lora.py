@@ -25,11 +25,12 @@ def setup(tmp_path_factory, trained_tokenizers, small_splits):
     return root
 
 
-def _cell(root, name, method, model, lora=None, teacher="", divergence=""):
+def _cell(root, name, method, model, lora=None, teacher=None, divergence=None):
     training = {"lr": 5e-3, "epochs": 2, "batch_size": 16, "micro_batch_size": 16, "max_length": 256,
                 "max_prompt_length": 128, "dev_seeds": [10], **({"lora": lora} if lora else {})}
     return CellConfig(cell_id=f"p/{name}", pair="p", method=method, role="teacher" if name == "teacher" else "student",
-                      model=str(model), teacher=str(teacher), divergence=divergence, data_dir=str(root / "data"),
+                      model=str(model), teacher=str(teacher) if teacher else None, divergence=divergence,
+                      data_dir=str(root / "data"),
                       out_dir=str(root / "runs" / name), training=training,
                       evaluation={"seeds": [10], "max_new_tokens": 6, "batch_size": 8})
 

@@ -56,7 +56,7 @@ def test_cached_terms_and_gradients_equal_the_live_teacher(models, small_splits,
         for cached in (False, True):
             torch.manual_seed(0)
             student = load_model(student_dir)
-            method, ctx = _context(name, teacher, t_tok, s_tok, divergence)
+            method, ctx = _context(name, teacher, t_tok, s_tok, divergence or None)
             ctx.teacher_states = states if cached else None
             ctx.modules = method.build(student, teacher)
             method.prepare(encoded, s_tok, ctx)
@@ -88,7 +88,8 @@ def _cell(tmp_path, models, cache_file, name, method="kd", divergence="kl"):
     training = {"lr": 5e-3, "epochs": 2, "batch_size": 8, "micro_batch_size": 4, "max_length": MAX_LENGTH,
                 "max_prompt_length": 128, "dev_seeds": [10]}
     return CellConfig(cell_id=f"p/{name}", pair="p", method=method, role="student", divergence=divergence,
-                      model=str(student_dir), teacher=str(teacher_dir), teacher_states=str(cache_file),
+                      model=str(student_dir), teacher=str(teacher_dir),
+                      teacher_states=str(cache_file) if cache_file else None,
                       data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / name), training=training,
                       evaluation={"seeds": [10], "max_new_tokens": 4, "batch_size": 4})
 
@@ -113,7 +114,7 @@ def test_training_with_the_cache_ends_with_the_same_weights(models, small_splits
     assert info["examples"] == 24 and info["bytes"] == cache.stat().st_size and info["dtype"] == "torch.float32"
     assert json.loads((tmp_path / "states" / "states.json").read_text())["rows"] == info["rows"]
     for method in ("kd", "dskd"):
-        live = train_cell(_cell(tmp_path, models, "", f"{method}-live", method))
+        live = train_cell(_cell(tmp_path, models, None, f"{method}-live", method))
         cached = train_cell(_cell(tmp_path, models, cache, f"{method}-cached", method))
         assert live["steps"] == cached["steps"] == 6
         a = load_model(tmp_path / f"{method}-live" / "model").state_dict()
