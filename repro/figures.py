@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .io import atomic_path
 from .names import DIVERGENCE_TITLES
 
 SETTING_TITLES = {"different": "different heads (KD)", "shared": "shared head (DSKD)"}
@@ -27,8 +28,6 @@ def _pyplot():
 def save_figure(fig, stem: str | os.PathLike, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write ``fig`` to ``stem``.png (150 dpi) and ``stem``.pdf (or the ``formats`` given), atomically; returns the
     paths."""
-    from .io import atomic_path
-
     paths = []
     for ext in formats:
         path = Path(f"{stem}.{ext}")
