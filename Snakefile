@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from repro.config import ConfigError, check_workflow_config
+from repro.config import ConfigError, check_workflow_config, run_problems
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
@@ -39,8 +39,6 @@ else:
     # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
     # offline): what the first jobs would need, a model id that can be loaded and the processed data's folder.
     onstart:
-        from repro.config import run_problems
-
         if _problems := run_problems(config):
             sys.exit("Nothing was run:\n  " + "\n  ".join(_problems))
 

@@ -10,10 +10,16 @@ and display what they return.
 """
 from __future__ import annotations
 
+import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 from . import grid, layout, names
 from .io import read_jsonl, write_json, write_jsonl, write_text
+from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
+from .metrics import mean_sample_std
+from .tables import to_csv
+from .toy import ToySettings, distance_rows, run_toy
 
 
 def figure1_outputs(config: dict) -> dict[str, Path]:
@@ -38,8 +44,6 @@ def make_figure1(config: dict, threads: int = 1, progress: bool = True) -> dict:
     """Run the toy simulation for every divergence of the config; write its results, the distance table and
     Figure 1. Returns ``{"results", "table" (Markdown), "figure" (matplotlib figure), "files"}``."""
     from .figures import plot_toy, save_figure, toy_table
-    from .tables import to_csv
-    from .toy import ToySettings, distance_rows, run_toy
 
     settings = ToySettings(**grid.figure_settings(config, "toy"), threads=threads)
     results = run_toy(list(config["divergences"]), settings, progress=progress)
@@ -59,11 +63,8 @@ def make_figure3(config: dict, threads: int = 1) -> dict:
     first training examples, for every training run of each row; writes the values, a summary table and Figure 3.
     Returns ``{"values", "values_by_run", "table", "figure", "files"}`` (``values``: {pair: {student: {distance:
     [per example, every run's in turn]}}}; ``values_by_run``: {pair: {student: {seed: {distance: [per example]}}}})."""
-    import statistics
-
     from .data import load_examples
     from .figures import plot_representation, save_figure
-    from .metrics import mean_sample_std
     from .representation import pair_distances
 
     settings = grid.figure_settings(config, "representation")
@@ -127,10 +128,7 @@ def make_figure2(config: dict, environ=None, client=None) -> dict:
     there is no Figure 2; the API key is read from the environment variable the config names, never written.
     Returns ``{"status", "summary", "table", "figure", "files"}`` (summary, table and figure None without a judge).
     """
-    from dataclasses import asdict
-
     from .figures import judge_table, plot_judge, save_figure
-    from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
 
     settings = JudgeSettings(**grid.figure_settings(config, "judge"))
     status = judge_status(settings, environ)

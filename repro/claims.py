@@ -24,6 +24,7 @@ import io
 import statistics
 
 from . import grid, names, tables
+from .analysis import figure1_outputs, figure3_outputs
 from .io import read_json, write_text
 
 # What PAPER.md section 5 reports for each kind of comparison (numbers where it gives them).
@@ -159,8 +160,6 @@ def figure3_claims(results: dict) -> list[dict]:
 
 def claims(config: dict) -> list[dict]:
     """Every claim row of a finished (or partly finished) run."""
-    from .analysis import figure1_outputs, figure3_outputs
-
     rows = table_claims(config)
     if figure1_outputs(config)["results"].exists():
         rows += figure1_claims(read_json(figure1_outputs(config)["results"]))

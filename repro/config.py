@@ -6,14 +6,20 @@ cannot express (a pair's models exist, a built model's tokenizer exists). Every 
 """
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
+import jsonschema
 import yaml
+from huggingface_hub import try_to_load_from_cache
 
 from . import names
 from .names import ABLATION_METHODS, CROSS_VOCAB_METHODS, names_list
+from .synthetic import check_sizes
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -83,8 +89,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 def non_finite(value, path=()) -> list[tuple[str, float]]:
     """``(key, number)`` of every NaN or infinite number in ``value`` (nested mappings and lists)."""
-    import math
-
     if isinstance(value, float) and not math.isfinite(value):
         return [(_key(path), value)]
     if isinstance(value, dict):
@@ -130,10 +134,6 @@ def _describe(error) -> list[str]:
 
 def _schema_problems(instance: dict, schema: dict) -> list[str]:
     """Every way ``instance`` breaks ``schema`` (and every non-finite number in it), one readable line each."""
-    import math
-
-    import jsonschema
-
     # JSON Schema counts 32.0 as an integer; Python's range() and the batch arithmetic do not
     strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
@@ -226,8 +226,6 @@ def _check_references(config: dict) -> list[str]:
                             f"{list(ABLATION_METHODS)} in its methods)")
     data = config["data"]
     if data.get("source") == "synthetic" and all(k in data for k in ("n_people", "n_train", "n_dev", "n_test")):
-        from .synthetic import check_sizes
-
         if (size_problem := check_sizes(data["n_people"], data["n_train"], data["n_dev"], data["n_test"])):
             problems.append(f"config key 'data.n_train': {size_problem}")
     for name, spec in config["models"].items():
@@ -327,8 +325,6 @@ def run_problems(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
         ref = config["models"][name].get("id")
         if ref is None or (Path(workdir) / ref).expanduser().is_dir() or not _offline():
             continue
-        from huggingface_hub import try_to_load_from_cache
-
         if not isinstance(try_to_load_from_cache(ref, "config.json"), str):
             problems.append(f"config key 'models.{name}.id': {ref!r} is neither a local model folder nor in the "
                             f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
@@ -352,9 +348,6 @@ def load_config(path: str | os.PathLike) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``python -m repro.config FILE...``: check workflow config files as the Snakefile does (a study config too),
     before Snakemake reads them; Snakemake's own reader reports a YAML syntax error without its file and line."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m repro.config", description=main.__doc__)
     parser.add_argument("files", nargs="+", help="workflow config YAML files")
     args = parser.parse_args(argv)

@@ -17,13 +17,19 @@ number, within a factor of about two; measured times are recorded per job by Sna
 """
 from __future__ import annotations
 
+import argparse
+import copy
 import functools
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import hf_hub_download
+
 from . import grid, names
+from .config import load_config
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
 # (parameters, hidden size, head rows); a warning says so.
@@ -67,8 +73,6 @@ _WARNED: set[str] = set()
 
 
 def _warn_once(message: str) -> None:
-    import warnings
-
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, stacklevel=3)
@@ -80,8 +84,6 @@ def _read_model_config(ref: str) -> str | None:
     if path.is_dir():
         return (path / "config.json").read_text(encoding="utf-8") if (path / "config.json").is_file() else None
     try:  # the hub's file (or its local cache; HF_HUB_OFFLINE=1 asks the cache only)
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(ref, "config.json")).read_text(encoding="utf-8")
     except Exception:  # unreachable, unknown or gated: the caller falls back and says so
         return None
@@ -206,8 +208,6 @@ def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
 
 def without_teacher_cache(config: dict) -> dict:
     """A copy of ``config`` with ``training.teacher_cache`` off (every cell runs its teacher live)."""
-    import copy
-
     other = copy.deepcopy(config)
     other["training"]["teacher_cache"] = False
     for pair in other["pairs"].values():
@@ -216,10 +216,6 @@ def without_teacher_cache(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from .config import load_config
-
     parser = argparse.ArgumentParser(prog="python -m repro.estimate",
                                      description="Estimated GPU-hours of every job of a configuration.")
     parser.add_argument("config", help="workflow configuration YAML, e.g. config/paper.yaml")

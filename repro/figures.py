@@ -8,21 +8,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
 from .io import atomic_path
 from .names import DIVERGENCE_TITLES
 
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")  # no screen needed; inline display in notebooks still works through the kernel
+
 SETTING_TITLES = {"different": "different heads (KD)", "shared": "shared head (DSKD)"}
 SETTING_COLORS = {"different": "tab:orange", "shared": "tab:blue"}
-
-
-def _pyplot():
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND"):
-        matplotlib.use("Agg")  # no screen needed; inline display in notebooks still works through the kernel
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_figure(fig, stem: str | os.PathLike, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
@@ -45,7 +44,6 @@ def plot_toy(results: dict):
     """Figure 1: per divergence (rows), the hidden states of the first repetition before training, after training
     with different heads and with a shared head (at the lowest loss), and the loss curves of both settings averaged
     over the repetitions (shaded: ± one std)."""
-    plt = _pyplot()
     names = list(results["divergences"])
     reps = results["settings"]["repetitions"]
     fig, axes = plt.subplots(len(names), 4, figsize=(16, 3.4 * len(names)), squeeze=False)
@@ -101,10 +99,6 @@ def plot_representation(values: dict):
 
     ``values``: {pair title: {student label: {"cosine": [...], "inner_product": [...]}}}.
     """
-    import pandas as pd
-    import seaborn as sns
-
-    plt = _pyplot()
     records = [{"pair": pair, "student": label, "distance": kind, "value": v}
                for pair, students in values.items() for label, kinds in students.items()
                for kind, vals in kinds.items() for v in vals]
@@ -152,7 +146,6 @@ def plot_judge(summary: dict):
 
     ``summary``: {comparison title: {"wins", "ties", "losses", "n", "invalid", ...}} (``repro.judge.summarize``).
     """
-    plt = _pyplot()
     names = list(summary)
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.5))
     parts = [("wins", "DSKD wins", "tab:blue"), ("ties", "tie", "lightgray"), ("losses", "KD wins", "tab:orange")]
@@ -176,9 +169,6 @@ def plot_training_curves(logs: dict[str, list[dict]], title: str, kept: dict[str
     e.g. one per training seed): the total loss and every logged term per optimiser step (left), other diagnostics
     such as accuracies and the gradient norm (middle), and dev Rouge-L per epoch (right). A colour per quantity, a
     line style per run; ``kept``: the epoch of each run's kept checkpoint, marked on the right."""
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     styles = ["-", "--", ":", "-."]
     colours: dict[str, str] = {}

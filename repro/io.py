@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -82,8 +83,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def failure_cause(log_text: str) -> str | None:
     """The cause of a failed notebook run from papermill's log: the last line of the form ``SomeError: message``
     (the exception the failing cell raised, after papermill's own traceback), or None when there is none."""
-    import re
-
     causes = [line.strip() for line in log_text.splitlines()
               if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:", line)
               and not line.lstrip().startswith("papermill.exceptions.")]

@@ -6,6 +6,7 @@ from . import grid
 from .data import load_examples
 from .io import write_json, write_jsonl, write_text
 from .models import count_parameters, init_model, load_model
+from .sources import import_real_data
 from .synthetic import generate, pretraining_corpus, write_splits
 from .vocab import corpus_texts, load_tokenizer, train_tokenizer
 
@@ -15,8 +16,6 @@ def make_data(config: dict) -> dict:
     data; ``processed`` and ``hub`` import the paper's, see ``repro.sources``); return ``{split: n_rows}``."""
     d = config["data"]
     if d["source"] != "synthetic":
-        from .sources import import_real_data
-
         report = import_real_data(config)
         return {split: r["rows"] for split, r in report.items() if "rows" in r} | (
             {split: report["hub"][f"{split}_rows"] for split in ("train", "dev", "dolly")} if "hub" in report else {})

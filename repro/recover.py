@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .config import load_yaml
+
 LOCKS = Path(".snakemake") / "locks"
 
 
@@ -93,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = "results"
     if args.config:
-        from .config import load_yaml
-
         results = load_yaml(args.config).get("results_dir", results)
     for line in recover(args.directory, results):
         print(line, file=sys.stderr)

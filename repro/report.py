@@ -7,12 +7,20 @@ linked).
 """
 from __future__ import annotations
 
+import argparse
 import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
+import jinja2
+from markdown_it import MarkdownIt
+
 from . import grid, layout
+from .analysis import figure1_outputs, figure2_outputs, figure3_outputs
+from .claims import claims_files
+from .config import load_config
+from .io import read_json, write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -35,8 +43,6 @@ def _href(target: Path, base: Path) -> str:
 
 @lru_cache(maxsize=1)
 def _markdown():
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable("table")  # raw HTML is escaped
 
     def heading_open(renderer, tokens, idx, options, env):  # the files' headings sit below the report's own (h1, h2)
@@ -111,9 +117,6 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
 def build_report(config: dict) -> tuple[str, list[Path]]:
     """The report's HTML (``repro/templates/report.html.j2``) and the list of files it should link but could not
     find."""
-    from .analysis import figure1_outputs, figure2_outputs, figure3_outputs
-    from .claims import claims_files
-
     target = grid.report_file(config)
     page = _Page(target.parent)
     results = grid.results_dir(config)
@@ -175,8 +178,6 @@ def build_report(config: dict) -> tuple[str, list[Path]]:
 
 @lru_cache(maxsize=1)
 def _template():
-    import jinja2
-
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.get_template("report.html.j2")
@@ -184,7 +185,6 @@ def _template():
 
 def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
     from .figures import judge_table
-    from .io import read_json
 
     if not outputs["results"].exists():
         page.missing.append(outputs["results"])
@@ -206,8 +206,6 @@ def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
 
 def write_report(config: dict) -> tuple[Path, list[Path]]:
     """Write ``results/report/index.html`` atomically; returns its path and the files it could not link."""
-    from .io import write_text
-
     text, missing = build_report(config)
     target = grid.report_file(config)
     write_text(target, text)
@@ -216,10 +214,6 @@ def write_report(config: dict) -> tuple[Path, list[Path]]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m repro.report CONFIG``: build the report from the results that exist."""
-    import argparse
-
-    from .config import load_config
-
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=main.__doc__)
     parser.add_argument("config", help="the workflow configuration (YAML)")
     args = parser.parse_args(argv)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import datasets
+from transformers import AutoTokenizer
+
 from . import grid, names
 from .data import read_examples
 from .io import write_json, write_jsonl
@@ -108,9 +111,6 @@ def process_dolly(records, count_prompt_tokens, max_prompt_tokens: int, dev_size
 def import_hub_dolly(config: dict) -> dict:
     """Download databricks-dolly-15k (``data.hub.id``: a hub id, or a local folder/file ``datasets`` can read),
     process it (``process_dolly``) and write train, dev and the Dolly test set into the cell layout."""
-    import datasets
-    from transformers import AutoTokenizer
-
     hub = {**HUB_DEFAULTS, **config["data"].get("hub", {})}
     source = hub["id"]
     if Path(source).is_file():

@@ -14,10 +14,14 @@ No torch import: the Snakefile calls this while building the DAG.
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
+
+import yaml
 
 from . import grid, tables
 from .config import ConfigError, load_yaml, validate_config
+from .io import write_json, write_text
 
 STUDY_KEYS = {"base", "results_dir", "pairs", "divergences", "seeds", "conditions"}
 COMPARISONS = (("DSKD - KD", "dskd", "kd"), ("KD - SFT", "kd", "sft"), ("DSKD - SFT", "dskd", "sft"))
@@ -116,12 +120,6 @@ def _row(pair: str, divergence: str, title: str, result: dict | None) -> dict:
 def run_condition(config: dict, name: str, cores: int, log: str, out: str, python: str) -> None:
     """Train every run of condition ``name`` with a workflow of its own (its config written beside its results),
     then write its comparisons to ``out``."""
-    import subprocess
-
-    import yaml
-
-    from .io import write_json, write_text
-
     condition = condition_config(config, name)
     folder = condition_dir(config, name)
     config_file = folder / "config.yaml"

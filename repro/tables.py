@@ -13,13 +13,19 @@ has and marked; a row with none is kept as a row marked missing, never dropped.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import logging
+import math
+import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import grid, layout, names
+from .config import load_config
 from .io import read_json, read_jsonl, write_text
 from .metrics import mean_sample_std
 
@@ -130,9 +136,6 @@ def per_prompt(config: dict, run: grid.Cell) -> dict[str, list[float]] | None:
 def standard_error(prompts: dict[str, list[float]]) -> float:
     """Standard error of the Avg of per-prompt scores ``{test set: [per prompt]}`` from the prompts: each set's
     scores as a sample of prompts, ``sqrt(sum_t var_t / n_t) / T`` over the T test sets."""
-    import math
-    import statistics
-
     variance = sum(statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in prompts.values())
     return math.sqrt(variance) / len(prompts)
 
@@ -179,8 +182,6 @@ def hierarchical_bootstrap(a: list[dict[str, list[float]]], b: list[dict[str, li
     first resampling unit; the two sides independently), then the prompts of each test set with replacement, the
     same draw for both sides (the prompts are shared), and takes the difference of the mean Avg. Returns ``{"delta",
     "low", "high", "runs": (len(a), len(b)), "replicates"}``."""
-    import numpy as np
-
     sets = list(a[0])
     for side in (a, b):
         for run in side:
@@ -312,7 +313,6 @@ def standard_error_line(rows: list[dict]) -> str | None:
     rows = [r for r in rows if r.get("run_se") is not None and r.get("row_se") is not None]
     if not rows:
         return None
-    import statistics
 
     def spread(key):
         return f"median {statistics.median(r[key] for r in rows):.2f}, largest {max(r[key] for r in rows):.2f}"
@@ -398,10 +398,6 @@ def write_tables(config: dict) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m repro.tables CONFIG``: build the tables from whatever cells have finished (missing ones marked)."""
-    import argparse
-
-    from .config import load_config
-
     parser = argparse.ArgumentParser(prog="python -m repro.tables", description=main.__doc__)
     parser.add_argument("config", help="workflow configuration YAML")
     for path in write_tables(load_config(parser.parse_args(argv).config)):

@@ -1,8 +1,12 @@
 # Helpers shared by the rules of the grid (no rules here): the table cells and their runs, what each job is given.
+import json
 import os
+import subprocess
 from pathlib import Path
 
-from repro import analysis, claims, grid, layout
+from repro import analysis, claims, estimate, grid, layout
+from repro.io import write_text
+from repro.report import notebooks as report_notebooks, write_report  # `report` is Snakemake's own
 
 CELLS = grid.cells(config)
 RUNS = grid.runs(config)  # one job per run: a cell trained with one training seed
@@ -45,16 +49,12 @@ def cell_gpus(wildcards):
 def cell_runtime(wildcards, step):
     """Minutes to request for a job on a cluster: the paper-scale estimate of `python -m repro.estimate`, with
     margin (ignored by local runs)."""
-    from repro.estimate import job_minutes
-
-    return job_minutes(config, cell_of(wildcards), step)
+    return estimate.job_minutes(config, cell_of(wildcards), step)
 
 
 def cache_runtime(pair):
     """Minutes to request for a pair's teacher-state cache job (the estimate, with margin)."""
-    from repro.estimate import cache_minutes
-
-    return cache_minutes(config, pair)
+    return estimate.cache_minutes(config, pair)
 
 
 def cell_inputs(wildcards):
@@ -75,9 +75,6 @@ def cell_inputs(wildcards):
 def pretrain_model(name, corpus, threads, log):
     """Pretrain base model `name` with `python -m repro.pretrain` (settings from the `pretraining` section); its
     output goes to `log`."""
-    import json
-    import subprocess
-
     keys = ("epochs", "lr", "batch_size", "max_length", "min_lr", "weight_decay", "clip", "seed")
     settings = {k: PRETRAINING[k] for k in keys if k in PRETRAINING}
     command = [PYTHON, "-m", "repro.pretrain", "--model", str(grid.base_model_dir(config, name)), "--corpus", corpus,
@@ -93,9 +90,6 @@ TEACHER_STATE_PAIRS = grid.teacher_state_pairs(config)
 def build_teacher_states(pair, train_file, out_file, threads, log):
     """Build the pair's teacher-state cache with `python -m repro.teacher_states`, given the training settings the
     pair's cells use (in one process: the builder runs alone); its output goes to `log`."""
-    import json
-    import subprocess
-
     entry = TEACHER_STATE_PAIRS[pair]
     training = {**entry["training"], "processes": 1, "shard_optimizer": False}
     teacher = grid.checkpoint_dir(config, grid.teacher_run(config, grid.Cell(pair, "sft", role="teacher")))
@@ -120,12 +114,10 @@ JUDGE_CONFIGURED = bool(os.environ.get(grid.figure_settings(config, "judge")["ap
 def report_inputs(wildcards):
     """Everything the report links: tables, figures (Figure 2's status file: its figure exists only with a
     judge), training curves and every rendered notebook."""
-    from repro import analysis, report
-
     inputs = list(TABLES) + [str(p) for p in CLAIMS_FILES]
     inputs += [p for n in FIGURE_NUMBERS if n != 2 for p in FIGURE_FILES[n]]
     if 2 in FIGURE_NUMBERS:
         inputs.append(str(analysis.figure2_outputs(config)["results"]))
     inputs += [str(p) for p in analysis.training_curve_files(config)]
-    inputs += [str(path) for _, path in report.notebooks(config)]
+    inputs += [str(path) for _, path in report_notebooks(config)]
     return inputs

@@ -29,10 +29,7 @@ rule make_claims:
     log:
         f"{RESULTS}/logs/make_claims.log",
     run:
-        from repro.claims import write_claims
-        from repro.io import write_text
-
-        write_text(log[0], "".join(f"wrote {p}\n" for p in write_claims(config)))
+        write_text(log[0], "".join(f"wrote {p}\n" for p in claims.write_claims(config)))
 
 
 rule make_report:
@@ -44,8 +41,5 @@ rule make_report:
     log:
         f"{RESULTS}/logs/make_report.log",
     run:
-        from repro.io import write_text
-        from repro.report import write_report
-
         path, missing = write_report(config)
         write_text(log[0], f"wrote {path}\n" + "".join(f"missing: {p}\n" for p in missing))

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from conftest import REPO
+from conftest import DAG_MODULES, REPO
 from repro.config import ConfigError, load_config, load_yaml, validate_config
 
 
@@ -161,9 +161,7 @@ def test_workflow_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    modules = ["config", "grid", "names", "layout", "analysis", "claims", "study", "render", "report", "estimate",
-               "tables", "recover"]
-    code = (f"import sys; import {', '.join('repro.' + m for m in modules)}; "
+    code = (f"import sys; import {', '.join('repro.' + m for m in DAG_MODULES)}; "
             "sys.exit(1 if any(m in sys.modules for m in ('torch', 'transformers')) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 

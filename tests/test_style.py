@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import DAG_MODULES, REPO
 
 
 def test_ruff_is_clean():
@@ -88,3 +88,73 @@ def test_the_readme_how_to_names_what_exists():
         assert (REPO / name).exists() or "figureN" in name, name
     for path, function in tests:
         assert f"def {function}(" in (REPO / path).read_text(encoding="utf-8"), (path, function)
+
+
+
+# Third-party packages that take a noticeable part of a second to import (or bring torch): a module that the
+# workflow imports while it builds the DAG imports them inside the function that needs them (`snakemake -n` and
+# `python -m repro.config` stay fast).
+HEAVY_PACKAGES = {"torch", "transformers", "datasets", "peft", "accelerate", "pandas", "matplotlib", "seaborn",
+                  "openai", "tqdm", "nbconvert", "nbformat", "jupytext", "rouge_score", "nltk"}
+
+
+def _package_imports():
+    """For every module of the package, ``repro.X``: what it imports at module level (``repro.Y`` or a package's
+    dotted name) and every import inside a function as ``(line, target)``."""
+    import ast
+
+    def targets(node):
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        if node.level:  # from . import x, from .x import y
+            return [f"repro.{node.module}"] if node.module else [f"repro.{a.name}" for a in node.names]
+        return [node.module]
+
+    top, inner = {}, {}
+    for path in sorted((REPO / "repro").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                   and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+        nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        module = f"repro.{path.stem}"
+        top[module] = {t for n in imports if id(n) not in nested for t in targets(n)}
+        inner[module] = [(n.lineno, t) for n in imports if id(n) in nested for t in targets(n)]
+    return top, inner
+
+
+def _loads(start, top) -> set[str]:
+    """Every module that importing ``start`` loads, following the package's module-level imports."""
+    seen, todo = set(), list(start)
+    while todo:
+        if (name := todo.pop()) not in seen:
+            seen.add(name)
+            todo.extend(top.get(name, ()))
+    return seen
+
+
+def test_imports_sit_at_the_top_unless_they_defer_a_heavy_package_or_break_a_cycle():
+    """An import inside a function is allowed only where it (a) keeps a heavy package (HEAVY_PACKAGES, or a module
+    of ours that loads one) out of a module the DAG build imports (conftest.DAG_MODULES and what they load), or
+    (b) breaks an import cycle (the target loads the importing module). Everything else, the standard library
+    above all, is imported at the module's top."""
+    import re
+
+    top, inner = _package_imports()
+    workflow = set()
+    for path in [REPO / "Snakefile", *(REPO / "rules").glob("*.smk")]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if m := re.match(r"from repro import ([\w, ]+)", line):
+                workflow |= {name.strip() for name in m.group(1).split(",")}
+            elif m := re.match(r"from repro\.(\w+) import ", line):
+                workflow.add(m.group(1))
+    assert "config" in workflow and workflow <= set(DAG_MODULES), workflow  # the list is the workflow's
+    dag = {m for m in _loads([f"repro.{m}" for m in DAG_MODULES], top) if m.startswith("repro.")}
+
+    def heavy(target):
+        return any(name.split(".")[0] in HEAVY_PACKAGES for name in _loads([target], top))
+
+    offenders = [f"{module}:{line} imports {target} inside a function"
+                 for module, imports in inner.items() for line, target in imports
+                 if not (module in dag and heavy(target)) and module not in _loads([target], top)]
+    assert offenders == []
