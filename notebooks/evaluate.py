@@ -36,9 +36,10 @@ threads: int = 1  # torch threads of this job
 # %%
 import pandas as pd
 
-from repro.cells import CellConfig, evaluate_cell, score_table, show_messages
+from repro.cells import CellConfig, evaluate_cell, score_table
+from repro.render import show_messages
 
-show_messages()
+show_messages()  # a warning prints here, not to stderr
 cfg = CellConfig.from_parameters(globals())
 cfg
 

@@ -29,11 +29,13 @@ from IPython.display import Markdown, display
 
 from repro.analysis import make_figure1
 from repro.config import load_config, validate_config
+from repro.render import show_messages
 
+show_messages()  # a warning prints here, not to stderr
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")
 
 # %%
-figure1 = make_figure1(config, threads)
+figure1 = make_figure1(config, threads, progress=False)  # no progress bar in the rendered notebook
 print("settings:", figure1["results"]["settings"])
 display(Markdown(figure1["table"]))
 

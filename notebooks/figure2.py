@@ -29,7 +29,9 @@ from IPython.display import Markdown, display
 
 from repro.analysis import make_figure2
 from repro.config import load_config, validate_config
+from repro.render import show_messages
 
+show_messages()  # a warning prints here, not to stderr
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")
 
 # %%

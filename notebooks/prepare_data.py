@@ -28,7 +28,9 @@ import torch
 from repro import grid, names, prepare
 from repro.config import load_config, validate_config
 from repro.io import read_json, read_jsonl
+from repro.render import show_messages
 
+show_messages()  # a warning prints here, not to stderr
 torch.set_num_threads(threads)
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")
 

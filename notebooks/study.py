@@ -30,7 +30,9 @@ from IPython.display import Markdown, display
 from repro import study
 from repro.config import load_yaml
 from repro.io import read_json, write_text
+from repro.render import show_messages
 
+show_messages()  # a warning prints here, not to stderr
 config = study.validate_study(study_config or load_yaml("config/study.yaml"))
 results = {name: read_json(study.comparisons_file(config, name))["comparisons"]
            for name in config["study"]["conditions"]}

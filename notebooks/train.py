@@ -34,7 +34,7 @@ teacher_states: str | None = "results/teacher_states/gpt2/states.pt"  # the teac
 data_dir: str = "results/data"  # folder with train.jsonl, dev.jsonl and test/<set>.jsonl
 out_dir: str = "results/runs/gpt2/kd-kl/seed10"  # where checkpoint, logs, generations and scores.json go
 training: dict = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "micro_batch_size": 32, "seed": 10,
-                  "dev_seeds": [10]}  # repro.training.TrainSettings fields
+                  "dev_seeds": [10]}  # repro.settings.TrainSettings fields
 evaluation: dict = {"seeds": [10, 20, 30], "max_new_tokens": 64, "batch_size": 50}  # decoding settings
 threads: int = 1  # torch threads of this job
 evaluate: bool = True  # also evaluate on the test sets here (miniature); False when a separate job does
@@ -44,9 +44,10 @@ import pandas as pd
 from IPython.display import display
 
 from repro import layout
-from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table, show_messages
+from repro.cells import CellConfig, evaluate_cell, run_training, sample_generations, score_table
 from repro.figures import plot_training_curves
 from repro.io import read_jsonl
+from repro.render import show_messages
 
 show_messages()  # a training warning prints here, not to stderr
 cfg = CellConfig.from_parameters(globals())

@@ -8,7 +8,6 @@ machine-readable is written here (JSON/JSONL), atomically.
 from __future__ import annotations
 
 import argparse
-import logging
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +25,8 @@ from .methods import get_method
 from .metrics import mean_std
 from .models import add_lora, count_parameters, load_model, merge_lora
 from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
-from .training import TrainSettings, build_context, make_accelerator, train
+from .settings import TrainSettings
+from .training import build_context, make_accelerator, train
 from .vocab import load_tokenizer
 
 DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
@@ -79,27 +79,15 @@ class CellConfig:
 
     @property
     def settings(self):
-        """The run's ``repro.training.TrainSettings`` (from ``training``)."""
+        """The run's ``repro.settings.TrainSettings`` (from ``training``)."""
         return TrainSettings(**self.training)
 
     def decode_settings(self, test: bool):
         values = {k: self.evaluation[k] for k in DECODE_KEYS if k in self.evaluation}
-        values["max_prompt_length"] = self.training.get("max_prompt_length", 256)
+        values["max_prompt_length"] = self.settings.max_prompt_length
         if not test:
             values["no_repeat_ngram_size"] = 0  # dev sampling has no n-gram blocking (PAPER.md section 3)
         return DecodeSettings(**values)
-
-
-def show_messages() -> None:
-    """In a notebook: the project's log messages (a run's training warnings) as plain output lines, where a reader
-    of the rendered notebook sees them, instead of stderr (without a handler, Python's last resort writes there)."""
-    logger = logging.getLogger("repro")
-    if not any(getattr(h, "repro_notebook", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        handler.repro_notebook = True
-        logger.addHandler(handler)
-        logger.propagate = False
 
 
 def _setup(cfg: CellConfig):

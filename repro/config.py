@@ -19,6 +19,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from . import names
 from .names import ABLATION_METHODS, CROSS_VOCAB_METHODS, names_list
+from .settings import training_value
 from .synthetic import check_sizes
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
@@ -247,10 +248,10 @@ def _check_references(config: dict) -> list[str]:
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):
             merged = role_training(config, name, role)
-            share = merged["micro_batch_size"] * merged.get("processes", 1)
+            share = merged["micro_batch_size"] * training_value(merged, "processes")
             if merged["batch_size"] % share:
                 problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "
-                                f"({merged['micro_batch_size']} x {merged.get('processes', 1)}) must divide "
+                                f"({merged['micro_batch_size']} x {training_value(merged, 'processes')}) must divide "
                                 f"training.batch_size ({merged['batch_size']})")
     return problems
 

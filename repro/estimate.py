@@ -30,6 +30,7 @@ from huggingface_hub import hf_hub_download
 
 from . import grid, names
 from .config import load_config
+from .settings import training_value
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
 # (parameters, hidden size, head rows); a warning says so.
@@ -152,7 +153,7 @@ def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[s
     flops = (4 if training.get("lora") else 6) * model * tokens
     generated = 0.5 * config["evaluation"]["max_new_tokens"]  # samples stop at EOS; about half the limit
     per_prompt = 2 * model * (PROMPT_TOKENS[kind] + generated)
-    dev_seeds = len(config["evaluation"]["dev_seeds"]) + len(config["evaluation"].get("dev_check_seeds", []))
+    dev_seeds = len(config["evaluation"]["dev_seeds"]) + len(training_value(config["evaluation"], "dev_check_seeds"))
     dev = per_prompt * n_dev * dev_seeds * training["epochs"]
     if cell.needs_teacher:
         teacher = parameters(config, pair["teacher"])
@@ -174,7 +175,7 @@ def cache_seconds(config: dict, pair: str, rates: Rates = Rates()) -> float:
     n_train, _, _, kind = _data(config)
     teacher = parameters(config, config["pairs"][pair]["teacher"])
     flops = 2 * teacher * n_train * TOKENS_PER_EXAMPLE[kind]
-    if entry["cma"] and entry["training"].get("cma_normalisation", "official") == "official":
+    if entry["cma"] and training_value(entry["training"], "cma_normalisation") == "official":
         flops += 2 * teacher * n_train * entry["training"]["max_length"]
     return flops / (rates.peak_tflops * 1e12 * rates.train_mfu)
 
@@ -187,7 +188,7 @@ def cache_minutes(config: dict, pair: str, margin: float = 1.5, floor: int = 10)
 def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, floor: int = 10) -> int:
     """Wall-clock minutes to request for a job (``step``: ``train`` or ``evaluate``): the estimate over the job's
     GPUs, with ``margin``, at least ``floor``."""
-    gpus = grid.cell_training(config, cell).get("processes", 1) if step == "train" else 1
+    gpus = training_value(grid.cell_training(config, cell), "processes") if step == "train" else 1
     return max(floor, math.ceil(job_seconds(config, cell)[step] / gpus * margin / 60))
 
 

@@ -21,6 +21,7 @@ from . import layout, names
 from .config import role_training
 from .judge import JudgeSettings
 from .names import ABLATION_METHODS, DIVERGENCE_TITLES, TEST_SETS
+from .settings import training_value
 from .toy import ToySettings
 
 
@@ -218,7 +219,7 @@ def teacher_states_file(config: dict, pair: str) -> Path:
 def uses_teacher_states(config: dict, cell: Cell) -> bool:
     """Whether ``cell`` reads its teacher from the cache: a white-box student cell with ``training.teacher_cache``
     on (the default)."""
-    return cell.reads_teacher_states and bool(cell_training(config, cell).get("teacher_cache", True))
+    return cell.reads_teacher_states and bool(training_value(cell_training(config, cell), "teacher_cache"))
 
 
 def teacher_state_pairs(config: dict) -> dict[str, dict]:
@@ -278,7 +279,7 @@ def table_files(config: dict) -> list[Path]:
 
 
 def cell_training(config: dict, cell: Cell) -> dict:
-    """The training settings of a run (``repro.training.TrainSettings`` fields): the global ``training`` section
+    """The training settings of a run (``repro.settings.TrainSettings`` fields): the global ``training`` section
     with its pair role's overrides, and the run's ``seed`` (a row: its first run's) in place of ``seeds``."""
     training = role_training(config, cell.pair, cell.role)
     training.pop("seeds", None)
@@ -294,7 +295,8 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
     training = cell_training(config, cell)
     evaluation = dict(config["evaluation"])
     training["dev_seeds"] = evaluation.pop("dev_seeds")
-    training["dev_check_seeds"] = evaluation.pop("dev_check_seeds", [])
+    training["dev_check_seeds"] = training_value(evaluation, "dev_check_seeds")
+    evaluation.pop("dev_check_seeds", None)
     evaluation.pop("separate_jobs", None)
     return {
         "cell_id": cell.run_id,

@@ -25,17 +25,7 @@ from .lean import (
     weighted_ce_and_divergence,
 )
 from .losses import get_divergence
-
-# Options where the project can follow the official code or another choice (README "Fidelity"); the first of each
-# is the default and reproduces the official code.
-CHOICES = {
-    "dskd_s2t_divergence": ("kl", "row"),
-    "cma_normalisation": ("official", "response"),
-    "mined_alignment": ("input", "label"),
-    "mined_target": ("first", "sum"),
-    "mined_vocab_map": ("convert", "strip"),
-    "teacher_padded_rows": ("keep", "cut"),
-}
+from .names import CHOICES
 
 
 @dataclass

@@ -78,3 +78,15 @@ def names_list(names) -> str:
     """``a, b, c or d``: names for an error message."""
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+# Options where the project can follow the official code or another choice (README "Fidelity"); the first of each
+# is the default and reproduces the official code.
+CHOICES = {
+    "dskd_s2t_divergence": ("kl", "row"),
+    "cma_normalisation": ("official", "response"),
+    "mined_alignment": ("input", "label"),
+    "mined_target": ("first", "sum"),
+    "mined_vocab_map": ("convert", "strip"),
+    "teacher_padded_rows": ("keep", "cut"),
+}

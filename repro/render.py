@@ -11,6 +11,7 @@ stay in ``<log>.kernel-start``. A notebook that fails stops the job with its exc
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,19 @@ KERNEL_DIED = "Kernel died before replying to kernel_info"
 class NotebookFailed(RuntimeError):
     """A notebook that did not run through: the failing cell's exception in one line, the log and the partial
     notebook named."""
+
+
+def show_messages() -> None:
+    """Called at the top of every workflow notebook: the project's log messages (a run's training warnings, the
+    tables' teacher and training warnings) print as plain output lines, where a reader of the rendered notebook
+    sees them, instead of stderr (without a handler, Python's last resort writes there)."""
+    logger = logging.getLogger("repro")
+    if not any(getattr(h, "repro_notebook", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.repro_notebook = True
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def convert(source: str | os.PathLike, target: str | os.PathLike, log: str | os.PathLike) -> None:

@@ -19,7 +19,6 @@ import io
 import logging
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +247,7 @@ def teacher_warnings(config: dict, rows: list[dict]) -> list[str]:
             continue
         sft_dev = mean_sample_std([s["best_dev_rougeL"] for _, s in finished])[0]
         if row["dev"] <= sft_dev:
-            warnings.append(f"WARNING: the teacher of pair {row['pair']!r} ({row['teacher']}) does not beat the "
+            warnings.append(f"the teacher of pair {row['pair']!r} ({row['teacher']}) does not beat the "
                             f"student SFT baseline ({sft.id}) on the dev set: dev Rouge-L {row['dev']:.2f} <= "
                             f"{sft_dev:.2f}")
     return warnings
@@ -344,7 +343,7 @@ def to_markdown(config: dict, rows: list[dict], table: int) -> str:
     partial = [f"{r['cell']} ({r['runs']} of {r['runs_planned']} runs)" for r in rows if r["status"] == "partial"]
     if partial:
         lines += ["", f"**Rows with unfinished runs (shown over the finished ones): {', '.join(partial)}.**"]
-    lines += [f"\n**{w}**" for w in teacher_warnings(config, rows)]
+    lines += [f"\n**WARNING: {w}**" for w in teacher_warnings(config, rows)]
     lines += [f"\n**Training warning{WARNED}, {w}**" for w in run_warnings(config, grid.table_cells(config, table))]
     return "\n".join(lines) + "\n"
 
@@ -382,14 +381,14 @@ def to_csv(rows: list[dict]) -> str:
 
 def write_tables(config: dict) -> list[Path]:
     """Write ``table{n}.md``, ``.tex`` and ``.csv`` for every table of the config; return the paths. Teacher
-    quality warnings go to the log and stderr as well as into the Markdown table."""
+    quality and training warnings go into the Markdown table and to the ``repro`` logger (the make_tables notebook
+    shows them, ``python -m repro.tables`` prints them to stderr)."""
     out = grid.results_dir(config) / "tables"
     written = []
     for n in grid.tables(config):
         rows = collect(config, n)
         for warning in teacher_warnings(config, rows) + run_warnings(config, grid.table_cells(config, n)):
             logging.getLogger("repro").warning(warning)
-            print(warning, file=sys.stderr)
         for ext, text in (("md", to_markdown(config, rows, n)), ("tex", to_latex(rows, n)), ("csv", to_csv(rows))):
             write_text(out / f"table{n}.{ext}", text)
             written.append(out / f"table{n}.{ext}")
@@ -400,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m repro.tables CONFIG``: build the tables from whatever cells have finished (missing ones marked)."""
     parser = argparse.ArgumentParser(prog="python -m repro.tables", description=main.__doc__)
     parser.add_argument("config", help="workflow configuration YAML")
+    logging.basicConfig(format="%(levelname)s: %(message)s")  # the tables' warnings, to stderr
     for path in write_tables(load_config(parser.parse_args(argv).config)):
         print(path)
 

@@ -31,6 +31,7 @@ from .data import IGNORE, Encoded, collate, encode_dataset, load_examples
 from .io import atomic_path, write_json
 from .methods import cma_example_sums, final_hidden
 from .models import load_model
+from .settings import TrainSettings
 from .vocab import load_tokenizer
 
 FORMAT = 1
@@ -148,7 +149,7 @@ def check_matches(states: TeacherStates, encoded: list, path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Build a pair's cache: load the teacher as a training job does, tokenise the training set with the teacher's
     tokenizer, run it once, save atomically, and log size and time."""
-    from .training import TrainSettings, make_accelerator
+    from .training import make_accelerator
 
     parser = argparse.ArgumentParser(prog="python -m repro.teacher_states", description=main.__doc__)
     parser.add_argument("--teacher", required=True, help="teacher checkpoint folder (save_pretrained)")

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,82 +25,16 @@ from . import layout
 from .data import IGNORE, collate, encode_dataset
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
-from .methods import CHOICES, Context
+from .methods import Context
+from .names import CHOICES
+from .settings import TrainSettings
 from .teacher_states import check_matches
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float
-    epochs: int
-    batch_size: int = 32
-    micro_batch_size: int = 32
-    weight_decay: float = 0.01
-    min_lr: float = 1e-7
-    clip: float = 1.0
-    max_length: int = 512
-    max_prompt_length: int = 256
-    seed: int = 10
-    kd_rate: float = 0.5
-    kd_temperature: float = 2.0
-    projector_lr: float = 1e-3
-    checkpoint_every: int = 0
-    # Where the official code and another choice differ (README "Fidelity"; defaults: repro.methods.CHOICES):
-    dskd_s2t_divergence: str = CHOICES["dskd_s2t_divergence"][0]
-    cma_normalisation: str = CHOICES["cma_normalisation"][0]
-    mined_alignment: str = CHOICES["mined_alignment"][0]
-    mined_target: str = CHOICES["mined_target"][0]
-    mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
-    teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
-    teacher_cache: bool = True  # read the teacher from its cache when the cell is given one (repro.teacher_states)
-    # a run whose loss diverges (repro.training.training_warnings): "warn" records it (log, summary, tables, report)
-    # and goes on; "stop" fails the job at the end of the epoch where it is seen
-    on_divergence: str = "warn"
-    skew: float = 0.1
-    akl_threshold: float = 0.5
-    dev_seeds: list[int] = field(default_factory=lambda: [10])
-    # extra dev sampling seeds, recorded per epoch but never used for the checkpoint choice: how often another dev
-    # seed would have chosen another epoch (repro.tables.checkpoint_agreement)
-    dev_check_seeds: list[int] = field(default_factory=list)
-    lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
-    precision: str = "auto"  # bf16 autocast ("bf16"), none ("fp32"), or "auto": bf16 on a GPU, fp32 on a CPU
-    processes: int = 1  # data-parallel processes of the job (GPUs); the global batch is split among them
-    shard_optimizer: bool = False  # ZeRO stage 1 with several processes: AdamW state split across processes
-
-    def __post_init__(self):
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        if self.on_divergence not in ("warn", "stop"):
-            raise ValueError(f"training.on_divergence must be 'warn' or 'stop', got {self.on_divergence!r}")
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.batch_size % (self.micro_batch_size * self.processes):
-            raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size x processes = "
-                             f"{self.micro_batch_size} x {self.processes}")
-        if self.epochs < 1 or self.lr <= 0 or self.projector_lr <= 0:
-            raise ValueError(f"need epochs >= 1 and positive learning rates, got epochs={self.epochs}, "
-                             f"lr={self.lr}, projector_lr={self.projector_lr}")
-
-    @property
-    def gradient_accumulation(self) -> int:
-        """Micro batches per process and optimiser step: global batch / (micro batch x processes)."""
-        return self.batch_size // (self.micro_batch_size * self.processes)
-
-    def mixed_precision(self, on_gpu: bool) -> str:
-        """The accelerate ``mixed_precision`` value: ``bf16`` or ``no`` (fp16 is not offered: it gives infinite
-        DSKD losses, PAPER.md section 3)."""
-        return "bf16" if self.precision == "bf16" or (self.precision == "auto" and on_gpu) else "no"
-
-    def divergence_options(self) -> dict:
-        """Per-divergence keyword options: the skew weight of skl/srkl and AKL's head/tail threshold."""
-        return {"skl": {"skew": self.skew}, "srkl": {"skew": self.skew}, "akl": {"threshold": self.akl_threshold}}
 
 
 def build_context(settings: TrainSettings, tokenizer, divergence: str | None = None, teacher=None,
                   teacher_tokenizer=None, teacher_states=None) -> Context:
     """The ``repro.methods.Context`` of a run from its settings: the student's vocabulary, KD rate and temperature,
-    the divergence with its options, every fidelity option (``repro.methods.CHOICES``), the teacher, its tokenizer
+    the divergence with its options, every fidelity option (``repro.names.CHOICES``), the teacher, its tokenizer
     (cross-vocabulary methods) and its cache. The cells and the tests build every context here."""
     ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, kd_temperature=settings.kd_temperature,
                   divergence=divergence, teacher=teacher, divergence_options=settings.divergence_options(),

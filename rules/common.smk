@@ -7,6 +7,7 @@ from pathlib import Path
 from repro import analysis, claims, estimate, grid, layout
 from repro.io import write_text
 from repro.report import notebooks as report_notebooks, write_report  # `report` is Snakemake's own
+from repro.settings import training_value
 
 CELLS = grid.cells(config)
 RUNS = grid.runs(config)  # one job per run: a cell trained with one training seed
@@ -43,7 +44,7 @@ def cell_params(wildcards, threads, evaluate):
 def cell_gpus(wildcards):
     """GPUs a training job holds (its data-parallel processes); declared so that `--resources gpu=N` never
     oversubscribes a machine's GPUs. CPU runs set no limit."""
-    return grid.cell_training(config, cell_of(wildcards)).get("processes", 1)
+    return training_value(grid.cell_training(config, cell_of(wildcards)), "processes")
 
 
 def cell_runtime(wildcards, step):

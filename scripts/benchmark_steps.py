@@ -45,7 +45,8 @@ def _child(args) -> dict:
     from repro.data import IGNORE, Encoded
     from repro.methods import Context, get_method
     from repro.models import build_config
-    from repro.training import TrainSettings, param_groups
+    from repro.settings import TrainSettings
+    from repro.training import param_groups
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

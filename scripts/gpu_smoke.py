@@ -26,7 +26,8 @@ from repro.data import IGNORE, Encoded  # noqa: E402
 from repro.io import write_json  # noqa: E402
 from repro.methods import Context, get_method  # noqa: E402
 from repro.models import build_config  # noqa: E402
-from repro.training import TrainSettings, param_groups  # noqa: E402
+from repro.settings import TrainSettings  # noqa: E402
+from repro.training import param_groups  # noqa: E402
 
 GPT2_VOCAB = 50257
 SHAPES = {  # (layers, hidden, heads): gpt2-xl and gpt2 (PAPER.md section 3)

@@ -257,11 +257,12 @@ def test_settings_classes_take_their_bounds_from_the_schema(config, owner, secti
 
 def test_fidelity_options_match_the_code():
     """The schema's choices of every option that switches between the official code and another behaviour are the
-    ones the code accepts (``repro.methods.CHOICES``), with the official value as the default everywhere."""
+    ones the code accepts (``repro.names.CHOICES``), with the official value as the default everywhere."""
     import dataclasses
 
-    from repro.methods import CHOICES, Context
-    from repro.training import TrainSettings
+    from repro.methods import Context
+    from repro.names import CHOICES
+    from repro.settings import TrainSettings
 
     training = load_yaml(REPO / "config" / "schema.yaml")["properties"]["training"]["properties"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}

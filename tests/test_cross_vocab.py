@@ -9,7 +9,8 @@ from repro import names
 from repro.data import IGNORE, collate, encode_dataset
 from repro.methods import combine_std, get_method, uld_distance_sum
 from repro.models import load_model
-from repro.training import TrainSettings, build_context
+from repro.settings import TrainSettings
+from repro.training import build_context
 from repro.vocab import load_tokenizer
 
 # (teacher arch, teacher tokenizer) -> (student arch, student tokenizer): the paper's two cross-vocabulary pairs,

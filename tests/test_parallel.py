@@ -9,8 +9,8 @@ from conftest import make_pair
 from repro.cells import CellConfig, run_training
 from repro.io import read_json, read_jsonl
 from repro.models import load_model
+from repro.settings import TrainSettings
 from repro.synthetic import write_splits
-from repro.training import TrainSettings
 
 
 def test_settings_split_the_global_batch_among_processes():

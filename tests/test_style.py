@@ -158,3 +158,21 @@ def test_imports_sit_at_the_top_unless_they_defer_a_heavy_package_or_break_a_cyc
                  for module, imports in inner.items() for line, target in imports
                  if not (module in dag and heavy(target)) and module not in _loads([target], top)]
     assert offenders == []
+
+
+def test_a_training_default_is_written_only_in_train_settings():
+    """A training key's default lives in ``repro.settings.TrainSettings``: no module, rule or notebook reads a key
+    of the training block with a default of its own (``training.get("processes", 1)``); they call
+    ``repro.settings.training_value`` (or build the settings). Not checked: ``seed`` (also a model's key) and the
+    divergence options ``skew`` and ``threshold`` (the loss functions' own keyword defaults)."""
+    import re
+    from dataclasses import fields
+
+    from repro.settings import TrainSettings
+
+    keys = "|".join(f.name for f in fields(TrainSettings) if f.name not in ("seed", "skew"))
+    pattern = re.compile(rf"""\.(get|pop)\(\s*["']({keys})["']\s*,(?!\s*None\))""")  # pop(key, None) drops a key
+    files = [p for d in ("repro", "rules", "notebooks") for p in (REPO / d).rglob("*") if p.suffix in (".py", ".smk")]
+    offenders = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in files + [REPO / "Snakefile"]
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

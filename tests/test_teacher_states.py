@@ -12,8 +12,9 @@ from repro import teacher_states
 from repro.data import collate, encode_dataset
 from repro.methods import get_method
 from repro.models import load_model
+from repro.settings import TrainSettings
 from repro.synthetic import write_splits
-from repro.training import TrainSettings, build_context
+from repro.training import build_context
 from repro.vocab import load_tokenizer
 
 MAX_LENGTH = 256

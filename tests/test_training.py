@@ -8,7 +8,8 @@ from repro.generation import DecodeSettings, evaluate_set, generate
 from repro.io import read_jsonl
 from repro.methods import Context, get_method
 from repro.models import init_model, load_model
-from repro.training import TrainSettings, cosine_lr, train
+from repro.settings import TrainSettings
+from repro.training import cosine_lr, train
 from repro.vocab import load_tokenizer
 
 
