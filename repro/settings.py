@@ -4,6 +4,7 @@ is written; torch-free code reads it through ``training_value``.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import MISSING, dataclass, field, fields
 
 from .names import CHOICES
@@ -83,5 +84,6 @@ TRAINING_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.defaul
 
 
 def training_value(training: dict, key: str):
-    """``training[key]``, or the key's default (``TrainSettings``) when the block does not set it."""
-    return training[key] if key in training else TRAINING_DEFAULTS[key]
+    """``training[key]``, or the key's default (``TrainSettings``; a copy, so a list default is never shared) when
+    the block does not set it."""
+    return training[key] if key in training else copy.deepcopy(TRAINING_DEFAULTS[key])

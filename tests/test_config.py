@@ -286,3 +286,17 @@ def test_the_old_single_training_seed_gets_a_hint():
     config["training"]["seed"] = 10
     with pytest.raises(ConfigError, match=r"'training.seed' was replaced by 'training.seeds', a list"):
         validate_config(config)
+
+
+def test_training_defaults_are_the_settings_fields():
+    """``repro.settings.training_value`` falls back to ``TrainSettings``' own defaults (the one place they are
+    written), as fresh copies."""
+    from repro.settings import TRAINING_DEFAULTS, TrainSettings, training_value
+
+    settings = TrainSettings(lr=1e-3, epochs=1)
+    assert TRAINING_DEFAULTS == {k: getattr(settings, k) for k in TRAINING_DEFAULTS}
+    assert set(TRAINING_DEFAULTS) == set(settings.__dataclass_fields__) - {"lr", "epochs"}
+    assert training_value({"processes": 4}, "processes") == 4 and training_value({}, "processes") == 1
+    first = training_value({}, "dev_seeds")
+    first.append(99)
+    assert training_value({}, "dev_seeds") == [10]
