@@ -248,10 +248,10 @@ def _check_references(config: dict) -> list[str]:
     for name, pair in config["pairs"].items():
         for role in ("teacher", "student"):
             merged = role_training(config, name, role)
-            share = merged["micro_batch_size"] * training_value(merged, "processes")
-            if merged["batch_size"] % share:
+            processes = training_value(merged, "processes")
+            if merged["batch_size"] % (merged["micro_batch_size"] * processes):
                 problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "
-                                f"({merged['micro_batch_size']} x {training_value(merged, 'processes')}) must divide "
+                                f"({merged['micro_batch_size']} x {processes}) must divide "
                                 f"training.batch_size ({merged['batch_size']})")
     return problems
 
