@@ -7,6 +7,7 @@ cannot express (a pair's models exist, a built model's tokenizer exists). Every 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -16,8 +17,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 from huggingface_hub import try_to_load_from_cache
+from tokenizers import Tokenizer
 
-from . import names
+from . import architecture, names
 from .names import ABLATION_METHODS, CROSS_VOCAB_METHODS, names_list
 from .settings import training_value
 from .synthetic import check_sizes
@@ -230,12 +232,10 @@ def _check_references(config: dict) -> list[str]:
         if (size_problem := check_sizes(data["n_people"], data["n_train"], data["n_dev"], data["n_test"])):
             problems.append(f"config key 'data.n_train': {size_problem}")
     for name, spec in config["models"].items():
-        if "heads" in spec and spec["hidden"] % spec["heads"]:
-            problems.append(f"config key 'models.{name}.heads': {spec['heads']} attention heads must divide the "
-                            f"hidden size ({spec['hidden']})")
-        if "kv_heads" in spec and spec["heads"] % spec["kv_heads"]:
-            problems.append(f"config key 'models.{name}.kv_heads': {spec['kv_heads']} key/value heads must divide "
-                            f"the attention heads ({spec['heads']})")
+        if "arch" in spec:
+            problems += architecture.problems(spec, f"models.{name}")
+        if "architecture" in spec:
+            problems += architecture.problems(spec["architecture"], f"models.{name}.architecture")
     training = config["training"]
     if training["max_prompt_length"] > training["max_length"]:
         problems.append(f"config key 'training.max_prompt_length': {training['max_prompt_length']} is more than "
@@ -330,11 +330,72 @@ def run_problems(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
             problems.append(f"config key 'models.{name}.id': {ref!r} is neither a local model folder nor in the "
                             f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
                             f"(without HF_HUB_OFFLINE) or set the id to a local save_pretrained folder")
+    problems += vocabulary_problems(config, workdir)
     data = config["data"]
     if data.get("source") == "processed" and not (Path(workdir) / data["path"]).is_dir():
         problems.append(f"config key 'data.path': {data['path']} is not a folder (expected the processed files: "
                         f"dolly/train.jsonl, dolly/dev.jsonl, ...; see config/README.md)")
     return problems
+
+
+def vocabulary_problems(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
+    """Tokenizers that do not fit their models, where both can be read before any job runs: a built model whose
+    ``vocab_size`` (embedding rows) is below its tokenizer's token ids, and a model folder or hub model whose
+    config.json's ``vocab_size`` is below the ids of the tokenizer beside it, or differs from the config's
+    published ``architecture.vocab_size``."""
+    problems = []
+    for name, spec in config["models"].items():
+        rows = spec.get("vocab_size")
+        if "arch" in spec and rows and spec["tokenizer"] in config["tokenizers"]:
+            entry = config["tokenizers"][spec["tokenizer"]]
+            ids = entry.get("vocab_size") or _tokenizer_ids(entry["id"], workdir)
+            if ids and ids > rows:
+                problems.append(f"config key 'models.{name}.vocab_size': {rows} embedding rows are fewer than the "
+                                f"{ids} token ids of tokenizer {spec['tokenizer']!r}")
+        if "id" in spec:
+            model_config = _read_json_file(spec["id"], "config.json", workdir)
+            rows = (model_config or {}).get("vocab_size")
+            ids = _tokenizer_ids(spec["id"], workdir)
+            if rows and ids and ids > rows:
+                problems.append(f"config key 'models.{name}.id': the tokenizer of {spec['id']!r} has {ids} token "
+                                f"ids but its config.json only {rows} embedding rows (vocab_size)")
+            published = spec.get("architecture", {}).get("vocab_size")
+            if rows and published and rows != published:
+                problems.append(f"config key 'models.{name}.architecture.vocab_size': {published}, but the "
+                                f"config.json of {spec['id']!r} says {rows}")
+    return problems
+
+
+def _local_file(ref: str, filename: str, workdir: str | os.PathLike) -> Path | None:
+    """``filename`` of a model or tokenizer given by local folder or hub id: the folder's, or the Hugging Face
+    cache's (never downloaded here); None when neither has it."""
+    folder = (Path(workdir) / ref).expanduser()
+    if folder.is_dir():
+        return folder / filename if (folder / filename).is_file() else None
+    try:
+        cached = try_to_load_from_cache(ref, filename)
+    except Exception:  # not a valid hub id: the model id check reports it
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _read_json_file(ref: str, filename: str, workdir: str | os.PathLike) -> dict | None:
+    path = _local_file(ref, filename, workdir)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def _tokenizer_ids(ref: str, workdir: str | os.PathLike) -> int | None:
+    """How many token ids the tokenizer of ``ref`` has (its tokenizer.json, added tokens included), or None."""
+    path = _local_file(ref, "tokenizer.json", workdir)
+    if path is None:
+        return None
+    try:
+        return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    except Exception:  # an unreadable tokenizer.json fails its job with the library's own message
+        return None
 
 
 def load_config(path: str | os.PathLike) -> dict:

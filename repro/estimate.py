@@ -28,8 +28,8 @@ from pathlib import Path
 
 from huggingface_hub import hf_hub_download
 
-from . import grid, names
-from .config import load_config
+from . import architecture, grid, names
+from .config import _tokenizer_ids, load_config
 from .settings import training_value
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
@@ -52,22 +52,36 @@ class Rates:
 
 def _shape(config: dict, model: str) -> tuple[float, int, int]:
     """(parameters, hidden size, head rows) of a config model: for an ``id``, counted from the model's own
-    config.json (a local folder's, or the hub's when it is reachable or cached), else the config's ``shape``, else
-    ``FALLBACK_SHAPE`` with a warning; for a miniature architecture, from its sizes."""
+    config.json (a local folder's, or the hub's when it is reachable or cached), else from the config's published
+    ``architecture``, else ``FALLBACK_SHAPE`` with a warning; for a built model, from its description."""
+    spec = config["models"][model]
+    counted = shape_from_config(hf_config(config, model) or {})
+    if counted is not None:
+        return counted
+    _warn_once(f"config key 'models.{model}.id': no config.json readable for {spec['id']!r} (not a local "
+               f"model folder, and the hub is offline or does not know it) and no models.{model}.architecture "
+               f"given; the estimate assumes {FALLBACK_SHAPE[0]:.0e} parameters, hidden size {FALLBACK_SHAPE[1]} and "
+               f"{FALLBACK_SHAPE[2]:,} head rows")
+    return FALLBACK_SHAPE
+
+
+def hf_config(config: dict, model: str) -> dict | None:
+    """The ``transformers`` config fields of a config model: a hub or local model's own config.json where it can be
+    read, else its published ``architecture``; a built model's from its description (embedding rows: its
+    ``vocab_size``, else its tokenizer's, padded as the builder pads them). None when nothing says."""
     spec = config["models"][model]
     if "id" in spec:
-        counted = shape_from_config(model_config(spec["id"]) or {})
-        if counted is not None:
-            return counted
-        if "shape" in spec:
-            return float(spec["shape"]["parameters"]), spec["shape"]["hidden"], spec["shape"]["head_rows"]
-        _warn_once(f"config key 'models.{model}.id': no config.json readable for {spec['id']!r} (not a local "
-                   f"model folder, and the hub is offline or does not know it) and no models.{model}.shape given; "
-                   f"the estimate assumes {FALLBACK_SHAPE[0]:.0e} parameters, hidden size {FALLBACK_SHAPE[1]} and "
-                   f"{FALLBACK_SHAPE[2]:,} head rows")
-        return FALLBACK_SHAPE
-    vocab = config["tokenizers"][spec["tokenizer"]]["vocab_size"]
-    return 12 * spec["layers"] * spec["hidden"] ** 2 + vocab * spec["hidden"], spec["hidden"], vocab
+        found = model_config(spec["id"])
+        if found is not None:
+            return found
+        return architecture.published_fields(spec["architecture"]) if "architecture" in spec else None
+    tokenizer = config["tokenizers"][spec["tokenizer"]]
+    rows = spec.get("vocab_size") or tokenizer.get("vocab_size") or _tokenizer_ids(tokenizer["id"], ".")
+    if rows is None:
+        return None
+    multiple = spec.get("pad_vocab_to_multiple_of")
+    rows = -(-rows // multiple) * multiple if multiple and "vocab_size" not in spec else rows
+    return architecture.hf_fields(spec, rows)
 
 
 _WARNED: set[str] = set()

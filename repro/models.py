@@ -7,51 +7,50 @@ Qwen2 architecture). They are randomly initialised, saved with ``save_pretrained
 """
 from __future__ import annotations
 
+import json
 import os
 
 import torch
 import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
+from . import architecture
+from .architecture import ARCHS
 from .io import atomic_path
 
-ARCHS = ("gpt2", "llama", "mistral", "qwen2")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the dtypes weights are stored and held in
 
 
 def build_config(arch: str, vocab_size: int, layers: int, hidden: int, heads: int, kv_heads: int | None = None,
                  intermediate: int | None = None, max_positions: int = 512, bos_token_id: int | None = None,
-                 eos_token_id: int | None = None, pad_token_id: int | None = None, dropout: float | None = None):
-    """Return a ``transformers`` config of family ``arch`` with the given sizes.
+                 eos_token_id: int | None = None, pad_token_id: int | None = None, dropout: float | None = None,
+                 rope_theta: float | None = None):
+    """Return a ``transformers`` config of family ``arch`` with the given sizes (``repro.architecture.hf_fields``:
+    ``intermediate`` defaults to 4x hidden for GPT-2 and about 8/3x hidden for the gated-MLP families).
 
-    ``intermediate`` defaults to 4x hidden for GPT-2 and about 8/3x hidden (rounded to 16) for the gated-MLP families.
     ``dropout`` defaults to each family's own (0.1 for GPT-2, none for the others).
     """
-    if hidden % heads:
-        raise ValueError(f"hidden={hidden} must be divisible by heads={heads}")
+    spec = {"arch": arch, "layers": layers, "hidden": hidden, "heads": heads, "max_positions": max_positions,
+            **{k: v for k, v in (("kv_heads", kv_heads), ("intermediate", intermediate), ("rope_theta", rope_theta))
+               if v is not None}}
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {list(ARCHS)}")
+    if found := architecture.problems(spec, "model"):
+        raise ValueError("; ".join(found))
+    fields = architecture.hf_fields(spec, vocab_size)
+    model_type = fields.pop("model_type")
     special = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     if arch == "gpt2":
+        fields.pop("tie_word_embeddings")  # GPT-2 always ties its head to its input embeddings
         drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
         # gelu_pytorch_tanh is GPT-2's own tanh-approximated GELU (gelu_new) as one fused kernel: the same function,
         # about a quarter faster on a CPU
-        return transformers.GPT2Config(vocab_size=vocab_size, n_positions=max_positions, n_embd=hidden,
-                                       n_layer=layers, n_head=heads, n_inner=intermediate,
-                                       activation_function="gelu_pytorch_tanh", **special, **drop)
-    kv_heads = kv_heads or heads
-    if heads % kv_heads:
-        raise ValueError(f"heads={heads} must be divisible by kv_heads={kv_heads}")
-    intermediate = intermediate or 16 * round(hidden * 8 / 3 / 16)
-    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
-                  num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                  max_position_embeddings=max_positions, tie_word_embeddings=False, **special,
-                  **({} if dropout is None else {"attention_dropout": dropout}))
-    if arch == "llama":
-        return transformers.LlamaConfig(**common)
-    if arch == "mistral":
-        return transformers.MistralConfig(sliding_window=max_positions, **common)
-    if arch == "qwen2":
-        return transformers.Qwen2Config(**common)
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {list(ARCHS)}")
+        return transformers.GPT2Config(activation_function="gelu_pytorch_tanh", **fields, **special, **drop)
+    drop = {} if dropout is None else {"attention_dropout": dropout}
+    return transformers.AutoConfig.for_model(model_type, **fields, **special, **drop)
 
 
 def padded_vocab_size(n_tokens: int, multiple: int | None) -> int:
@@ -65,22 +64,29 @@ def padded_vocab_size(n_tokens: int, multiple: int | None) -> int:
     return -(-n_tokens // multiple) * multiple
 
 
-def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> None:
-    """Build a randomly initialised model from a config-file model ``spec`` and save it (with its tokenizer).
+def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> int:
+    """Build a randomly initialised model from a config-file model ``spec`` and save it (with its tokenizer); return
+    its parameter count.
 
     ``spec`` keys: ``arch``, ``layers``, ``hidden``, ``heads``, optional ``kv_heads``, ``intermediate``,
-    ``max_positions``, ``dropout``, ``pad_vocab_to_multiple_of``.
+    ``max_positions``, ``rope_theta``, ``dropout``, ``vocab_size`` (embedding rows, at least the tokenizer's ids) or
+    ``pad_vocab_to_multiple_of``, and ``dtype`` (the saved weights' storage dtype, ``float32`` unless given).
     """
+    rows = spec.get("vocab_size") or padded_vocab_size(len(tokenizer), spec.get("pad_vocab_to_multiple_of"))
+    if rows < len(tokenizer):
+        raise ValueError(f"model vocab_size {rows} is smaller than its tokenizer's {len(tokenizer)} token ids "
+                         f"({tokenizer.name_or_path})")
     config = build_config(
-        spec["arch"], padded_vocab_size(len(tokenizer), spec.get("pad_vocab_to_multiple_of")),
-        spec["layers"], spec["hidden"], spec["heads"], spec.get("kv_heads"), spec.get("intermediate"),
-        spec.get("max_positions", 512), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
-        spec.get("dropout"))
+        spec["arch"], rows, spec["layers"], spec["hidden"], spec["heads"], spec.get("kv_heads"),
+        spec.get("intermediate"), spec.get("max_positions", 512), tokenizer.bos_token_id, tokenizer.eos_token_id,
+        tokenizer.pad_token_id, spec.get("dropout"), spec.get("rope_theta"))
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config)  # initialised in fp32, whatever it is stored in
+    model = model.to(DTYPES[spec.get("dtype", "float32")])
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    return count_parameters(model)
 
 
 def load_model(name_or_path: str | os.PathLike, dtype: str = "float32"):
@@ -118,3 +124,129 @@ def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+class TeacherParts(torch.nn.Module):
+    """The only parts of a frozen teacher that a cell reading the teacher-state cache uses (``repro.teacher_states``
+    holds the final hidden states its body would compute): the output head (``get_output_embeddings()``: weight
+    [V,d], bias [V] if the model has one) and, for a method with the ``teacher_embeddings`` trait (DSKD-CMA), the
+    input embeddings (``get_input_embeddings()``: weight [V,d], the head's own tensor when the model ties them), with
+    the checkpoint's ``config``. Both are the model's own module classes, so their forward is the model's. There is
+    no transformer body: its forward and ``base_model`` fail, naming the checkpoint and what to do instead."""
+
+    def __init__(self, config, head: torch.nn.Module, embeddings: torch.nn.Module | None, source: str):
+        super().__init__()
+        self.config = config
+        self.head = head
+        self.embeddings = embeddings
+        self.source = source
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        if self.embeddings is None:
+            raise ValueError(f"{self.source}: the teacher parts hold no input embeddings; a method that reads them "
+                             f"needs the trait teacher_embeddings (repro.names.METHODS)")
+        return self.embeddings
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    @property
+    def base_model(self):
+        raise self._no_body()
+
+    def forward(self, *args, **kwargs):
+        raise self._no_body()
+
+    def _no_body(self) -> RuntimeError:
+        parts = "head" if self.embeddings is None else "head and input embeddings"
+        return RuntimeError(f"{self.source}: only the teacher's {parts} are loaded (the teacher-state cache stands "
+                            f"in for its body), but something asked to "
+                            f"run its body; build the cache with what it needs (python -m repro.teacher_states, "
+                            f"--cma for DSKD-CMA) or set training.teacher_cache: false")
+
+
+def load_teacher_parts(name_or_path: str | os.PathLike, dtype: str = "float32",
+                       embeddings: bool = False) -> TeacherParts:
+    """The output head (and, with ``embeddings``, the input embeddings) of the causal LM at ``name_or_path`` (hub id
+    or local folder) in ``dtype``, read by tensor name from its safetensors checkpoint (``model.safetensors`` or the
+    shards of ``model.safetensors.index.json``) without building its body: a cached student cell holds
+    ``V x d`` (``2 V x d`` for DSKD-CMA with untied embeddings) teacher parameters instead of the whole model.
+
+    The tensor names come from the model's own structure, built on the meta device (no memory):
+    ``get_output_embeddings()`` / ``get_input_embeddings()`` and their parameters' names. A tied head (GPT-2, or
+    ``tie_word_embeddings``) is read from whichever of the tied names the checkpoint holds, and a name is also
+    looked up with and without the model's base prefix (GPT-2's hub checkpoint says ``wte.weight`` for
+    ``transformer.wte.weight``), as ``from_pretrained`` does."""
+    source = str(name_or_path)
+    config = AutoConfig.from_pretrained(source)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    head = skeleton.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{source}: the model ({type(skeleton).__name__}) has no output head")
+    modules = {"output head": head, **({"input embeddings": skeleton.get_input_embeddings()} if embeddings else {})}
+    module_names = {id(m): n for n, m in skeleton.named_modules()}
+    tied: dict[int, list[str]] = {}  # a parameter's every name in the model (tied parameters have several)
+    for name, param in skeleton.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(param), []).append(name)
+    checkpoint = _SafetensorsCheckpoint(source)
+    loaded: dict[int, torch.nn.Parameter] = {}  # keyed by the meta parameter, so tied modules share one tensor
+    for what, module in modules.items():
+        for leaf, meta in list(module.named_parameters()):
+            if id(meta) not in loaded:
+                own = f"{module_names[id(module)]}.{leaf}"
+                names = [own] + [n for n in tied[id(meta)] if n != own]
+                value = checkpoint.tensor(names, skeleton.base_model_prefix, what, tuple(meta.shape))
+                loaded[id(meta)] = torch.nn.Parameter(value.to(DTYPES[dtype]), requires_grad=False)
+            owner, _, attr = leaf.rpartition(".")
+            setattr(module.get_submodule(owner), attr, loaded[id(meta)])
+        left = [n for n, b in module.named_buffers() if b.is_meta]
+        if left:  # e.g. a scale kept as a non-persistent buffer: not in the checkpoint, so not rebuilt here
+            raise ValueError(f"{source}: the {what} ({type(module).__name__}) has buffers {left} that the checkpoint "
+                             f"does not hold; set training.teacher_cache: false to load the whole teacher")
+    return TeacherParts(config, head, modules.get("input embeddings"), source).eval()
+
+
+class _SafetensorsCheckpoint:
+    """The tensors of a safetensors checkpoint by name: one ``model.safetensors`` or the shards that
+    ``model.safetensors.index.json`` maps each name to (a hub id's files through the local Hugging Face cache)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.file = cached_file(source, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False)
+        if self.file is not None:
+            with open(self.file) as f:
+                self.shards = json.load(f)["weight_map"]
+            return
+        self.file = cached_file(source, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False)
+        if self.file is None:
+            raise FileNotFoundError(f"{source}: no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}; the teacher's "
+                                    f"head is read from a safetensors checkpoint (save_pretrained's format)")
+        with safe_open(self.file, framework="pt") as f:
+            self.shards = {key: SAFE_WEIGHTS_NAME for key in f.keys()}
+
+    def tensor(self, names: list[str], prefix: str, what: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The first of ``names`` (each also with and without ``prefix.``) that the checkpoint holds, checked to
+        have ``shape``; a clear error naming the file and the tensor otherwise."""
+        keys = []
+        for name in names:
+            short = name.removeprefix(f"{prefix}.")
+            keys += [name, short if short != name else f"{prefix}.{name}"]
+        key = next((k for k in keys if k in self.shards), None)
+        if key is None:
+            raise ValueError(f"{self.file}: no tensor {names[0]!r} for the teacher's {what} (looked for "
+                             f"{', '.join(keys)})")
+        with safe_open(cached_file(self.source, self.shards[key]), framework="pt") as f:
+            value = f.get_tensor(key)
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{self.file}: tensor {key!r} has shape {list(value.shape)}, the model's config "
+                             f"expects {list(shape)}")
+        return value

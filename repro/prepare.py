@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from . import grid
 from .data import load_examples
-from .io import write_json, write_jsonl, write_text
-from .models import count_parameters, init_model, load_model
+from .io import atomic_path, write_json, write_jsonl, write_text
+from .models import init_model
 from .sources import import_real_data
 from .synthetic import generate, pretraining_corpus, write_splits
 from .vocab import corpus_texts, load_tokenizer, train_tokenizer
@@ -25,13 +25,19 @@ def make_data(config: dict) -> dict:
 
 
 def train_tokenizers(config: dict) -> dict:
-    """Train every tokenizer of the config on the training split; return ``{name: vocabulary size}``."""
+    """Make every tokenizer of the config: train a miniature one on the training split, or copy a real one (``id``:
+    hub id or local folder) into the run's folder; return ``{name: vocabulary size}``."""
     rows = load_examples(grid.data_dir(config) / "train.jsonl")
     sizes = {}
     for name, spec in config["tokenizers"].items():
         out = grid.tokenizer_dir(config, name)
-        train_tokenizer(spec["kind"], spec["vocab_size"], corpus_texts(rows), out,
-                        split_digits=spec.get("split_digits", False))
+        if "id" in spec:
+            real = load_tokenizer(spec["id"])
+            with atomic_path(out) as tmp:
+                real.save_pretrained(tmp)
+        else:
+            train_tokenizer(spec["kind"], spec["vocab_size"], corpus_texts(rows), out,
+                            split_digits=spec.get("split_digits", False))
         sizes[name] = len(load_tokenizer(out))
     return sizes
 
@@ -43,8 +49,7 @@ def init_models(config: dict) -> dict:
         spec = config["models"][name]
         tokenizer = load_tokenizer(grid.tokenizer_dir(config, spec["tokenizer"]))
         out = grid.base_model_dir(config, name)
-        init_model(spec, tokenizer, out, seed=spec.get("seed", 0))
-        counts[name] = count_parameters(load_model(out))
+        counts[name] = init_model(spec, tokenizer, out, seed=spec.get("seed", 0))
     return counts
 
 

@@ -42,8 +42,24 @@ def test_an_unknown_model_offline_is_a_warning_and_a_fallback(monkeypatch):
     with pytest.warns(UserWarning, match=r"models.gpt2_teacher.id': no config.json readable for 'someone/else'"):
         rows = estimate.estimate(config)
     assert estimate.parameters(config, "gpt2_teacher") == estimate.FALLBACK_SHAPE[0] and rows
-    config["models"]["gpt2_teacher"]["shape"] = {"parameters": 2e9, "hidden": 1000, "head_rows": 500}
-    assert estimate._shape(config, "gpt2_teacher") == (2e9, 1000, 500)  # the config's planning size offline
+    config["models"]["gpt2_teacher"]["architecture"] = {"arch": "llama", "layers": 2, "hidden": 64, "heads": 4,
+                                                        "intermediate": 100, "vocab_size": 500}
+    # offline, the config's published architecture is counted: embeddings and head, 2 x (attention, MLP, 2 norms)
+    expected = 500 * 64 * 2 + 2 * (4 * 64 * 64 + 3 * 64 * 100 + 2 * 64) + 64
+    assert estimate._shape(config, "gpt2_teacher") == (expected, 64, 500)
+
+
+def test_the_paper_models_published_architectures_count_to_their_published_sizes():
+    """paper.yaml's architectures (the numbers of each model's config.json) give the parameter counts the model
+    cards state, so the offline estimate plans with the real sizes."""
+    config = load_config(REPO / "config" / "paper.yaml")
+    published = {"gpt2_teacher": 1.558e9, "gpt2_student": 1.245e8, "llama2_teacher": 6.738e9,
+                 "tinyllama_student": 1.100e9, "mistral_teacher": 7.242e9, "qwen_teacher": 1.837e9}
+    for name, size in published.items():
+        counted, hidden, rows = estimate._shape(config, name)
+        assert abs(counted / size - 1) < 0.005, (name, counted)
+        assert (hidden, rows) == (config["models"][name]["architecture"]["hidden"],
+                                  config["models"][name]["architecture"]["vocab_size"])
 
 
 def test_parameters_are_counted_from_a_local_model_folder(tmp_path, trained_tokenizers):

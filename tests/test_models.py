@@ -58,7 +58,7 @@ def test_logits_beyond_the_tokenizer_are_cut(built, small_splits):
 
 
 def test_bad_shapes_are_errors():
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="must divide the hidden size"):
         build_config("llama", 100, 2, 30, 4)
     with pytest.raises(ValueError, match="unknown architecture"):
         build_config("bert", 100, 2, 32, 2)
