@@ -23,7 +23,7 @@ from .generation import DecodeSettings, evaluate_set, teacher_targets
 from .io import read_json, read_jsonl, write_json, write_jsonl
 from .methods import get_method
 from .metrics import mean_std
-from .models import add_lora, count_parameters, load_model, merge_lora
+from .models import add_lora, count_parameters, load_model, load_teacher_parts, merge_lora
 from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
 from .settings import TrainSettings
 from .training import build_context, make_accelerator, train
@@ -115,6 +115,7 @@ def train_cell(cfg: CellConfig) -> dict:
         student = add_lora(student, settings.lora)
     student = student.to(device)
     method = get_method(cfg.method)
+    cached = bool(settings.teacher_cache and cfg.teacher_states)  # the teacher's states come from its cache
     teacher = None
     if method.black_box:
         train_rows = _teacher_targets(cfg, train_rows, settings, device, dtype, accelerator.is_main_process)
@@ -124,10 +125,10 @@ def train_cell(cfg: CellConfig) -> dict:
             raise ValueError(f"cell {cfg.cell_id}: method {cfg.method!r} needs teacher and student to share a "
                              f"vocabulary, but {cfg.teacher} and {cfg.model} tokenize differently; use a "
                              f"cross-vocabulary method ({names_list(CROSS_VOCAB_METHODS)}) for this pair")
-        teacher = load_model(cfg.teacher, dtype).to(device).eval()
+        teacher = _frozen_teacher(cfg, method, dtype, cached).to(device).eval()
         teacher.requires_grad_(False)
     states = None
-    if teacher is not None and settings.teacher_cache and cfg.teacher_states:
+    if teacher is not None and cached:
         expected = teacher_states.fingerprint(cfg.teacher, data / "train.jsonl", settings.max_length,
                                               settings.max_prompt_length, dtype)
         states = teacher_states.load(cfg.teacher_states, expected)
@@ -135,13 +136,23 @@ def train_cell(cfg: CellConfig) -> dict:
                         teacher_tok if teacher is not None and method.cross_vocab else None, states)
     summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
                     cfg.decode_settings(test=False), cfg.out_dir, accelerator)
-    summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg)})
+    summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg),
+                    "teacher_parameters": count_parameters(teacher) if teacher is not None else None})
     if not accelerator.is_main_process:
         return summary
     if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
         merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer)
     write_json(layout.train_summary_file(cfg.out_dir), summary)
     return summary
+
+
+def _frozen_teacher(cfg: CellConfig, method, dtype: str, cached: bool) -> torch.nn.Module:
+    """The white-box teacher a student cell holds: when it reads the teacher-state cache (``cached``), only the
+    teacher's head (and its input embeddings for a method with the ``teacher_embeddings`` trait;
+    ``repro.models.load_teacher_parts``), as the cache stands in for its body; else the whole model."""
+    if cached:
+        return load_teacher_parts(cfg.teacher, dtype, embeddings=method.teacher_embeddings)
+    return load_model(cfg.teacher, dtype)
 
 
 def _teacher_targets(cfg: CellConfig, rows: list[dict], settings, device, dtype: str, main: bool) -> list[dict]:

@@ -53,7 +53,8 @@ class Context:
     to the shared tokenizer.
     ``teacher_states``: the teacher-state cache (``repro.teacher_states.TeacherStates``): when set, the teacher's
     final hidden states at response positions are read from it instead of running the teacher's body (the head and
-    the embeddings still come from ``teacher``); batches then carry ``example_index``.
+    the embeddings still come from ``teacher``, which a cached cell loads as ``repro.models.TeacherParts``: those
+    alone); batches then carry ``example_index``.
     ``cma_scales`` (set by ``DSKDCrossModelAttention.begin_step``), ``vocab_map``, ``first_ids`` and
     ``aligned_share`` (set by ``MinED.prepare``) are state of the methods.
     """
@@ -211,13 +212,15 @@ class SFT:
 
     Every method is built with its registry name; its flags come from ``repro.names.METHODS`` (``needs_teacher``,
     ``needs_divergence``, ``black_box``: the teacher's generated text only, any vocabulary; ``cross_vocab``: batches
-    tokenised by both models, ``teacher_*`` tensors)."""
+    tokenised by both models, ``teacher_*`` tensors; ``teacher_embeddings``: reads the teacher's input embeddings
+    besides its head when its hidden states come from the teacher-state cache)."""
 
     def __init__(self, name: str = "sft"):
         traits = names.method(name)
         self.name = name
         self.needs_teacher, self.needs_divergence = traits.needs_teacher, traits.needs_divergence
         self.black_box, self.cross_vocab = traits.black_box, traits.cross_vocab
+        self.teacher_embeddings = traits.teacher_embeddings
 
     def build(self, student, teacher) -> torch.nn.Module | None:
         return None

@@ -212,6 +212,7 @@ def load_teacher_parts(name_or_path: str | os.PathLike, dtype: str = "float32",
         if left:  # e.g. a scale kept as a non-persistent buffer: not in the checkpoint, so not rebuilt here
             raise ValueError(f"{source}: the {what} ({type(module).__name__}) has buffers {left} that the checkpoint "
                              f"does not hold; set training.teacher_cache: false to load the whole teacher")
+    config.dtype = DTYPES[dtype]  # what from_pretrained records of the weights it holds
     return TeacherParts(config, head, modules.get("input embeddings"), source).eval()
 
 

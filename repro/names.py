@@ -20,6 +20,8 @@ class Method:
     ``needs_teacher``: reads a teacher (its states, or its text when ``black_box``). ``needs_divergence``: one row per
     divergence of the config. ``cross_vocab``: reads batches tokenised by both models (teacher and student may have
     different vocabularies). ``black_box``: reads only the teacher's generated text (any vocabulary).
+    ``teacher_embeddings``: reads the teacher's input embeddings (DSKD-CMA's keys and values), so a cell that reads
+    the teacher-state cache loads them with the output head (``repro.models.load_teacher_parts``).
     ``ablation_title``: its row title in Table 3, where it is one of the ablation's rows. ``implementation``: its class
     in ``repro.methods``, and the arguments the class is built with."""
     title: str
@@ -28,6 +30,7 @@ class Method:
     needs_divergence: bool = False
     cross_vocab: bool = False
     black_box: bool = False
+    teacher_embeddings: bool = False
     ablation_title: str | None = None
     options: tuple = ()
 
@@ -49,7 +52,7 @@ METHODS = {
     "uld": Method("ULD", "ULD", needs_teacher=True, cross_vocab=True),
     "mined": Method("MinED", "MinED", needs_teacher=True, cross_vocab=True),
     "dskd_cma": Method("DSKD-CMA", "DSKDCrossModelAttention", needs_teacher=True, needs_divergence=True,
-                       cross_vocab=True),
+                       cross_vocab=True, teacher_embeddings=True),
 }
 
 # Methods a pair with two vocabularies can use among the distillation rows.

@@ -38,48 +38,65 @@ def _context(method_name, teacher, t_tok, s_tok, divergence):
     return method, build_context(settings, s_tok, divergence, teacher, t_tok if method.cross_vocab else None)
 
 
-@pytest.mark.parametrize("pair", sorted(PAIRS))
-def test_cached_terms_and_gradients_equal_the_live_teacher(models, small_splits, tmp_path, pair):
-    teacher_dir, student_dir = models[pair]
-    s_tok, t_tok = load_tokenizer(student_dir), load_tokenizer(teacher_dir)
-    teacher = load_model(teacher_dir).eval().requires_grad_(False)
-    rows = small_splits["train"][:10]
-    cross = pair == "cross"
+def cached_set(teacher, rows, s_tok, t_tok, cross: bool):
+    """The encoded training set of ``rows`` (both tokenisations when ``cross``) and the teacher-state cache of
+    ``teacher`` over it (with DSKD-CMA's official statistics), built as the cache job builds it."""
     encoded = encode_dataset(rows, s_tok, MAX_LENGTH, 128, teacher_tokenizer=t_tok if cross else None)
     side = encode_dataset(rows, t_tok, MAX_LENGTH, 128)  # what the cache builder tokenises
     states = teacher_states.build(teacher, side, t_tok.pad_token_id, {"test": True}, cma=("official",),
                                   max_length=MAX_LENGTH, batch_size=3)
     teacher_states.check_matches(states, encoded, "cache")
+    return encoded, states
+
+
+def step_terms(spec: str, teacher, states, encoded, student_dir, s_tok, t_tok, cross: bool):
+    """One global batch of method ``spec`` (``name[:divergence]``) on ``encoded`` with ``teacher`` (a model or its
+    parts) and ``states`` (None: the live teacher), from a fixed student and projector init: the summed terms, the
+    gradients of the student and projectors, and the context."""
+    name, _, divergence = spec.partition(":")
+    torch.manual_seed(0)
+    student = load_model(student_dir)
+    method, ctx = _context(name, teacher, t_tok, s_tok, divergence or None)
+    ctx.teacher_states = states
+    ctx.modules = method.build(student, teacher)
+    method.prepare(encoded, s_tok, ctx)
+    # two micro batches of one global batch, in another order than the cache was built in
+    method.begin_step(encoded, ctx)
+    terms_sum: dict[str, float] = {}
+    for part in (encoded[6:], encoded[:6]):
+        terms = method.loss(student, collate(part, s_tok.pad_token_id, t_tok.pad_token_id if cross else None), ctx)
+        terms["loss"].backward()
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0.0) + v.item()
+    params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules else [])
+    return terms_sum, [p.grad.clone() for p in params if p.grad is not None], ctx
+
+
+def assert_same_step(spec: str, expected: tuple, actual: tuple) -> None:
+    """Two ``step_terms`` results agree: terms to 1e-6, gradients to 1e-5, DSKD-CMA's scales (from the cache's
+    statistics or computed by the teacher) to 1e-9."""
+    (terms, grads, ctx), (other_terms, other_grads, other_ctx) = expected, actual
+    for k, v in terms.items():
+        assert other_terms[k] == pytest.approx(v, rel=1e-6, abs=1e-6), (spec, k)
+    assert len(grads) == len(other_grads)
+    for a, b in zip(grads, other_grads):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    if spec.startswith("dskd_cma"):
+        torch.testing.assert_close(other_ctx.cma_scales, ctx.cma_scales, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_cached_terms_and_gradients_equal_the_live_teacher(models, small_splits, tmp_path, pair):
+    teacher_dir, student_dir = models[pair]
+    s_tok, t_tok = load_tokenizer(student_dir), load_tokenizer(teacher_dir)
+    teacher = load_model(teacher_dir).eval().requires_grad_(False)
+    cross = pair == "cross"
+    encoded, states = cached_set(teacher, small_splits["train"][:10], s_tok, t_tok, cross)
     assert states.examples == 10 and states.hidden.shape[1] == 48
     for spec in PAIRS[pair][2]:
-        name, _, divergence = spec.partition(":")
-        results = []
-        for cached in (False, True):
-            torch.manual_seed(0)
-            student = load_model(student_dir)
-            method, ctx = _context(name, teacher, t_tok, s_tok, divergence or None)
-            ctx.teacher_states = states if cached else None
-            ctx.modules = method.build(student, teacher)
-            method.prepare(encoded, s_tok, ctx)
-            # two micro batches of one global batch, in another order than the cache was built in
-            method.begin_step(encoded, ctx)
-            terms_sum: dict[str, float] = {}
-            for part in (encoded[6:], encoded[:6]):
-                terms = method.loss(student, collate(part, s_tok.pad_token_id, t_tok.pad_token_id if cross else None),
-                                    ctx)
-                terms["loss"].backward()
-                for k, v in terms.items():
-                    terms_sum[k] = terms_sum.get(k, 0.0) + v.item()
-            params = list(student.parameters()) + (list(ctx.modules.parameters()) if ctx.modules else [])
-            results.append((terms_sum, [p.grad.clone() for p in params if p.grad is not None], ctx))
-        (live, live_grads, live_ctx), (cached_terms, cached_grads, cached_ctx) = results
-        for k, v in live.items():
-            assert cached_terms[k] == pytest.approx(v, rel=1e-6, abs=1e-6), (spec, k)
-        assert len(live_grads) == len(cached_grads)
-        for a, b in zip(live_grads, cached_grads):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-        if name == "dskd_cma":  # the statistics came from the cache, and equal the computed ones
-            torch.testing.assert_close(cached_ctx.cma_scales, live_ctx.cma_scales, rtol=1e-9, atol=0)
+        live = step_terms(spec, teacher, None, encoded, student_dir, s_tok, t_tok, cross)
+        cached = step_terms(spec, teacher, states, encoded, student_dir, s_tok, t_tok, cross)
+        assert_same_step(spec, live, cached)
 
 
 def _cell(tmp_path, models, cache_file, name, method="kd", divergence="kl"):
