@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -64,30 +65,32 @@ def papermill_command(notebook: str | os.PathLike, running: str | os.PathLike, p
             str(running), "-f", str(params)]
 
 
-def _run(command: list[str], log: Path) -> bool:
+def _run(command: list[str], log: Path, env: Mapping[str, str] | None) -> bool:
     # no progress bars, and not tqdm's warning that a kernel without ipywidgets cannot draw them
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
+    env = {**(os.environ if env is None else env), "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
     with open(log, "w", encoding="utf-8") as f:
         return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env).returncode == 0
 
 
 def render(notebook: str | os.PathLike, params: dict, output: str | os.PathLike, log: str | os.PathLike,
-           name: str | None = None, python: str = sys.executable) -> None:
+           name: str | None = None, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
     """Run the .ipynb ``notebook`` with ``params`` into ``output`` (and its HTML copy, ``output`` with suffix
     .html); papermill's messages go to ``log``. ``name``: the notebook's name in an error (default: its stem).
-    Raises ``NotebookFailed`` when it does not run through."""
+    ``env``: the environment of the papermill process, which its kernel and the kernel's subprocesses inherit
+    (default: this process's; a GPU job's names its devices, ``repro.gpus.job_devices``). Raises
+    ``NotebookFailed`` when it does not run through."""
     out, log = Path(output), Path(log)
     name = name or Path(notebook).stem
     parameters = params_file(out)
     write_text(parameters, yaml.safe_dump(params, sort_keys=False))
     running = out.with_name(f"{out.stem}.failed.ipynb")
     command = papermill_command(notebook, running, parameters, python)
-    if not _run(command, log):
+    if not _run(command, log, env):
         text = log.read_text(encoding="utf-8", errors="replace")
         if KERNEL_DIED not in text:
             raise _failure(name, text, log, running)
         write_text(Path(f"{log}.kernel-start"), text)
-        if not _run(command, log):
+        if not _run(command, log, env):
             raise _failure(name, log.read_text(encoding="utf-8", errors="replace"), log, running)
     running.replace(out)
     export_html(out, out.with_suffix(".html"))

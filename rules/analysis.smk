@@ -70,7 +70,8 @@ if 3 in FIGURE_NUMBERS:
         resources:
             gpu=1,
         run:
-            render_notebook("figure3", {"workflow_config": config, "threads": threads}, output.notebook, log[0])
+            render_notebook("figure3", {"workflow_config": config, "threads": threads}, output.notebook, log[0],
+                            gpu=resources.gpu)
 
 
 rule plot_training_curves:

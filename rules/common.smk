@@ -88,16 +88,18 @@ def pretrain_model(name, corpus, threads, log):
 TEACHER_STATE_PAIRS = grid.teacher_state_pairs(config)
 
 
-def build_teacher_states(pair, train_file, out_file, threads, log):
+def build_teacher_states(pair, train_file, out_file, threads, log, gpu):
     """Build the pair's teacher-state cache with `python -m repro.teacher_states`, given the training settings the
-    pair's cells use (in one process: the builder runs alone); its output goes to `log`."""
+    pair's cells use (in one process: the builder runs alone), on the job's `gpu` GPUs (job_gpus); its output goes
+    to `log`."""
     entry = TEACHER_STATE_PAIRS[pair]
     training = {**entry["training"], "processes": 1, "shard_optimizer": False}
     teacher = grid.checkpoint_dir(config, grid.teacher_run(config, grid.Cell(pair, "sft", role="teacher")))
     command = [PYTHON, "-m", "repro.teacher_states", "--teacher", str(teacher), "--data", str(train_file),
                "--out", str(out_file), "--training", json.dumps(training, sort_keys=True), "--threads", str(threads)]
-    with open(log, "w", encoding="utf-8") as f:
-        subprocess.run(command + (["--cma"] if entry["cma"] else []), stdout=f, stderr=subprocess.STDOUT, check=True)
+    with job_gpus(gpu, f"cache_teacher {pair}") as env, open(log, "w", encoding="utf-8") as f:
+        subprocess.run(command + (["--cma"] if entry["cma"] else []), stdout=f, stderr=subprocess.STDOUT, check=True,
+                       env=env)
 
 
 FIGURE_NUMBERS = grid.figure_numbers(config)

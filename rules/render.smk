@@ -3,7 +3,7 @@
 # defined first.
 import sys
 
-from repro import render
+from repro import gpus, render
 
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
@@ -18,6 +18,16 @@ def source_notebook(name):
     return f"{RESULTS}/.notebooks/{name}.ipynb"
 
 
-def render_notebook(notebook, params, output, log):
-    """Render notebook `notebook` with `params` into `output` and its HTML copy (repro.render.render)."""
-    render.render(source_notebook(notebook), params, output, log, name=notebook, python=PYTHON)
+def job_gpus(count, job):
+    """For the `with` block of GPU job `job` (a name for messages): `count` GPUs of this machine that no other job
+    holds meanwhile (its `gpu` resource), as the environment for the job's subprocess, CUDA_VISIBLE_DEVICES set to
+    them; None on a machine without GPUs (the subprocess inherits the environment untouched). Never changes
+    os.environ: jobs run as threads of Snakemake's process (repro.gpus)."""
+    return gpus.job_devices(RESULTS, count, job=job)
+
+
+def render_notebook(notebook, params, output, log, gpu=0):
+    """Render notebook `notebook` with `params` into `output` and its HTML copy (repro.render.render); `gpu`: the
+    GPUs the job holds (its `gpu` resource), its kernel's alone while it runs (job_gpus)."""
+    with job_gpus(gpu, str(output)) as env:
+        render.render(source_notebook(notebook), params, output, log, name=notebook, python=PYTHON, env=env)

@@ -23,7 +23,7 @@ if TEACHER_STATE_PAIRS:
             gpu=1,
             runtime=lambda wildcards: cache_runtime(wildcards.pair),
         run:
-            build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0])
+            build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0], resources.gpu)
 
 
 if SEPARATE_EVALUATION:
@@ -46,7 +46,8 @@ if SEPARATE_EVALUATION:
             gpu=cell_gpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train"),
         run:
-            render_notebook("train", cell_params(wildcards, threads, evaluate=False), output.notebook, log[0])
+            render_notebook("train", cell_params(wildcards, threads, evaluate=False), output.notebook, log[0],
+                            gpu=resources.gpu)
 
     rule evaluate_cell:
         """Evaluate the best checkpoint of one run on the five test sets through notebooks/evaluate.py."""
@@ -66,7 +67,8 @@ if SEPARATE_EVALUATION:
             gpu=1,
             runtime=lambda wildcards: cell_runtime(wildcards, "evaluate"),
         run:
-            render_notebook("evaluate", grid.cell_params(config, cell_of(wildcards), threads), output.notebook, log[0])
+            render_notebook("evaluate", grid.cell_params(config, cell_of(wildcards), threads), output.notebook, log[0],
+                            gpu=resources.gpu)
 
 else:
 
@@ -89,4 +91,5 @@ else:
             gpu=cell_gpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train") + cell_runtime(wildcards, "evaluate"),
         run:
-            render_notebook("train", cell_params(wildcards, threads, evaluate=True), output.notebook, log[0])
+            render_notebook("train", cell_params(wildcards, threads, evaluate=True), output.notebook, log[0],
+                            gpu=resources.gpu)
