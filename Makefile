@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test dry-run lint clean install unlock
+.PHONY: repro test dry-run lint clean install unlock rehearsal rehearsal-config
 
 install: $(STAMP)
 
@@ -34,6 +34,25 @@ repro: $(STAMP)
 	$(BIN)/python -m repro.recover --directory $(DIRECTORY) --config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(abspath $(CONFIG)) --directory $(DIRECTORY) -- $(TARGETS)
 
+# The rehearsal (repro.rehearsal): config/paper.yaml job for job at the paper's widths, vocabularies and tokenizers,
+# the depth cut to one layer, random weights, a few dozen real rows, in $(REHEARSAL)/ (config, data, results).
+# Offline, the tokenizers come from local folders (ID=FOLDER) and the rows from a processed data folder: by default
+# the workplace's copies in $(SHARED) when they exist, else the hub ids and the paper config's data.path.
+# `make rehearsal REHEARSAL_EXTRA="--divergences kl akl"` runs a subset of the divergences.
+REHEARSAL ?= results-rehearsal
+SHARED ?= ../shared
+SHARED_TOKENIZERS := gpt2-xl=gpt2 gpt2=gpt2 meta-llama/Llama-2-7b-hf=llama2 \
+	TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T=llama2 mistralai/Mistral-7B-v0.1=mistral \
+	Qwen/Qwen1.5-1.8B=qwen1.5
+REHEARSAL_SOURCES ?= $(if $(wildcard $(SHARED)/tokenizers/gpt2),--data $(SHARED)/data/minillm \
+	$(foreach t,$(SHARED_TOKENIZERS),--tokenizer $(word 1,$(subst =, ,$t))=$(SHARED)/tokenizers/$(word 2,$(subst =, ,$t))))
+REHEARSAL_EXTRA ?= --bf16-pair llama
+rehearsal-config: $(STAMP)
+	$(BIN)/python -m repro.rehearsal config/paper.yaml --out $(REHEARSAL) $(REHEARSAL_SOURCES) $(REHEARSAL_EXTRA)
+
+rehearsal: rehearsal-config
+	$(MAKE) repro CONFIG=$(REHEARSAL)/rehearsal.yaml DIRECTORY=$(REHEARSAL)
+
 # The test suite (10-15 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
 # where it cannot be installed).
@@ -53,4 +72,4 @@ unlock: $(STAMP)
 	$(BIN)/snakemake --unlock
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake $(REHEARSAL)
