@@ -34,29 +34,75 @@ from .models import load_model
 from .settings import TrainSettings
 from .vocab import load_tokenizer
 
-FORMAT = 1
+FORMAT = 2  # 2: a file set's hash is over each file's own sha256 (which a memo can keep), 1 over their bytes
 
 
-def _hash_files(paths: list[Path]) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_memo_file(folder: str | os.PathLike) -> Path:
+    """The sidecar that memoises the sha256 of a checkpoint folder's files, ``.{folder name}.sha256.json`` beside
+    the folder (not in it: the folder's files stay the checkpoint's own)."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.sha256.json"
+
+
+def _read_memo(path: Path) -> dict:
+    """A memo's entries, ``{file name: {"stat": [size, mtime_ns, ctime_ns, inode], "sha256": hex}}``; a missing,
+    unreadable or malformed memo is an empty one (it is rebuilt, never trusted)."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["files"]
+        if all(isinstance(e["stat"], list) and isinstance(e["sha256"], str) for e in entries.values()):
+            return entries
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return {}
+
+
+def _hash_files(paths: list[Path], memo_file: Path | None = None) -> str:
+    """One sha256 over the files' names and their own sha256s, in path order. With ``memo_file``, a file whose size,
+    mtime, ctime and inode equal those the memo recorded with its hash is not read again (an in-place change that
+    restores the mtime still moves the ctime); hashes computed anew are written back to the memo, atomically."""
+    memo = _read_memo(memo_file) if memo_file is not None else {}
+    entries = {}
     digest = hashlib.sha256()
     for path in sorted(paths):
+        stat = path.stat()  # before reading: a change while the file is hashed makes the next stat differ
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        entry = memo.get(path.name)
+        if entry is None or entry["stat"] != key:
+            entry = {"stat": key, "sha256": file_sha256(path)}
+        entries[path.name] = entry
         digest.update(path.name.encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(entry["sha256"].encode())
+    if memo_file is not None and entries != memo:
+        try:
+            write_json(memo_file, {"files": entries})
+        except OSError:  # a read-only checkpoint's parent: hash again next time
+            pass
     return digest.hexdigest()
 
 
 def fingerprint(teacher_dir: str | os.PathLike, data_file: str | os.PathLike, max_length: int,
                 max_prompt_length: int, dtype: str) -> dict:
     """What a cache depends on: hashes of the teacher checkpoint folder's files (weights, config, tokenizer) and
-    of the training data, the tokenisation lengths, the teacher's dtype and the cache format."""
+    of the training data, the tokenisation lengths, the teacher's dtype and the cache format.
+
+    Each checkpoint file's sha256 is memoised (``hash_memo_file``): the cache build reads the teacher's weights
+    once, and every white-box cell of the pair after it only stats them (tens of GB at the paper's scale)."""
     folder = Path(teacher_dir)
     files = [p for p in folder.iterdir() if p.is_file()]
     if not files:
         raise ValueError(f"{folder}: no teacher checkpoint files to build a teacher-state cache from")
-    return {"format": FORMAT, "teacher": _hash_files(files), "data": _hash_files([Path(data_file)]),
-            "max_length": max_length, "max_prompt_length": max_prompt_length, "dtype": dtype}
+    return {"format": FORMAT, "teacher": _hash_files(files, hash_memo_file(folder)),
+            "data": _hash_files([Path(data_file)]), "max_length": max_length,
+            "max_prompt_length": max_prompt_length, "dtype": dtype}
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The exact teacher-state cache: every white-box method gives the same terms and gradients from the cache as from
 the live teacher, a short training run ends with the same weights, and a cache built for other inputs is refused."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -163,3 +165,53 @@ def test_check_matches_names_the_example(models, small_splits):
     shorter = encode_dataset(small_splits["train"][:4], tok, 64, 32)
     with pytest.raises(ValueError, match=r"f: example \d+ has \d+ cached response positions but \d+"):
         teacher_states.check_matches(states, shorter, "f")
+
+
+def test_fingerprint_memoises_each_checkpoint_file_hash(tmp_path, monkeypatch):
+    """A checkpoint file is read once: its sha256 is kept in a sidecar beside the folder with its size, mtime,
+    ctime and inode, so a second fingerprint reads no unchanged file (the data file, small, is always read) and
+    equals the first; a file changed in place, even to the same size and with its mtime put back, is hashed
+    again; a broken sidecar is rebuilt; the memoised fingerprint equals one computed with no sidecar."""
+    folder, data = tmp_path / "teacher" / "model", tmp_path / "train.jsonl"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (folder / "config.json").write_text('{"a": 1}')
+    data.write_text('{"prompt": "p", "output": "o"}\n')
+    read = []
+    real = teacher_states.file_sha256
+    monkeypatch.setattr(teacher_states, "file_sha256", lambda path: read.append(path.name) or real(path))
+
+    def fingerprint():
+        read.clear()
+        return teacher_states.fingerprint(folder, data, 256, 128, "float32")
+
+    first = fingerprint()
+    assert sorted(read) == ["config.json", "model.safetensors", "train.jsonl"]
+    memo = teacher_states.hash_memo_file(folder)
+    assert memo == tmp_path / "teacher" / ".model.sha256.json" and memo.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert fingerprint() == first and read == ["train.jsonl"]
+
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    with weights.open("r+b") as f:  # one byte changed, the size kept
+        f.seek(100)
+        f.write(b"\xff")
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    changed = fingerprint()
+    assert changed["teacher"] != first["teacher"] and read == ["model.safetensors", "train.jsonl"]
+    assert fingerprint() == changed and read == ["train.jsonl"]
+    ctime = weights.stat().st_ctime_ns
+    time.sleep(0.05)  # past the filesystem's timestamp granularity
+    with weights.open("r+b") as f:  # changed back, and the mtime put back too: the ctime still moves
+        f.seek(100)
+        f.write(bytes([100]))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_ctime_ns != ctime and weights.stat().st_mtime_ns == before.st_mtime_ns
+    assert fingerprint() == first and read == ["model.safetensors", "train.jsonl"]
+
+    memo.write_text("{not json")
+    assert fingerprint() == first and sorted(read) == ["config.json", "model.safetensors", "train.jsonl"]
+    memo.unlink()
+    monkeypatch.setattr(teacher_states, "hash_memo_file", lambda folder: None)  # no sidecar at all
+    assert fingerprint() == first and not memo.exists()
