@@ -105,14 +105,16 @@ def train_cell(cfg: CellConfig) -> dict:
     settings = cfg.settings
     accelerator = make_accelerator(settings)
     device = accelerator.device
-    dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"  # frozen teachers only
+    dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"  # frozen weights: teachers, LoRA bases
     data = Path(cfg.data_dir)
     train_rows = load_examples(data / "train.jsonl")
     dev_rows = load_examples(data / "dev.jsonl")
     tokenizer = load_tokenizer(cfg.model)
-    student = load_model(cfg.model)
-    if settings.lora:
-        student = add_lora(student, settings.lora)
+    if settings.lora:  # a frozen base in the precision of the steps (bf16 under bf16); the adapters train in fp32
+        torch.manual_seed(settings.seed)  # the adapters' random initialisation follows the run's seed
+        student = add_lora(load_model(cfg.model, dtype), settings.lora)
+    else:
+        student = load_model(cfg.model)
     student = student.to(device)
     method = get_method(cfg.method)
     cached = bool(settings.teacher_cache and cfg.teacher_states)  # the teacher's states come from its cache
@@ -141,7 +143,7 @@ def train_cell(cfg: CellConfig) -> dict:
     if not accelerator.is_main_process:
         return summary
     if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
-        merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer)
+        merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer, dtype)
     write_json(layout.train_summary_file(cfg.out_dir), summary)
     return summary
 

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from tqdm import tqdm
+from transformers.utils import cached_file
 
 from . import layout
 from .data import IGNORE, collate, encode_dataset
@@ -78,6 +79,46 @@ def make_accelerator(settings: TrainSettings):
     return accelerator
 
 
+# 2: the state holds the student's trained parameters by name (1 held its whole state_dict)
+STATE_FORMAT = 2
+
+
+def frozen_base(student) -> dict | None:
+    """What a resume state, which holds the student's trained parameters only, takes from outside: the checkpoint
+    its frozen parameters (a LoRA base) were loaded from, as its ``name_or_path`` and each file's name, size and
+    modification time (a stat each, nothing read), and their dtypes. None when every parameter trains."""
+    frozen = [p for p in student.parameters() if not p.requires_grad]
+    if not frozen:
+        return None
+    source = str(getattr(student, "name_or_path", "") or "")
+    folder = Path(source)
+    if source and not folder.is_dir():  # a hub id: the snapshot it was loaded from
+        try:
+            folder = Path(cached_file(source, "config.json", local_files_only=True)).parent
+        except OSError:
+            folder = None
+    if not source or folder is None:
+        raise ValueError(f"the student has frozen parameters but no checkpoint folder they were loaded from "
+                         f"(name_or_path {source!r}); a resume state holds the trained parameters only, so load "
+                         f"the model with repro.models.load_model")
+    files = sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in folder.iterdir() if f.is_file())
+    return {"path": source, "files": files, "dtype": sorted({str(p.dtype) for p in frozen})}
+
+
+def _base_change(saved: dict | None, now: dict | None) -> str:
+    """How the frozen base of a resume state (``frozen_base``) differs from the one loaded now, in words."""
+    if saved is None or now is None:
+        return f"the state's run {'froze no parameter' if saved is None else 'had a frozen base'}, this one " \
+               f"{'freezes none' if now is None else 'has one'}"
+    if saved["path"] != now["path"]:
+        return f"it was {saved['path']}, now {now['path']}"
+    if saved["dtype"] != now["dtype"]:
+        return f"{now['path']} was held in {'/'.join(saved['dtype'])}, now in {'/'.join(now['dtype'])}"
+    old, new = ({name: (size, mtime) for name, size, mtime in base["files"]} for base in (saved, now))
+    changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    return f"{now['path']}: {', '.join(changed)} changed (added, removed, resized or modified) since"
+
+
 def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
           settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike,
           accelerator=None) -> dict:
@@ -88,10 +129,12 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     epoch). Returns a summary with the best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends
     holding the LAST epoch's weights: evaluate the saved best checkpoint by loading ``out_dir/model``.
 
-    Resumable: after every epoch, and every ``checkpoint_every`` optimiser steps when that is positive, the whole
-    training state (student, projectors, optimiser, step, position in the epoch's data order, random states, best
-    checkpoint, logs) is saved to ``out_dir/resume/state.pt``; a call that finds that file continues from it, so an
-    interrupted run ends with the same weights as an uninterrupted one. The file is removed when training ends.
+    Resumable: after every epoch, and every ``checkpoint_every`` optimiser steps when that is positive, the
+    training state (the student's trained parameters, projectors, optimiser, step, position in the epoch's data
+    order, random states, best checkpoint, logs) is saved to ``out_dir/resume/state.pt``; a call that finds that
+    file continues from it, so an interrupted run ends with the same weights as an uninterrupted one. A LoRA
+    student's frozen base is not in the state: it comes back from the checkpoint it was loaded from, which must be
+    the same files (``frozen_base``). The file is removed when training ends.
 
     Data parallel (``settings.processes`` > 1, launched by ``accelerate launch``): every process takes its share of
     each global batch, gradients are summed across processes before clipping, so every process takes the same
@@ -142,6 +185,8 @@ class Run:
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=settings.lr)
         self.trained = [p for group in groups for p in group["params"]]
+        # what the resume state holds of the student (all of it in full fine-tuning, a LoRA student's adapters)
+        self.student_trained = [name for name, p in student.named_parameters() if p.requires_grad]
         self.steps_per_epoch = math.ceil(len(self.encoded) / settings.batch_size)
         self.total_steps = self.steps_per_epoch * settings.epochs
         self.order_rng = torch.Generator().manual_seed(settings.seed)
@@ -155,17 +200,21 @@ class Run:
         # What must not change between an interrupted run and its continuation.
         method_kind = next((c.__name__ for c in type(method).__mro__ if c.__module__ == "repro.methods"),
                            type(method).__name__)
-        self.fingerprint = {"settings": asdict(settings), "examples": len(self.encoded), "method": method_kind,
-                            "divergence": ctx.divergence}
+        self.fingerprint = {"format": STATE_FORMAT, "settings": asdict(settings), "examples": len(self.encoded),
+                            "method": method_kind, "divergence": ctx.divergence, "base": frozen_base(student)}
 
     def save(self, epoch: int, next_i: int, order: list[int] | None) -> None:
-        """Save the whole training state (``out_dir/resume/state.pt``), to go on at step ``next_i`` of ``epoch``."""
+        """Save the training state (``out_dir/resume/state.pt``), to go on at step ``next_i`` of ``epoch``: of the
+        student its trained parameters alone (a LoRA run's frozen base is the checkpoint's, ``frozen_base``), the
+        method's modules, the optimiser's state (of the trained parameters only), counters, random states, logs."""
         if hasattr(self.optimizer, "consolidate_state_dict"):  # sharded: every process sends its part to the main
             self.optimizer.consolidate_state_dict(to=0)
         if not self.main:
             return
         modules = self.ctx.modules
-        state = {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+        params = dict(self.student.named_parameters())
+        state = {"student": {name: params[name].detach() for name in self.student_trained},
+                 "optimizer": self.optimizer.state_dict(),
                  "modules": modules.state_dict() if modules is not None else None,
                  "step": self.step, "epoch": epoch, "next_i": next_i, "order": order,
                  "order_rng": self.order_rng.get_state(), "torch_rng": torch.get_rng_state(),
@@ -177,14 +226,27 @@ class Run:
 
     def resume(self) -> None:
         """Continue from a saved state where there is one (refused when it was written with other settings or
-        data)."""
+        data, or on a frozen base whose files have changed since)."""
         if not self.state_path.exists():
             return
         state = torch.load(self.state_path, map_location=self.student.device, weights_only=False)
-        if state.get("fingerprint") != self.fingerprint:
+        saved = state.get("fingerprint") or {}
+        if saved != self.fingerprint:
+            differ = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
+            if differ == ["base"]:
+                raise ValueError(f"{self.state_path}: this resume state holds the trained parameters only, and the "
+                                 f"frozen base they were trained on is not the one loaded now ("
+                                 f"{_base_change(saved['base'], self.fingerprint['base'])}); load the same checkpoint "
+                                 f"files, or delete the state to start afresh")
             raise ValueError(f"{self.state_path}: this resume state was written by a run with other settings or "
-                             f"data ({state.get('fingerprint')}); delete it to start afresh")
-        self.student.load_state_dict(state["student"])
+                             f"data (differs in: {', '.join(differ)}); delete it to start afresh")
+        params = dict(self.student.named_parameters())
+        if sorted(state["student"]) != sorted(self.student_trained):
+            raise ValueError(f"{self.state_path}: the state holds {len(state['student'])} trained parameters of the "
+                             f"student, this run trains {len(self.student_trained)} others; delete it to start afresh")
+        with torch.no_grad():
+            for name, value in state["student"].items():
+                params[name].copy_(value)
         if self.ctx.modules is not None:
             self.ctx.modules.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
