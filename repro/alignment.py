@@ -11,9 +11,14 @@ Two pieces, both by edit distance between token strings:
 - ``dtw_align``: dynamic time warping between two token sequences (edit distance between the strings after
   stripping both space marks), returning for every student position the teacher position it is aligned to
   one-to-one, or -1 (unaligned, or part of a one-to-many group).
-``align_positions`` applies the DTW to one example as the official code does (the input tokens at response positions,
-a pair kept only where the ids agree through the map) or to its labels; ``first_teacher_ids`` gives, for every
-student id, the teacher id whose logit the official target takes.
+``align_examples`` applies the DTW to every example of a training set as the official code does (the input tokens
+at response positions, a pair kept only where the ids agree through the map) or to its labels, batched: the
+dynamic programme runs row by row for many examples at once in numpy, with exactly the official values and
+tie-breaking (``tests/plain.py`` keeps the cell-by-cell reference; ``scripts/benchmark_mined.py`` times both);
+``align_positions`` is the same for one example. ``first_teacher_ids`` gives, for every student id, the teacher id
+whose logit the official target takes.
+
+rapidfuzz runs on the job's threads (``torch.get_num_threads()``, or ``workers``), never on all the node's cores.
 """
 from __future__ import annotations
 
@@ -70,8 +75,18 @@ def mapping_strings(teacher_tokenizer, student_tokenizer, marks: str) -> tuple[l
     return raw[0], raw[1]
 
 
-def _distances(queries: list[str], choices: list[str]) -> np.ndarray:
-    return process.cdist(queries, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
+def _threads(workers: int | None) -> int:
+    """rapidfuzz's thread count: ``workers``, or the job's own (``torch.get_num_threads()``, which the jobs set to
+    their thread count) when None; never all of the node's cores."""
+    workers = torch.get_num_threads() if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"rapidfuzz workers must be a positive thread count, got {workers!r}")
+    return workers
+
+
+def _distances(queries: list[str], choices: list[str], workers: int) -> np.ndarray:
+    """Edit distances [len(queries), len(choices)] (int32) on ``workers`` threads."""
+    return process.cdist(queries, choices, scorer=Levenshtein.distance, dtype=np.int32, workers=workers)
 
 
 def _cache_file(teacher_tokenizer, student_tokenizer, marks: str) -> Path:
@@ -83,14 +98,17 @@ def _cache_file(teacher_tokenizer, student_tokenizer, marks: str) -> Path:
 
 
 def vocab_mapping(teacher_tokenizer, student_tokenizer, teacher_ids: list[int] | None = None,
-                  chunk: int = 2048, cache: bool = True, marks: str = "convert") -> np.ndarray:
+                  chunk: int = 2048, cache: bool = True, marks: str = "convert",
+                  workers: int | None = None) -> np.ndarray:
     """Map teacher ids to student ids by minimum edit distance between token strings (``mapping_strings``:
     ``marks`` ``"convert"``, FuseLLM's, or ``"strip"``).
 
     Returns an int64 array of length ``len(teacher_tokenizer)`` (or of ``len(teacher_ids)`` for a subset, which is
     computed directly and not cached). The full map is cached in ``$REPRO_CACHE`` (default ``~/.cache/repro``)
-    under a hash of both vocabularies, because for real vocabularies (150k x 50k) it takes minutes.
+    under a hash of both vocabularies, because for real vocabularies (150k x 50k) it takes minutes. The edit
+    distances run on ``workers`` threads (default: the job's, ``torch.get_num_threads()``).
     """
+    workers = _threads(workers)
     full = teacher_ids is None
     path = _cache_file(teacher_tokenizer, student_tokenizer, marks) if full and cache else None
     if path is not None and path.exists():
@@ -109,7 +127,7 @@ def vocab_mapping(teacher_tokenizer, student_tokenizer, teacher_ids: list[int] |
             todo.append(k)
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
-        mapping[part] = _distances([t_strings[ids[k]] for k in part], s_strings).argmin(axis=1)
+        mapping[part] = _distances([t_strings[ids[k]] for k in part], s_strings, workers).argmin(axis=1)
     specials = {"eos_token_id", "bos_token_id", "unk_token_id", "pad_token_id"}
     for name in specials:
         tid, sid = getattr(teacher_tokenizer, name), getattr(student_tokenizer, name)
@@ -122,44 +140,120 @@ def vocab_mapping(teacher_tokenizer, student_tokenizer, teacher_ids: list[int] |
     return mapping
 
 
+# Beyond the cost of any warping path (paths have at most n + m steps, each costing at most the longer string's
+# length): the DP's infinity, in integers so that every accumulated cost is exact, as the official float costs
+# (small integers) are. int32 where the batch's bound allows it, else int64.
+_FAR = np.int64(1) << 40
+_FAR_32 = np.int32(1) << 30
+# Cells (B x (N+1) x (M+1)) of one batch of the batched DTW: its four arrays then take about 32 MB (int32).
+BATCH_CELLS = 1 << 21
+
+
+def pair_costs(student_tokens: list[str], teacher_tokens: list[str]) -> np.ndarray:
+    """The DTW's cost matrix [n, m] (int32): the edit distance between every student and teacher token string.
+    Each distinct pair of strings is measured once (tokens repeat within an example), on one thread: the matrices
+    are small, and a thread pool per example would cost more than it saves."""
+    s_index, t_index = {}, {}
+    s_rows = [s_index.setdefault(tok, len(s_index)) for tok in student_tokens]
+    t_cols = [t_index.setdefault(tok, len(t_index)) for tok in teacher_tokens]
+    distinct = _distances(list(s_index), list(t_index), workers=1)
+    return distinct[s_rows][:, t_cols]
+
+
+def _warp_batch(costs: list[np.ndarray]) -> list[list[int]]:
+    """The DTW of several sequence pairs at once, each cost matrix ``costs[b]`` [n_b, m_b] (n_b, m_b >= 1) padded
+    into one array [N, B, M] (N, M: the largest n_b, m_b); returns for every pair the one-to-one teacher position of
+    each student position, else -1 (``dtw_align``).
+
+    Row ``i`` of the accumulated cost ``acc[i, j] = c[i, j] + min(acc[i-1, j-1], acc[i-1, j], acc[i, j-1])`` is a
+    running minimum: with ``a[j] = min(acc[i-1, j-1], acc[i-1, j])`` and row prefix sums ``C[j] = c[i, 1] + ...
+    + c[i, j]``, ``acc[i, j] = C[j] + min over k <= j of (a[k] - C[k-1])``, one ``np.minimum.accumulate`` per row
+    for the whole batch, in integers and so exactly the official values. Padding lies after every real cell of a
+    pair, which never reads it. The backtrack steps every pair at once with the official tie order (diagonal,
+    then (i-1, j), then (i, j-1)).
+    """
+    n = np.array([c.shape[0] for c in costs])
+    m = np.array([c.shape[1] for c in costs])
+    batch, rows, cols = len(costs), int(n.max()), int(m.max())
+    # int32 halves the memory traffic where no path's cost can come near the infinity; the values are the same
+    far_32 = (rows + cols) * max(int(c.max()) for c in costs) < _FAR_32 // 2
+    dtype, far = (np.int32, _FAR_32) if far_32 else (np.int64, _FAR)
+    cost = np.zeros((rows, batch, cols), dtype=dtype)  # row-major over the DP's rows: each step reads contiguously
+    for b, c in enumerate(costs):
+        cost[:c.shape[0], b, :c.shape[1]] = c
+    prefix = np.cumsum(cost, axis=2, dtype=dtype)  # C[j]
+    before = prefix - cost  # C[j-1]
+    acc = np.empty((rows + 1, batch, cols + 1), dtype=dtype)
+    acc[0] = far
+    acc[:, :, 0] = far
+    acc[0, :, 0] = 0
+    for i in range(1, rows + 1):
+        above = acc[i - 1]
+        run = np.minimum(above[:, :-1], above[:, 1:])
+        run -= before[i - 1]
+        np.minimum.accumulate(run, axis=1, out=run)
+        np.add(run, prefix[i - 1], out=acc[i, :, 1:])
+    i, j = n.copy(), m.copy()
+    active = np.arange(batch)
+    path_b, path_i, path_j = [], [], []
+    while active.size:
+        ai, aj = i[active], j[active]
+        path_b.append(active)
+        path_i.append(ai - 1)
+        path_j.append(aj - 1)
+        diag, up, left = acc[ai - 1, active, aj - 1], acc[ai - 1, active, aj], acc[ai, active, aj - 1]
+        take_diag = (diag <= up) & (diag <= left)
+        take_up = ~take_diag & (up <= left)
+        ai = ai - (take_diag | take_up)
+        aj = aj - ~take_up
+        i[active], j[active] = ai, aj
+        active = active[(ai > 0) & (aj > 0)]
+    pb, pi, pj = np.concatenate(path_b), np.concatenate(path_i), np.concatenate(path_j)
+    s_count = np.bincount(pb * rows + pi, minlength=batch * rows)
+    t_count = np.bincount(pb * cols + pj, minlength=batch * cols)
+    one = (s_count[pb * rows + pi] == 1) & (t_count[pb * cols + pj] == 1)
+    out = np.full((batch, rows), -1, dtype=np.int64)
+    out[pb[one], pi[one]] = pj[one]
+    return [out[b, :n[b]].tolist() for b in range(batch)]
+
+
+def _batches(sizes: list[tuple[int, int]], cells: int) -> list[list[int]]:
+    """Indices of the pairs with sizes ``(n, m)`` (both >= 1), grouped by size so that padding stays small, each
+    group within ``cells`` cells of the padded DP (a single larger pair alone)."""
+    groups, group, rows, cols = [], [], 0, 0
+    for k in sorted(range(len(sizes)), key=lambda k: sizes[k]):
+        n, m = sizes[k]
+        if group and (len(group) + 1) * (max(rows, n) + 1) * (max(cols, m) + 1) > cells:
+            groups.append(group)
+            group, rows, cols = [], 0, 0
+        group.append(k)
+        rows, cols = max(rows, n), max(cols, m)
+    return groups + [group] if group else groups
+
+
 def dtw_align(student_tokens: list[str], teacher_tokens: list[str]) -> list[int]:
-    """Align two token-string sequences by dynamic time warping with edit-distance costs.
+    """Align two token-string sequences by dynamic time warping with edit-distance costs (PAPER.md section 2,
+    MinED).
 
     Returns, for every student position, the teacher position it is aligned to one-to-one, else -1. The warping
-    path moves by (1,1), (1,0) or (0,1) steps from (0,0) to the two ends; ties prefer the diagonal.
+    path moves by (1,1), (1,0) or (0,1) steps from (0,0) to the two ends; the backtrack prefers the diagonal, then
+    (1,0), on ties (the official code's order). The plain cell-by-cell computation is ``tests/plain.py``'s
+    ``dtw_align``, which this equals.
     """
-    n, m = len(student_tokens), len(teacher_tokens)
-    if n == 0 or m == 0:
-        return [-1] * n
-    cost = _distances(student_tokens, teacher_tokens).astype(np.float64)
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    path = []
-    i, j = n, m
-    while i > 0 and j > 0:
-        path.append((i - 1, j - 1))
-        steps = [(acc[i - 1, j - 1], i - 1, j - 1), (acc[i - 1, j], i - 1, j), (acc[i, j - 1], i, j - 1)]
-        _, i, j = min(steps, key=lambda s: s[0])  # min keeps the first (diagonal) on ties
-    path.reverse()
-    s_count = np.bincount([p[0] for p in path], minlength=n)
-    t_count = np.bincount([p[1] for p in path], minlength=m)
-    out = [-1] * n
-    for si, ti in path:
-        if s_count[si] == 1 and t_count[ti] == 1:
-            out[si] = ti
-    return out
+    if not student_tokens or not teacher_tokens:
+        return [-1] * len(student_tokens)
+    return _warp_batch([pair_costs(student_tokens, teacher_tokens)])[0]
 
 
 ALIGNED_TOKENS = ("input", "label")
 
 
-def align_positions(s_input: list[int], s_labels: list[int], t_input: list[int], t_labels: list[int],
-                    s_strings: list[str], t_strings: list[str], vocab_map, tokens: str = "input") -> list[int]:
-    """For every student position of one example, the teacher position aligned to it one-to-one, else -1
-    (PAPER.md section 2, MinED).
+def align_examples(examples: list[tuple[list[int], list[int], list[int], list[int]]], s_strings: list[str],
+                   t_strings: list[str], vocab_map, tokens: str = "input",
+                   batch_cells: int = BATCH_CELLS) -> list[list[int]]:
+    """For every student position of every example, the teacher position aligned to it one-to-one, else -1
+    (PAPER.md section 2, MinED). ``examples``: ``(s_input, s_labels, t_input, t_labels)`` per example, the
+    student's and the teacher's tokenisation of it (input ids and labels [L] and [T], -100 off the response).
 
     Only response positions (label not -100) take part on either side. ``tokens``:
     - ``"input"`` (the official code): the DTW aligns the INPUT tokens at the response positions (position ``i``'s
@@ -167,22 +261,45 @@ def align_positions(s_input: list[int], s_labels: list[int], t_input: list[int],
       ``vocab_map[t_input[j]] == s_input[i]``;
     - ``"label"``: the DTW aligns the label tokens (the next tokens), every one-to-one pair is kept.
     ``s_strings``/``t_strings``: normalised token strings by id (``token_strings``); ``vocab_map``: teacher id ->
-    student id (``vocab_mapping``), read only with ``"input"``.
+    student id (``vocab_mapping``, or a dict over the ids used), read only with ``"input"``. The DTWs run batched
+    (``_warp_batch``), ``batch_cells`` cells at a time; the result is the example-by-example one.
     """
     if tokens not in ALIGNED_TOKENS:
         raise ValueError(f"MinED alignment tokens must be one of {ALIGNED_TOKENS}, got {tokens!r}")
-    s_pos = [i for i, label in enumerate(s_labels) if label != -100]
-    t_pos = [j for j, label in enumerate(t_labels) if label != -100]
-    s_tok, t_tok = (s_input, t_input) if tokens == "input" else (s_labels, t_labels)
-    pairs = dtw_align([s_strings[s_tok[i]] for i in s_pos], [t_strings[t_tok[j]] for j in t_pos])
-    out = [-1] * len(s_labels)
-    for i, k in zip(s_pos, pairs):
-        if k < 0:
-            continue
-        j = t_pos[k]
-        if tokens == "label" or int(vocab_map[t_tok[j]]) == s_tok[i]:
-            out[i] = j
+    if tokens == "input" and not isinstance(vocab_map, dict):
+        vocab_map = np.asarray(vocab_map)
+    sides = []  # per example: (student positions, student token ids, teacher positions, teacher token ids)
+    for s_input, s_labels, t_input, t_labels in examples:
+        s_pos = np.flatnonzero(np.asarray(s_labels) != -100)
+        t_pos = np.flatnonzero(np.asarray(t_labels) != -100)
+        s_tok, t_tok = (s_input, t_input) if tokens == "input" else (s_labels, t_labels)
+        sides.append((s_pos, np.asarray(s_tok, dtype=np.int64)[s_pos], t_pos, np.asarray(t_tok, dtype=np.int64)[t_pos]))
+    out = [[-1] * len(example[1]) for example in examples]
+    todo = [k for k, (s_pos, _, t_pos, _) in enumerate(sides) if len(s_pos) and len(t_pos)]
+    for group in _batches([(len(sides[k][0]), len(sides[k][2])) for k in todo], batch_cells):
+        ks = [todo[g] for g in group]
+        costs = [pair_costs([s_strings[t] for t in sides[k][1]], [t_strings[t] for t in sides[k][3]]) for k in ks]
+        for k, pairs in zip(ks, _warp_batch(costs)):
+            s_pos, s_ids, t_pos, t_ids = sides[k]
+            pairs = np.asarray(pairs)
+            kept = np.flatnonzero(pairs >= 0)
+            to = pairs[kept]
+            if tokens == "input":
+                mapped = (np.array([vocab_map[t] for t in t_ids[to].tolist()], dtype=np.int64)
+                          if isinstance(vocab_map, dict) else vocab_map[t_ids[to]])
+                same = mapped == s_ids[kept]
+                kept, to = kept[same], to[same]
+            row = np.full(len(out[k]), -1, dtype=np.int64)
+            row[s_pos[kept]] = t_pos[to]
+            out[k] = row.tolist()
     return out
+
+
+def align_positions(s_input: list[int], s_labels: list[int], t_input: list[int], t_labels: list[int],
+                    s_strings: list[str], t_strings: list[str], vocab_map, tokens: str = "input") -> list[int]:
+    """``align_examples`` for one example: for every student position, the teacher position aligned to it
+    one-to-one, else -1 (PAPER.md section 2, MinED)."""
+    return align_examples([(s_input, s_labels, t_input, t_labels)], s_strings, t_strings, vocab_map, tokens)[0]
 
 
 def first_teacher_ids(vocab_map, n_student: int):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import names
-from .alignment import align_positions, first_teacher_ids, token_strings, vocab_mapping
+from .alignment import align_examples, first_teacher_ids, token_strings, vocab_mapping
 from .data import IGNORE
 from .lean import (
     LEAN,
@@ -566,18 +566,18 @@ class DSKDCrossModelAttention(SFT):
 
 def align_dataset(encoded: list, student_tokenizer, teacher_tokenizer, tokens: str = "input",
                   vocab_map=None) -> float:
-    """Set ``Encoded.teacher_positions`` of every example (``repro.alignment.align_positions``: DTW over the
-    ``tokens`` ("input" or "label") at the response positions of both tokenisations; with "input" a pair is kept
-    only where ``vocab_map`` [V_t] sends the teacher's id to the student's); return the share of student response
-    positions aligned one-to-one."""
+    """Set ``Encoded.teacher_positions`` of every example (``repro.alignment.align_examples``: DTW over the
+    ``tokens`` ("input" or "label") at the response positions of both tokenisations, batched over the examples;
+    with "input" a pair is kept only where ``vocab_map`` [V_t] sends the teacher's id to the student's); return the
+    share of student response positions aligned one-to-one."""
     if tokens == "input" and vocab_map is None:
         raise ValueError("aligning the input tokens (the official MinED) needs the vocabulary map")
     s_strings, t_strings = token_strings(student_tokenizer), token_strings(teacher_tokenizer)
+    examples = [(enc.input_ids, enc.labels, enc.teacher.input_ids, enc.teacher.labels) for enc in encoded]
     aligned = total = 0
-    for enc in encoded:
-        enc.teacher_positions = align_positions(enc.input_ids, enc.labels, enc.teacher.input_ids, enc.teacher.labels,
-                                                s_strings, t_strings, vocab_map, tokens)
-        aligned += sum(j >= 0 for j in enc.teacher_positions)
+    for enc, positions in zip(encoded, align_examples(examples, s_strings, t_strings, vocab_map, tokens)):
+        enc.teacher_positions = positions
+        aligned += sum(j >= 0 for j in positions)
         total += sum(label != IGNORE for label in enc.labels)
     return aligned / max(total, 1)
 

@@ -1,12 +1,19 @@
 """MinED's pieces: DTW alignment, the minimum-edit-distance vocabulary map, the KD term; on real tokenizers too."""
+import json
 import math
+import random
+import subprocess
+import sys
 
 import numpy as np
+import plain
 import pytest
 import torch
 
-from conftest import SHARED
+import repro.alignment as alignment
+from conftest import REPO, SHARED
 from repro.alignment import (
+    align_examples,
     align_positions,
     dtw_align,
     first_teacher_ids,
@@ -33,6 +40,115 @@ def test_dtw_one_to_one_and_one_to_many():
     assert dtw_align(["hello", "world"], ["hel", "lo", "world"]) == [-1, 2]
     assert dtw_align([], ["x"]) == []
     assert dtw_align(["x"], []) == [-1]
+
+
+def _random_tokens(rng: random.Random, n: int) -> list[str]:
+    # a small alphabet with the empty string and shared prefixes: many equal costs, so many ties in the DP
+    return [rng.choice(["", "a", "b", "ab", "ba", "abc", "c", "aa", "the", "then"]) for _ in range(n)]
+
+
+def test_dtw_equals_the_plain_reference_on_random_and_edge_cases():
+    """The batched DTW gives exactly the plain cell-by-cell DTW's alignment (``tests/plain.py``), ties included."""
+    rng = random.Random(0)
+    cases = [([], []), ([], ["x"]), (["x"], []), (["x"], ["x"]), (["x"], ["y"]), (["a"], ["a", "a", "a"]),
+             (["a", "a", "a"], ["a"]), ([""] * 4, [""] * 3), (["a", "b"], ["b", "a"]),
+             (["ab", "c"], ["a", "bc"]), (["x"] * 7, ["x"] * 7)]
+    cases += [(_random_tokens(rng, rng.randint(0, 12)), _random_tokens(rng, rng.randint(0, 12))) for _ in range(1500)]
+    same = _random_tokens(rng, 40)
+    cases += [(same, list(same)), (_random_tokens(rng, 150), _random_tokens(rng, 170))]
+    for s, t in cases:
+        assert dtw_align(s, t) == plain.dtw_align(s, t), (s, t)
+    # the identical sequences align one-to-one everywhere
+    assert dtw_align(same, same) == list(range(40))
+
+
+def test_dtw_equals_the_plain_reference_in_int64(monkeypatch):
+    """Where the int32 bound fails (here: a lowered infinity), the DP runs in int64 with the same result."""
+    rng = random.Random(1)
+    cases = [(_random_tokens(rng, rng.randint(1, 10)), _random_tokens(rng, rng.randint(1, 10))) for _ in range(300)]
+    expected = [plain.dtw_align(s, t) for s, t in cases]
+    monkeypatch.setattr(alignment, "_FAR_32", np.int32(16))
+    assert [dtw_align(s, t) for s, t in cases] == expected
+
+
+def _random_example(rng: random.Random, n_vocab: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """One example in two tokenisations: input ids and shifted labels, a prompt of -100 labels; sometimes no
+    response position on one side."""
+    sides = []
+    for _ in range(2):
+        length, prompt = rng.randint(1, 40), rng.randint(0, 6)
+        ids = [rng.randrange(n_vocab) for _ in range(length + 1)]
+        labels = [-100] * min(prompt, length) + ids[prompt + 1:]
+        sides += [ids[:-1], labels[:length]]
+    return tuple(sides)
+
+
+@pytest.mark.parametrize("tokens", ["input", "label"])
+def test_align_examples_equals_the_plain_reference(tokens):
+    """Batched over many examples (and over many small batches), the alignment is the example-by-example one;
+    the id check goes through an array or a dict vocabulary map alike."""
+    rng = random.Random(2)
+    s_strings = _random_tokens(rng, 30)
+    t_strings = _random_tokens(rng, 40)
+    vocab_map = np.array([rng.randrange(30) for _ in range(40)])
+    vocab_map[:20] = [s_strings.index(t) if t in s_strings else 0 for t in t_strings[:20]]
+    examples = [_random_example(rng, 30) for _ in range(300)]
+    examples = [(s_in, s_lab, [t % 40 for t in t_in], [t % 40 if t != -100 else t for t in t_lab])
+                for s_in, s_lab, t_in, t_lab in examples]
+    expected = [plain.align_positions(*e, s_strings, t_strings, vocab_map, tokens) for e in examples]
+    assert any(j >= 0 for row in expected for j in row)
+    assert align_examples(examples, s_strings, t_strings, vocab_map, tokens) == expected
+    assert align_examples(examples, s_strings, t_strings, vocab_map, tokens, batch_cells=200) == expected
+    as_dict = dict(enumerate(vocab_map.tolist()))
+    assert align_examples(examples, s_strings, t_strings, as_dict, tokens) == expected
+    assert align_examples([], s_strings, t_strings, vocab_map, tokens) == []
+
+
+def test_rapidfuzz_runs_on_the_jobs_threads(trained_tokenizers, monkeypatch):
+    """The vocabulary map's edit distances take the job's thread count (``torch.get_num_threads()``) or an explicit
+    one, never -1 (every core of the node); the DTW's small per-example matrices take one thread."""
+    calls = []
+    cdist = alignment.process.cdist
+
+    def recording(*args, workers=1, **kwargs):
+        calls.append(workers)
+        return cdist(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(alignment.process, "cdist", recording)
+    teacher, student = load_tokenizer(trained_tokenizers["qwen"]), load_tokenizer(trained_tokenizers["gpt2"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        vocab_mapping(teacher, student, cache=False)
+        assert calls and set(calls) == {1}
+        calls.clear()
+        vocab_mapping(teacher, student, cache=False, workers=3)
+        assert calls and set(calls) == {3}
+    finally:
+        torch.set_num_threads(before)
+    calls.clear()
+    dtw_align(["a", "b"], ["ab"])
+    assert calls == [1]
+    for bad in (-1, 0, 1.5):
+        with pytest.raises(ValueError, match="rapidfuzz workers must be a positive thread count"):
+            vocab_mapping(teacher, student, cache=False, workers=bad)
+
+
+def test_mined_benchmark_script_times_both_alignments(tmp_path, trained_tokenizers, small_splits):
+    from repro.io import write_jsonl
+
+    write_jsonl(tmp_path / "data" / "train.jsonl", small_splits["train"][:15])
+    out = tmp_path / "mined.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_mined.py"), "--data",
+                           str(tmp_path / "data"), "--teacher", str(trained_tokenizers["qwen"]), "--student",
+                           str(trained_tokenizers["gpt2"]), "--n", "40", "--old-n", "10", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["n"] == 40 and result["old_n"] == 10 and 0 < result["aligned_share"] <= 1
+    assert result["old_s_extrapolated"] == pytest.approx(result["old_s_at_old_n"] * 4)
+    assert result["ratio"] == pytest.approx(result["old_s_extrapolated"] / result["new_s"])
+    assert "identical results" in done.stdout and "extrapolated from 10" in done.stdout
 
 
 @pytest.mark.parametrize("marks", ["convert", "strip"])
@@ -214,6 +330,24 @@ def test_dtw_alignment_on_real_tokenizers(teacher_name, student_name, tokens, qw
                 same += s_str[s_tok[i]] == t_str[t_tok[j]]
                 total += 1
     assert same / total > 0.9, same / total
+
+
+@needs_shared
+@pytest.mark.parametrize("teacher_name, student_name", [("qwen1.5", "gpt2"), ("mistral", "llama2")])
+def test_batched_alignment_equals_the_plain_one_on_real_data(teacher_name, student_name):
+    """Real Dolly examples, real tokenizers: the batched alignment is the plain example-by-example one, for both
+    aligned-token conventions."""
+    teacher = load_tokenizer(SHARED / "tokenizers" / teacher_name)
+    student = load_tokenizer(SHARED / "tokenizers" / student_name)
+    encoded = encode_dataset(_real_rows(60), student, 512, 256, teacher_tokenizer=teacher)
+    ids = sorted({i for e in encoded for i in e.teacher.input_ids if i >= 0})
+    vocab_map = np.full(len(teacher), -1)
+    vocab_map[ids] = vocab_mapping(teacher, student, teacher_ids=ids)
+    s_str, t_str = token_strings(student), token_strings(teacher)
+    examples = [(e.input_ids, e.labels, e.teacher.input_ids, e.teacher.labels) for e in encoded]
+    for tokens in ("input", "label"):
+        expected = [plain.align_positions(*e, s_str, t_str, vocab_map, tokens) for e in examples]
+        assert align_examples(examples, s_str, t_str, vocab_map, tokens) == expected
 
 
 @needs_shared
