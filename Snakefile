@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from repro.config import ConfigError, check_workflow_config, run_problems
+from repro.config import ConfigError, check_workflow_config, run_check
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
@@ -37,9 +37,13 @@ if "study" in config:
 else:
 
     # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
-    # offline): what the first jobs would need, a model id that can be loaded and the processed data's folder.
+    # offline): what the first jobs would need, a model id that can be loaded and processed data without a fault
+    # (every file and row checked; what is suspicious printed here once and recorded in data/sources.json).
     onstart:
-        if _problems := run_problems(config):
+        _problems, _warnings = run_check(config)
+        if _warnings:
+            print("Data warnings:\n  " + "\n  ".join(_warnings), file=sys.stderr)
+        if _problems:
             sys.exit("Nothing was run:\n  " + "\n  ".join(_problems))
 
     include: "rules/common.smk"

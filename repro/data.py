@@ -6,90 +6,24 @@ EOS) carry labels. Sequences are stored already shifted: ``input_ids[t]`` predic
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .prompts import build_prompt
+from .rows import read_examples, references
 
 IGNORE = -100
-REQUIRED_FIELDS = ("instruction", "input", "output", "prompt")
-
-
-def _check_row(row, where: str) -> dict:
-    """Validate one parsed row (filling ``input``/``prompt`` when absent); raise ValueError naming ``where``."""
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    row.setdefault("input", "")
-    if "prompt" not in row and isinstance(row.get("instruction"), str) and isinstance(row["input"], str):
-        row["prompt"] = build_prompt(row["instruction"], row["input"])
-    for field in REQUIRED_FIELDS:
-        if field not in row:
-            raise ValueError(f"{where}: missing field {field!r}")
-    for field in ("instruction", "input", "prompt"):
-        if not isinstance(row[field], str):
-            raise ValueError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
-    if not row["prompt"].strip():
-        raise ValueError(f"{where}: empty prompt in field 'prompt'")
-    out = row["output"]
-    if not (isinstance(out, str) or (isinstance(out, list) and out and all(isinstance(o, str) for o in out))):
-        raise ValueError(f"{where}: field 'output' must be a string or a non-empty list of strings")
-    if not all(o.strip() for o in references(row)):
-        raise ValueError(f"{where}: empty response in field 'output'")
-    return row
-
-
-def read_examples(path: str | os.PathLike, skip_malformed: bool = False) -> tuple[list[dict], list[str]]:
-    """Read a processed JSONL file; return ``(rows, skipped)``.
-
-    Every row is checked: UTF-8, valid JSON object, the fields ``instruction``, ``input`` (may be missing: empty),
-    ``output`` (a non-empty string or non-empty list of non-empty strings) and ``prompt`` (may be missing: built
-    with the paper's template; never empty). A malformed row raises an error naming the file and line, unless
-    ``skip_malformed``, in which case it is left out and its problem (file, line, what) listed in ``skipped``, every
-    one of them. A file without a single good row is an error either way (blank lines are ignored).
-    """
-    rows, skipped = [], []
-    with Path(path).open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{Path(path)}, line {lineno}"
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                                     f"{e.start + 1})") from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-                rows.append(_check_row(row, where))
-            except ValueError as problem:
-                if not skip_malformed:
-                    raise
-                skipped.append(str(problem))
-    if not rows:
-        detail = f" ({len(skipped)} malformed rows skipped, first: {skipped[0]})" if skipped else ""
-        raise ValueError(f"{Path(path)}: no examples{detail}; expected one JSON object per line")
-    return rows, skipped
 
 
 def load_examples(path: str | os.PathLike, skip_malformed: bool = False) -> list[dict]:
-    """The rows of a processed JSONL file (see ``read_examples``); skipped rows are reported as a warning."""
+    """The rows of a processed JSONL file, every one checked (``repro.rows.scan_examples``); skipped rows are
+    reported as a warning."""
     rows, skipped = read_examples(path, skip_malformed)
     for problem in skipped:
         logging.getLogger("repro").warning("skipped a malformed row: %s", problem)
     return rows
-
-
-def references(row: dict) -> list[str]:
-    """The reference answers of an example (``output`` as a list)."""
-    return list(row["output"]) if isinstance(row["output"], list) else [row["output"]]
 
 
 @dataclass

@@ -134,6 +134,16 @@ def results_dir(config: dict) -> Path:
     return Path(config["results_dir"])
 
 
+def _folder_name(name: str, key: str) -> str:
+    """``name`` (of config key ``key``) when it is a plain folder name, so that the path built with it lies inside
+    the results folder; else ValueError. The schema refuses such names already (``$defs.name``); this holds for a
+    config that never met the schema as well."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(s in name for s in ("/", "\\", "\0")):
+        raise ValueError(f"config key '{key}': {name!r} is not a plain folder name (not empty, '.', '..' or a path), "
+                         f"so a folder named after it would not lie inside the results folder")
+    return name
+
+
 def data_dir(config: dict) -> Path:
     return results_dir(config) / "data"
 
@@ -144,11 +154,11 @@ def data_files(config: dict) -> list[Path]:
 
 
 def tokenizer_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "tokenizers" / name
+    return results_dir(config) / "tokenizers" / _folder_name(name, f"tokenizers.{name}")
 
 
 def base_model_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "models" / "base" / name
+    return results_dir(config) / "models" / "base" / _folder_name(name, f"models.{name}")
 
 
 def built_models(config: dict) -> list[str]:
@@ -164,7 +174,7 @@ def pretraining(config: dict) -> dict | None:
 
 
 def pretrained_model_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "models" / "pretrained" / name
+    return results_dir(config) / "models" / "pretrained" / _folder_name(name, f"models.{name}")
 
 
 def pretraining_corpus_file(config: dict) -> Path:
@@ -185,7 +195,7 @@ def model_source(config: dict, name: str) -> str:
 
 def run_dir(config: dict, run: Cell) -> Path:
     """The folder of one run: ``runs/{pair}/{row}/seed{seed}``."""
-    return layout.run_dir(results_dir(config), run.pair, run.name, _seed_of(run))
+    return layout.run_dir(results_dir(config), _folder_name(run.pair, f"pairs.{run.pair}"), run.name, _seed_of(run))
 
 
 def scores_file(config: dict, cell: Cell) -> Path:
@@ -213,7 +223,7 @@ def train_summary_file(config: dict, cell: Cell) -> Path:
 
 def teacher_states_file(config: dict, pair: str) -> Path:
     """The teacher-state cache of a pair's teacher (``repro.teacher_states``)."""
-    return results_dir(config) / "teacher_states" / pair / "states.pt"
+    return results_dir(config) / "teacher_states" / _folder_name(pair, f"pairs.{pair}") / "states.pt"
 
 
 def uses_teacher_states(config: dict, cell: Cell) -> bool:
@@ -385,7 +395,7 @@ def figure_numbers(config: dict) -> list[int]:
 
 def training_curve_file(config: dict, cell: Cell) -> Path:
     """The training curves of row ``cell``, every training run of it in one PNG."""
-    return figures_dir(config) / "training" / cell.pair / f"{cell.name}.png"
+    return figures_dir(config) / "training" / _folder_name(cell.pair, f"pairs.{cell.pair}") / f"{cell.name}.png"
 
 
 def report_file(config: dict) -> Path:

@@ -1,7 +1,8 @@
 """The paper's real data: processed JSONL folders, and databricks-dolly-15k processed from the Hugging Face hub.
 
 Both are turned into the layout every cell reads (``repro.grid.data_files``): ``train.jsonl``, ``dev.jsonl`` and
-``test/{dolly,selfinst,vicuna,sni,unni}.jsonl``, each row checked by ``repro.data.read_examples``.
+``test/{dolly,selfinst,vicuna,sni,unni}.jsonl``, each row checked by ``repro.rows.scan_examples`` (what is
+suspicious, such as repeated rows, recorded as warnings in ``data/sources.json``).
 
 Processed folders (``data.source: processed``) follow the layout of the paper's released data by default
 (``PROCESSED_LAYOUT``); ``data.files`` overrides single paths. Dolly from the hub (``data.source: hub``) gets the
@@ -19,20 +20,12 @@ import datasets
 from transformers import AutoTokenizer
 
 from . import grid, names
-from .data import read_examples
-from .io import write_json, write_jsonl
+from .config import train_size_check
+from .io import file_problem, write_json, write_jsonl
 from .prompts import build_prompt
+from .rows import PROCESSED_LAYOUT as PROCESSED_LAYOUT  # the layout's owner is repro.rows; read from here too
+from .rows import data_warnings, file_message, processed_files, scan_examples
 
-# Our split name -> file inside a processed data folder (the released data's layout).
-PROCESSED_LAYOUT = {
-    "train": "dolly/train.jsonl",
-    "dev": "dolly/dev.jsonl",
-    "dolly": "dolly/test.jsonl",
-    "selfinst": "self-inst/test.jsonl",
-    "vicuna": "vicuna/test.jsonl",
-    "sni": "sinst/11_/test.jsonl",
-    "unni": "uinst/11_/test.jsonl",
-}
 HUB_DEFAULTS = {"id": "databricks/databricks-dolly-15k", "dev_size": 1000, "test_size": 500, "seed": 42,
                 "max_prompt_tokens": 256, "length_tokenizer": "gpt2"}
 
@@ -42,36 +35,31 @@ def _target(config: dict, split: str) -> Path:
     return d / f"{split}.jsonl" if split in ("train", "dev") else d / "test" / f"{split}.jsonl"
 
 
-def processed_files(data: dict) -> dict[str, Path]:
-    """Split name -> source file of a processed folder (``data.path`` joined with the layout and overrides)."""
-    layout = {**PROCESSED_LAYOUT, **data.get("files", {})}
-    return {split: Path(data["path"]) / rel for split, rel in layout.items()}
-
-
 def import_processed(config: dict, splits=None) -> dict:
     """Check the processed files of ``splits`` (default: all) and write them into the cell layout.
 
     Every row is validated; with ``data.skip_malformed`` bad rows are left out and counted, otherwise the first
     one stops the run naming file and line. ``data.limits`` keeps the first N rows of a test set (the paper uses
-    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "problems"}}`` (every skipped
-    row's file, line and problem).
+    the first 10,000 UnNI examples). Returns ``{split: {"source", "rows", "skipped", "problems", "warnings"}}``
+    (every skipped row's file, line and problem; ``repro.rows.data_warnings`` of the rows kept).
     """
     data = config["data"]
     files = processed_files(data)
     report = {}
     for split in splits or list(files):
         source = files[split]
-        if not source.is_file():
-            raise FileNotFoundError(f"config key 'data.path': {source} (the {split!r} file) does not exist; "
-                                    f"set data.files.{split} to its path inside {data['path']}")
-        rows, skipped = read_examples(source, skip_malformed=data.get("skip_malformed", False))
+        if (problem := file_problem(source)) is not None:
+            error = FileNotFoundError if problem == "does not exist" else ValueError
+            raise error(file_message(data, split, source, problem))
+        scan = scan_examples(source, skip_malformed=data.get("skip_malformed", False))
         limit = data.get("limits", {}).get(split)
-        if limit is not None:
-            rows = rows[:limit]
-        write_jsonl(_target(config, split), rows)
-        report[split] = {"source": str(source), "rows": len(rows), "skipped": len(skipped), "problems": skipped}
-        if skipped:  # to the job's console and log, every line, besides the report
-            print(f"{source}: skipped {len(skipped)} malformed rows (data.skip_malformed):", *skipped, sep="\n  ")
+        rows = scan.rows[:limit]
+        write_jsonl(_target(config, split), rows, allow_nan=False)
+        report[split] = {"source": str(source), "rows": len(rows), "skipped": len(scan.skipped),
+                         "problems": scan.skipped, "warnings": data_warnings(scan, split, limit)}
+        if scan.skipped:  # to the job's console and log, every line, besides the report
+            print(f"{source}: skipped {len(scan.skipped)} malformed rows (data.skip_malformed):", *scan.skipped,
+                  sep="\n  ")
     return report
 
 
@@ -125,20 +113,29 @@ def import_hub_dolly(config: dict) -> dict:
     splits, report = process_dolly(dataset, count, hub["max_prompt_tokens"], hub["dev_size"], hub["test_size"],
                                    hub["seed"])
     for split, rows in splits.items():
-        write_jsonl(_target(config, split), rows)
-    return {"hub": {**hub, **report}}
+        write_jsonl(_target(config, split), rows, allow_nan=False)
+    return {"hub": {**hub, **report, "warnings": []}}
 
 
 def import_real_data(config: dict) -> dict:
     """Fill the cell layout from ``data.source`` ``processed`` or ``hub``; write and return the report
-    (``data/sources.json``) with the rows and skipped rows of every split."""
+    (``data/sources.json``) with the rows, skipped rows and warnings (``repro.rows.data_warnings``; a training set
+    smaller than one global batch, ``repro.config.train_size_check``) of every split. A training set that no run
+    can take an optimiser step on is an error."""
     source = config["data"]["source"]
     if source == "processed":
         report = import_processed(config)
+        train, n_train, where = report["train"], report["train"]["rows"], report["train"]["source"]
     elif source == "hub":
         report = import_hub_dolly(config)
         report.update(import_processed(config, [s for s in names.TEST_SETS if s != "dolly"]))
+        train, n_train = report["hub"], report["hub"]["train_rows"]
+        where = f"{report['hub']['id']} (its training split)"
     else:
         raise ValueError(f"config key 'data.source': expected 'processed' or 'hub' here, got {source!r}")
-    write_json(grid.data_dir(config) / "sources.json", report)
+    problems, warnings = train_size_check(config, n_train, where)
+    if problems:
+        raise ValueError(problems[0])
+    train["warnings"] += warnings
+    write_json(grid.data_dir(config) / "sources.json", report, allow_nan=False)
     return report

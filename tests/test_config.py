@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 
@@ -300,3 +301,89 @@ def test_training_defaults_are_the_settings_fields():
     first = training_value({}, "dev_seeds")
     first.append(99)
     assert training_value({}, "dev_seeds") == [10]
+
+
+@pytest.mark.parametrize("section", ["tokenizers", "models", "pairs"])
+@pytest.mark.parametrize("name", ["..", ".", "...", "", "a/b", "/abs", "..\\up"])
+def test_a_name_that_is_not_a_plain_folder_name_is_refused(config, section, name):
+    """Tokenizers, models and pairs name folders of the results: never only dots, empty, or a path."""
+    config[section][name] = next(iter(config[section].values()))
+    with pytest.raises(ConfigError, match=rf"config key '{section}': the name {re.escape(repr(name))} is not allowed: "
+                                          r"a name is letters, digits, '_', '.' and '-', not only dots"):
+        validate_config(config)
+
+
+def test_ordinary_names_with_dots_are_kept(config):
+    config["tokenizers"]["v1.5"] = config["tokenizers"]["gpt2"]
+    config["models"][".hidden-2_b"] = config["models"]["gpt2_student"]
+    validate_config(config)
+
+
+def test_results_dir_lies_inside_the_working_directory_unless_allowed(config, tmp_path):
+    from repro.config import results_dir_problem
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for value in ("..", ".", "../outside", "results/../../outside", str(tmp_path / "outside"), "/", "./"):
+        config["results_dir"] = value
+        assert results_dir_problem(config, work) == (
+            f"config key 'results_dir': {value} is not a folder inside the working directory ({work}), where a run "
+            f"may write and replace what it likes; name one inside it (relative, such as results), or set "
+            f"results_outside_workdir: true to allow another place"), value
+    for value in ("results", "./results", "runs/../results", str(work / "results")):
+        config["results_dir"] = value
+        assert results_dir_problem(config, work) is None, value
+    config["results_dir"] = str(tmp_path / "outside")
+    config["results_outside_workdir"] = True
+    assert results_dir_problem(validate_config(config), work) is None
+    config["results_dir"] = "results/{pair}"
+    with pytest.raises(ConfigError, match=r"config key 'results_dir': the value 'results/\{pair\}' is not allowed: a "
+                                          r"path may not hold '\{' or '\}'"):
+        validate_config(config)
+
+
+def test_yte_templating_is_refused_by_the_workflows_own_check(tmp_path):
+    """Snakemake renders a YTE config (running its Python) before the Snakefile sees it: the check reads the file
+    itself, so the rendered config, valid as it is, does not pass."""
+    from repro.config import check_workflow_config
+
+    path = tmp_path / "templated.yaml"
+    micro = (REPO / "config" / "micro.yaml").read_text()
+    path.write_text(micro.replace("results_dir: results\n", "__use_yte__: true\nresults_dir: ?\"res\" + \"ults\"\n"))
+    rendered = load_yaml(REPO / "config" / "micro.yaml")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: config key '__use_yte__': YTE templating is not "
+                                          r"supported"):
+        check_workflow_config(rendered, [path])
+
+
+def test_a_model_id_that_is_neither_a_folder_nor_a_hub_id_is_named_in_one_line(config, tmp_path, monkeypatch):
+    from repro.config import id_problems, run_problems
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "weights.bin").write_text("")
+    config["models"]["gpt2_teacher"] = {"id": str(tmp_path / "modles" / "gpt2-xl")}  # a mistyped absolute path
+    config["models"]["gpt2_student"] = {"id": "local"}
+    config["models"]["qwen_teacher"] = {"id": "Qwen/Qwen1.5-1.8B"}
+    config["models"]["llama2_teacher"] = {"id": "weights.bin"}  # a file: a valid hub id, looked for on the hub
+    config["models"]["mistral_teacher"] = {"id": "./weights.bin"}
+    assert id_problems(config, tmp_path) == [
+        f"config key 'models.gpt2_teacher.id': '{tmp_path}/modles/gpt2-xl' is neither a local folder (no such local "
+        f"path) nor a valid Hugging Face hub id (name or owner/name: letters, digits, '-', '_' and '.')",
+        f"config key 'models.mistral_teacher.id': './weights.bin' is neither a local folder ({tmp_path}/weights.bin "
+        f"is a file) nor a valid Hugging Face hub id (name or owner/name: letters, digits, '-', '_' and '.')"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert all("modles" not in p for p in run_problems(config, tmp_path))  # no HFValidationError, no second line
+
+
+def test_a_study_names_plain_conditions_and_keeps_its_results_inside(tmp_path, monkeypatch):
+    from repro.config import check_workflow_config
+
+    monkeypatch.chdir(REPO)
+    study = load_yaml(REPO / "config" / "study.yaml")
+    study["study"]["conditions"] = {"..": {}}
+    with pytest.raises(ConfigError, match=r"config key 'study.conditions': the name '..' is not allowed"):
+        check_workflow_config(study, [])
+    study["study"]["conditions"] = {"base": {}}
+    study["study"]["results_dir"] = str(tmp_path)
+    with pytest.raises(ConfigError, match=rf"config key 'study.results_dir': {tmp_path} is not a folder inside"):
+        check_workflow_config(study, [])

@@ -116,3 +116,24 @@ def test_malformed_rows_stop_or_are_skipped_and_counted(tmp_path):
     assert [s.split(": ", 1)[0].rsplit("line ", 1)[1] for s in skipped] == ["2", "3", "4", "5", "6"]
     assert "empty response" in skipped[1] and "expected a JSON object" in skipped[3]
     assert len(load_examples(path, skip_malformed=True)) == 2
+
+
+def test_the_row_check_catches_what_would_fail_later_and_accepts_what_is_harmless(tmp_path):
+    """Lone surrogates and NaN stop the file at their line (skippable like any malformed row); a byte-order mark at
+    the start of the file, CRLF line ends and extra keys are read as they are; a key given twice is recorded."""
+    from repro.rows import scan_examples
+
+    good = json.dumps({"instruction": "Say hi.", "input": "", "output": "hi", "prompt": "P"})
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\r\n" + good.replace('"P"}', '"P", "output": "hey", "x": 1}')
+                     .encode() + b"\r\n")
+    scan = scan_examples(path)
+    assert [r["output"] for r in scan.rows] == ["hi", "hey"] and scan.lines == [1, 2] and scan.twice == [(2, "output")]
+    path.write_text(good + "\n" + good.replace('"hi"', '"h\\udc00i"') + "\n" + good.replace('"P"}', '"P", "w": NaN}')
+                    + "\n\ufeff" + good + "\n")
+    with pytest.raises(ValueError, match=r"d.jsonl, line 2: field 'output' holds text that UTF-8 cannot encode "
+                                         r"\(surrogates not allowed: '\\udc00' at character 2\)"):
+        scan_examples(path)
+    scan = scan_examples(path, skip_malformed=True)
+    assert len(scan.rows) == 1 and [s.split(": ", 1)[0].rsplit(" ", 1)[1] for s in scan.skipped] == ["2", "3", "4"]
+    assert "NaN is not valid JSON" in scan.skipped[1] and "invalid JSON" in scan.skipped[2]  # a BOM only at the start

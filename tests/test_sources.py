@@ -2,10 +2,11 @@
 import json
 
 import pytest
+from corpus import DATA_CASES, build_data_case, data_config
 
 from conftest import REPO, SHARED
 from repro import grid
-from repro.config import ConfigError, validate_config
+from repro.config import ConfigError, run_check, validate_config
 from repro.data import load_examples, read_examples, references
 from repro.io import read_json
 from repro.sources import PROCESSED_LAYOUT, import_real_data, process_dolly
@@ -156,3 +157,42 @@ def test_released_dolly_prompts_pass_our_length_filter():
     for name in ("dev", "test"):
         rows = load_examples(MINILLM / "dolly" / f"{name}.jsonl")
         assert max(len(tok(r["prompt"])["input_ids"]) for r in rows) <= 256
+
+
+def _standard_json(name):
+    raise AssertionError(f"{name} written into the imported data")
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=[c["name"] for c in DATA_CASES])
+def test_a_corrupted_data_folder_stops_with_its_file_and_line_or_is_accepted_with_a_warning(case, tmp_path,
+                                                                                          monkeypatch):
+    """The corpus of tests/data/bad_data.yaml: a fault stops the check before the first job (``run_check``) and the
+    import alike, in one line naming its file (and line); what is accepted imports standard JSON, and a warning is
+    returned by the check and recorded in data/sources.json."""
+    work = tmp_path / "work"
+    work.mkdir()
+    build_data_case(case, work)
+    monkeypatch.chdir(work)
+    config = validate_config(data_config(case))
+    problems, warnings = run_check(config)
+    assert all("\n" not in line for line in problems + warnings)
+    sources = work / "results" / "data" / "sources.json"
+    if "expect" in case:
+        assert [p for p in problems if case["expect"] in p], problems
+        with pytest.raises((ValueError, FileNotFoundError)) as info:
+            import_real_data(config)
+        assert case["expect"] in str(info.value) and "\n" not in str(info.value)
+        assert not sources.exists()
+        return
+    assert problems == []
+    report = import_real_data(config)
+    assert report[case.get("file", "train")]["rows"] == case["rows"]
+    recorded = [w for entry in read_json(sources).values() for w in entry["warnings"]]
+    if "warning" in case:
+        assert [w for w in warnings if case["warning"] in w] and [w for w in recorded if case["warning"] in w], \
+            (warnings, recorded)
+    else:
+        assert warnings == [] and recorded == []
+    for path in grid.data_files(config):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            assert isinstance(json.loads(line, parse_constant=_standard_json), dict)
