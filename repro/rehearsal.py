@@ -108,7 +108,7 @@ def rehearsal_config(paper: dict, folders: dict[str, str], layers: int = 1, dive
         config["divergences"] = list(divergences)
     training = config["training"]
     training.update(batch_size=batch_size, micro_batch_size=min(training["micro_batch_size"], micro_batch_size),
-                    checkpoint_every=1, precision="fp32")
+                    precision="fp32")
     for name, pair in config["pairs"].items():
         for role in ("teacher_training", "student_training"):
             pair[role]["epochs"] = 1
@@ -134,8 +134,8 @@ def header(paper_path: str, args: argparse.Namespace, origin: dict[str, str]) ->
              f"the depth cut to {args.layers} layer(s), random weights stored in {args.storage_dtype}; written by",
              "python -m repro.rehearsal (do not edit: regenerate). Cut for time, never for shape: 1 epoch, global",
              f"batch {args.batch_size} (micro batch at most {args.micro_batch_size}), {args.max_new_tokens} sampled "
-             f"tokens, one sampling seed, a",
-             "resume state after every step, Figure 1 at a toy size, precision fp32"
+             f"tokens, one sampling seed,",
+             "Figure 1 at a toy size, precision fp32"
              + (f" (bf16 autocast: {', '.join(args.bf16_pair)})." if args.bf16_pair else "."), "Data:"]
     lines += [f"  {split}: {where}" for split, where in origin.items()]
     return "".join(f"# {line}\n" for line in lines)

@@ -346,7 +346,8 @@ class Run:
                     self.tokenizer.save_pretrained(tmp)
         if main:  # rewritten every epoch, so a long run can be followed
             write_jsonl(layout.train_log_file(self.out_dir), self.log)
-        self.save(epoch + 1, 0, None)
+        if epoch < settings.epochs:  # after the last epoch ``finish`` follows at once and removes the state: a state
+            self.save(epoch + 1, 0, None)  # written there (3x the weights in full fine-tuning) would serve no resume
         accelerator.wait_for_everyone()
 
     def finish(self) -> dict:

@@ -1,0 +1,84 @@
+"""The rehearsal: config/paper.yaml job for job at its published widths, vocabularies and real tokenizers, the depth
+cut (repro.rehearsal, make rehearsal). The fast tests check the generated config against the paper's; the slow one
+runs every job kind of it through the workflow."""
+import subprocess
+
+import pytest
+
+from conftest import REPO, SHARED
+from repro import grid, rehearsal
+from repro.config import ConfigError, load_config, validate_config, vocabulary_problems
+
+TOKENIZERS = SHARED / "tokenizers"
+DATA = SHARED / "data" / "minillm"
+needs_shared = pytest.mark.skipif(not (TOKENIZERS / "gpt2").is_dir() or not DATA.is_dir(),
+                                  reason="needs ../shared/tokenizers and ../shared/data (the workplace's offline "
+                                         "copies of the paper's tokenizers and processed data)")
+
+
+def make_config(out, *extra):
+    """The rehearsal config as `make rehearsal-config` writes it (the Makefile owns the offline tokenizer map)."""
+    subprocess.run(["make", "-s", "rehearsal-config", f"REHEARSAL={out}", f"SHARED={SHARED}",
+                    f"REHEARSAL_EXTRA={' '.join(extra)}"], cwd=REPO, check=True, capture_output=True, text=True)
+    return load_config(out / "rehearsal.yaml")
+
+
+@needs_shared
+def test_the_rehearsal_is_the_paper_grid_at_the_published_shapes(tmp_path):
+    paper = load_config(REPO / "config" / "paper.yaml")
+    config = make_config(tmp_path, "--bf16-pair", "llama", "--layers", "2")
+    # the same grid: pairs, rows, divergences, LoRA, fidelity options, job split
+    assert [(c.pair, c.name) for c in grid.cells(config)] == [(c.pair, c.name) for c in grid.cells(paper)]
+    assert config["pairs"].keys() == paper["pairs"].keys()
+    for name, pair in config["pairs"].items():
+        for role in ("teacher_training", "student_training"):
+            assert pair[role].get("lora") == paper["pairs"][name][role].get("lora")
+            assert pair[role]["lr"] == paper["pairs"][name][role]["lr"]
+            assert pair[role].get("precision") == ("bf16" if name == "llama" else None)
+    for key in ("max_length", "max_prompt_length", "kd_rate", "kd_temperature", "teacher_cache", "cma_normalisation",
+                "mined_alignment", "mined_target", "mined_vocab_map", "teacher_padded_rows", "dskd_s2t_divergence"):
+        assert config["training"][key] == paper["training"][key], key
+    assert config["training"]["precision"] == "fp32"
+    assert grid.separate_evaluation(config) and grid.teacher_state_pairs(config).keys() == \
+        grid.teacher_state_pairs(paper).keys()
+    # every model at its published width and vocabulary, the depth cut, a real tokenizer copied into the run
+    for name, spec in config["models"].items():
+        published = paper["models"][name]["architecture"]
+        assert {k: v for k, v in spec.items() if k in published and k != "layers"} == \
+            {k: v for k, v in published.items() if k != "layers"}
+        assert spec["layers"] == 2 and spec["dtype"] == "bfloat16"
+        assert "id" in config["tokenizers"][spec["tokenizer"]]
+    tokenizer_of = {name: spec["tokenizer"] for name, spec in config["models"].items()}
+    assert tokenizer_of["gpt2_teacher"] == tokenizer_of["gpt2_student"]  # identical vocabularies share one key
+    assert tokenizer_of["llama2_teacher"] == tokenizer_of["tinyllama_student"]
+    assert len(set(tokenizer_of.values())) == 4
+    assert vocabulary_problems(config) == []
+    # real rows in the processed layout, every split present
+    assert sum(1 for _ in open(tmp_path / "data" / "dolly" / "train.jsonl")) == rehearsal.ROWS["train"]
+    header = (tmp_path / "rehearsal.yaml").read_text().split("results_dir")[0]
+    assert "Cut for time, never for shape" in header and "unni:" in header
+
+
+@needs_shared
+def test_a_tokenizer_that_does_not_fit_its_model_is_named_before_any_job(tmp_path):
+    config = make_config(tmp_path)
+    config["models"]["gpt2_student"]["vocab_size"] = 32000  # GPT-2's 50,257 ids cannot fit
+    assert vocabulary_problems(config) == ["config key 'models.gpt2_student.vocab_size': 32000 embedding rows are "
+                                           "fewer than the 50257 token ids of tokenizer 'gpt2'"]
+
+
+def test_a_model_without_a_published_architecture_or_an_unknown_pair_is_refused():
+    paper = load_config(REPO / "config" / "paper.yaml")
+    with pytest.raises(ValueError, match="--bf16-pair 'nope' is not a pair"):
+        rehearsal.rehearsal_config(paper, {}, bf16_pairs=("nope",))
+    del paper["models"]["gpt2_student"]["architecture"]
+    with pytest.raises(ValueError, match=r"models.gpt2_student.architecture': the rehearsal builds every model"):
+        rehearsal.rehearsal_config(paper, {})
+
+
+def test_an_architecture_that_cannot_be_built_is_named_by_the_config_check():
+    paper = load_config(REPO / "config" / "paper.yaml")
+    paper["models"]["qwen_teacher"]["architecture"]["kv_heads"] = 5
+    with pytest.raises(ConfigError, match=r"models.qwen_teacher.architecture.kv_heads': 5 key/value heads must "
+                                          r"divide the attention heads \(16\)"):
+        validate_config(paper)
