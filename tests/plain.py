@@ -29,15 +29,17 @@ def forward_with_hidden(model, batch: dict, n_vocab: int) -> tuple[torch.Tensor,
     return logits, captured["hidden"]
 
 
-def dtw_align(student_tokens: list[str], teacher_tokens: list[str]) -> list[int]:
+def dtw_align(student_tokens: list[str], teacher_tokens: list[str], workers: int = 1) -> list[int]:
     """MinED's DTW as the official code runs it (PAPER.md section 2), cell by cell: the reference for
     ``repro.alignment.dtw_align``. For every student position, the teacher position it is aligned to one-to-one, else
-    -1; the path moves by (1,1), (1,0) or (0,1) steps, and the backtrack prefers the diagonal, then (1,0), on ties."""
+    -1; the path moves by (1,1), (1,0) or (0,1) steps, and the backtrack prefers the diagonal, then (1,0), on ties.
+    ``workers``: rapidfuzz's threads for the cost matrix (-1, every core, was the project's before the batched DTW;
+    ``scripts/benchmark_mined.py --old-workers``)."""
     n, m = len(student_tokens), len(teacher_tokens)
     if n == 0 or m == 0:
         return [-1] * n
     cost = process.cdist(student_tokens, teacher_tokens, scorer=Levenshtein.distance, dtype=np.int32,
-                         workers=1).astype(np.float64)
+                         workers=workers).astype(np.float64)
     acc = np.full((n + 1, m + 1), np.inf)
     acc[0, 0] = 0.0
     for i in range(1, n + 1):
@@ -60,13 +62,14 @@ def dtw_align(student_tokens: list[str], teacher_tokens: list[str]) -> list[int]
 
 
 def align_positions(s_input: list[int], s_labels: list[int], t_input: list[int], t_labels: list[int],
-                    s_strings: list[str], t_strings: list[str], vocab_map, tokens: str = "input") -> list[int]:
-    """One example's MinED alignment, position by position with the plain ``dtw_align``: the reference for
-    ``repro.alignment.align_examples`` (same arguments as ``repro.alignment.align_positions``)."""
+                    s_strings: list[str], t_strings: list[str], vocab_map, tokens: str = "input",
+                    workers: int = 1) -> list[int]:
+    """One example's MinED alignment, position by position with the plain ``dtw_align`` (on ``workers``): the
+    reference for ``repro.alignment.align_examples`` (same arguments as ``repro.alignment.align_positions``)."""
     s_pos = [i for i, label in enumerate(s_labels) if label != IGNORE]
     t_pos = [j for j, label in enumerate(t_labels) if label != IGNORE]
     s_tok, t_tok = (s_input, t_input) if tokens == "input" else (s_labels, t_labels)
-    pairs = dtw_align([s_strings[s_tok[i]] for i in s_pos], [t_strings[t_tok[j]] for j in t_pos])
+    pairs = dtw_align([s_strings[s_tok[i]] for i in s_pos], [t_strings[t_tok[j]] for j in t_pos], workers)
     out = [-1] * len(s_labels)
     for i, k in zip(s_pos, pairs):
         if k < 0:
