@@ -3,7 +3,13 @@
 The paper asks GPT-4 (gpt-4-turbo, temperature 0.1) which of two responses to 100 random Dolly test prompts is
 better, DSKD's or vanilla KD's with the same divergence, on their seed-10 generations; the answers' positions are
 randomised and the judge may call a tie. Here the judge is any OpenAI-compatible endpoint reached through the
-official ``openai`` client: OpenAI itself by default, or a local server (vLLM, ...) through ``base_url``.
+official ``openai`` client: OpenAI itself by default, or a local server (vLLM, ``transformers serve``, ...) through
+``base_url``.
+
+One random order per item cannot tell a judge's preference for a position from its preference for an answer. With
+``both_orders`` every item is also judged with the answers swapped, and ``summarize`` reports how often the two
+orders agree and the share of decisive verdicts that went to the answer shown first (0.5 for a judge without
+position bias; 1.0 for one that always picks the first).
 
 The API key is read from the environment variable that ``JudgeSettings.api_key_env`` names and is handed to the
 client only: it never appears in settings, records, cache files, log lines or error messages. Every request is
@@ -29,8 +35,15 @@ from .io import read_json, write_json
 logger = logging.getLogger(__name__)
 
 VERDICT_RE = re.compile(r"\[\[([ABC])\]\]")
-VERDICTS = {"A": "A", "B": "B", "C": "tie"}
-ITEM_KEYS = ("comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
+VERDICTS = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
+# A reply without a marker (a small judge answering in free text, "A: The capital of France is Paris"): its first
+# word, after markdown and a lead-in such as "Verdict:" or "Response", when that word is A, B, C or tie standing
+# alone (followed by the end of its line, punctuation or "is"/"wins"/"was"), so the article in "A good answer..." is
+# no verdict.
+FREE_TEXT_RE = re.compile(
+    r"^[\s*#>\"'`(\[_-]*(?:(?:final\s+)?(?:verdict|answer|response|winner|output)\b[\s*:_-]*)?"
+    r"(A|B|C|tie)(?=[*_\"'`]*[ \t]*(?:$|\n|[:.,;!?)\]]|(?:is|wins|was)\b))", re.IGNORECASE)
+ITEM_KEYS = ("comparison", "index", "order", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
 ROW_KEYS = ("prompt", "instruction", "input", "prediction")
 # Statuses the client retries (with its backoff and the server's Retry-After): timeout, conflict, rate limit, 5xx.
 RETRY_STATUSES = (408, 409, 429)
@@ -52,6 +65,7 @@ class JudgeSettings:
     max_retries: int = 6
     timeout_s: float = 120.0
     max_tokens: int = 1024
+    both_orders: bool = False
 
     def __post_init__(self):
         # The schema's ``figures.judge`` entry is the one owner of these bounds (a config file and Python alike).
@@ -94,6 +108,8 @@ def build_items(first: list[dict], second: list[dict], settings: JudgeSettings, 
     position and required to share each row's prompt. The rows drawn depend only on ``sample_seed`` and the
     number of rows (so every comparison judges the same prompts); the order of each pair depends on
     ``(sample_seed, comparison, index)`` through a hash, so it is reproducible across processes and Python versions.
+    Each item's ``order`` is 0 for that drawn order; with ``settings.both_orders`` every row also gives a second
+    item, ``order`` 1, with the answers swapped (so the drawn orders, and their cached verdicts, stay the same).
     """
     if first_label == second_label or "tie" in (first_label, second_label):
         raise ValueError(f"judge comparison {comparison!r}: the labels must differ from each other and from 'tie' "
@@ -103,12 +119,14 @@ def build_items(first: list[dict], second: list[dict], settings: JudgeSettings, 
     indices = sorted(random.Random(settings.sample_seed).sample(range(len(first)), k))
     items = []
     for i in indices:
-        first_is_a = _first_is_a(settings.sample_seed, comparison, i)
-        a, b = (first[i], second[i]) if first_is_a else (second[i], first[i])
-        items.append({"comparison": comparison, "index": i, "instruction": first[i]["instruction"],
-                      "input": first[i]["input"] or "", "answer_a": a["prediction"], "answer_b": b["prediction"],
-                      "label_a": first_label if first_is_a else second_label,
-                      "label_b": second_label if first_is_a else first_label})
+        drawn = _first_is_a(settings.sample_seed, comparison, i)
+        for order in (0, 1) if settings.both_orders else (0,):
+            first_is_a = drawn != bool(order)
+            a, b = (first[i], second[i]) if first_is_a else (second[i], first[i])
+            items.append({"comparison": comparison, "index": i, "order": order, "instruction": first[i]["instruction"],
+                          "input": first[i]["input"] or "", "answer_a": a["prediction"], "answer_b": b["prediction"],
+                          "label_a": first_label if first_is_a else second_label,
+                          "label_b": second_label if first_is_a else first_label})
     return items
 
 
@@ -160,9 +178,23 @@ def judge_messages(item: dict) -> list[dict]:
 
 
 def parse_verdict(text: str) -> str | None:
-    """'A', 'B' or 'tie' from the last verdict marker in ``text``; None when it has none."""
+    """'A', 'B' or 'tie' from the last verdict marker ``[[A]]``, ``[[B]]``, ``[[C]]`` in ``text``; without a marker,
+    from a free-text reply that opens with the verdict (``FREE_TEXT_RE``: "A: ...", "**B**", "Verdict: tie"); None
+    when neither is there."""
+    return _parse(text)[0]
+
+
+def verdict_source(text: str) -> str | None:
+    """How ``parse_verdict`` read ``text``: "marker", "free text", or None when it found no verdict."""
+    return _parse(text)[1]
+
+
+def _parse(text: str) -> tuple[str | None, str | None]:
     found = VERDICT_RE.findall(text or "")
-    return VERDICTS[found[-1]] if found else None
+    if found:
+        return VERDICTS[found[-1]], "marker"
+    opening = FREE_TEXT_RE.match(text or "")
+    return (VERDICTS[opening.group(1).upper()], "free text") if opening else (None, None)
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -251,7 +283,8 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
     reply = _reply_text(response)
     verdict = parse_verdict(reply)
     if verdict is None:
-        raise _Retry("malformed reply: no [[A]], [[B]] or [[C]] verdict marker", reply=reply)
+        raise _Retry("malformed reply: no [[A]], [[B]] or [[C]] verdict marker, nor a reply opening with A, B or "
+                     "tie", reply=reply)
     return reply, verdict
 
 
@@ -289,8 +322,10 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
 def _record(item: dict, settings: JudgeSettings, messages: list[dict], reply: str | None, verdict: str | None,
             attempts: int, error: str | None, cached: bool) -> dict:
     winner = {"A": item["label_a"], "B": item["label_b"], "tie": "tie", None: None}[verdict]
-    return {"comparison": item["comparison"], "index": item["index"], "label_a": item["label_a"],
-            "label_b": item["label_b"], "verdict": verdict, "winner": winner, "model": settings.model,
+    return {"comparison": item["comparison"], "index": item["index"], "order": item["order"],
+            "label_a": item["label_a"], "label_b": item["label_b"], "verdict": verdict,
+            "verdict_source": verdict_source(reply) if verdict is not None else None, "winner": winner,
+            "model": settings.model,
             "base_url": settings.base_url, "temperature": settings.temperature, "messages": messages,
             "reply": reply, "attempts": attempts, "error": error, "cached": cached}
 
@@ -356,15 +391,29 @@ def run_judge(items: list[dict], settings: JudgeSettings, cache_dir: str | os.Pa
 def summarize(records: list[dict], first_label: str, second_label: str) -> dict:
     """Win / tie / loss counts and rates of ``first_label`` against ``second_label``, per comparison.
 
-    Rates are fractions of the validly judged items (0 when there are none); items without a verdict are counted
-    as ``invalid``, apart from the rates.
+    Rates are fractions of the validly judged verdicts (0 when there are none); items without a verdict are counted
+    as ``invalid``, apart from the rates. With both orders judged (records of ``order`` 0 and 1), every verdict
+    counts, and each comparison also gets its position statistics:
+
+    - ``pairs``: prompts whose two orders both have a verdict; ``agreements`` of them got the same winner (both
+      orders chose the same student, or both called a tie), ``agreement`` = agreements / pairs;
+    - ``decisive``: verdicts that are not ties; ``first_position_wins`` of them chose the answer shown first (A),
+      ``first_position_share`` = first_position_wins / decisive (0.5 without position bias).
+
+    Without both orders those keys are absent: one random order per prompt cannot separate position from answer.
     """
     out: dict[str, dict] = {}
+    winners: dict[str, dict[int, dict[int, str]]] = {}
     for r in records:
         if {r["label_a"], r["label_b"]} != {first_label, second_label}:
             raise ValueError(f"judge comparison {r['comparison']!r}, item {r['index']}: labels "
                              f"{r['label_a']!r}/{r['label_b']!r}; expected {first_label!r} and {second_label!r}")
         s = out.setdefault(r["comparison"], {"n": 0, "wins": 0, "ties": 0, "losses": 0, "invalid": 0})
+        orders = winners.setdefault(r["comparison"], {}).setdefault(r["index"], {})
+        if r["order"] in orders:
+            raise ValueError(f"judge comparison {r['comparison']!r}, item {r['index']}: order {r['order']} given "
+                             f"twice; expected one record per item and order")
+        orders[r["order"]] = r["winner"]
         if r["verdict"] is None:
             s["invalid"] += 1
             continue
@@ -373,4 +422,14 @@ def summarize(records: list[dict], first_label: str, second_label: str) -> dict:
     for s in out.values():
         for count, rate in (("wins", "win_rate"), ("ties", "tie_rate"), ("losses", "loss_rate")):
             s[rate] = s[count] / s["n"] if s["n"] else 0.0
+    for name, by_index in winners.items():
+        if not any(1 in orders for orders in by_index.values()):
+            continue
+        both = [orders for orders in by_index.values() if orders.get(0) is not None and orders.get(1) is not None]
+        decisive = [r for r in records if r["comparison"] == name and r["verdict"] in ("A", "B")]
+        first = sum(r["verdict"] == "A" for r in decisive)
+        out[name].update(pairs=len(both), agreements=sum(o[0] == o[1] for o in both),
+                         decisive=len(decisive), first_position_wins=first)
+        out[name]["agreement"] = out[name]["agreements"] / len(both) if both else 0.0
+        out[name]["first_position_share"] = first / len(decisive) if decisive else 0.0
     return out

@@ -1,6 +1,7 @@
 """The LLM judge of Figure 2, against a fake OpenAI-compatible server on 127.0.0.1 through the real ``openai`` client:
-verdicts and winners, retries (429, 5xx, malformed replies), the give-up record, the cache, bounded concurrency, and
-that the API key is never written or echoed."""
+verdicts and winners, retries (429, 5xx, malformed replies), the give-up record, the cache, bounded concurrency,
+that the API key is never written or echoed, free-text replies, and both orders with their position statistics.
+(A real judge, ``transformers serve`` with a real model: tests/test_judge_real.py.)"""
 import json
 import time
 from pathlib import Path
@@ -9,7 +10,16 @@ from types import SimpleNamespace
 import pytest
 
 from fake_openai import fake_openai_server
-from repro.judge import JudgeSettings, build_items, judge_messages, judge_status, parse_verdict, run_judge, summarize
+from repro.judge import (
+    JudgeSettings,
+    build_items,
+    judge_messages,
+    judge_status,
+    parse_verdict,
+    run_judge,
+    summarize,
+    verdict_source,
+)
 
 KEY = "sk-test-SECRET-1234"
 ENV = {"OPENAI_API_KEY": KEY}
@@ -221,8 +231,8 @@ def test_build_items_is_deterministic_and_randomises_the_order():
         shown = {item["label_a"]: item["answer_a"], item["label_b"]: item["answer_b"]}
         assert shown == {"dskd": f"dskd answer {item['index']}", "kd": f"kd answer {item['index']}"}
         assert item["instruction"] == f"Explain thing {item['index']}."
-        assert set(item) == {"comparison", "index", "instruction", "input", "answer_a", "answer_b", "label_a",
-                             "label_b"}
+        assert set(item) == {"comparison", "index", "order", "instruction", "input", "answer_a", "answer_b",
+                             "label_a", "label_b"} and item["order"] == 0
     # Every comparison judges the same prompts; another sample seed draws others.
     other = build_items(first, second, s, "dskd", "kd", "rkl")
     assert [i["index"] for i in other] == [i["index"] for i in items]
@@ -247,7 +257,8 @@ def test_build_items_rejects_mismatched_generations():
 
 
 def test_judge_messages():
-    item = {"comparison": "fkl", "index": 0, "instruction": "Name a colour.", "input": "", "answer_a": "Red.",
+    item = {"comparison": "fkl", "index": 0, "order": 0, "instruction": "Name a colour.", "input": "",
+            "answer_a": "Red.",
             "answer_b": "Blue.", "label_a": "dskd", "label_b": "kd"}
     system, user = judge_messages(item)
     assert (system["role"], user["role"]) == ("system", "user")
@@ -262,8 +273,27 @@ def test_parse_verdict():
     assert parse_verdict("A is better. [[A]]") == "A"
     assert parse_verdict("Not [[A]] as I first thought, but [[B]]") == "B"
     assert parse_verdict("Equally good.\n[[C]]") == "tie"
-    assert parse_verdict("A is better") is None
-    assert parse_verdict("[A]") is None and parse_verdict("") is None
+    assert parse_verdict("B: the first response is wrong [[A]]") == "A"  # a marker outranks the opening
+    assert verdict_source("B. [[A]]") == "marker"
+    assert parse_verdict("[[D]]") is None and parse_verdict("") is None and parse_verdict(None) is None
+    assert (parse_verdict("[A]"), verdict_source("[A]")) == ("A", "free text")  # not the marker, but the opening
+    assert verdict_source("Both are fine.") is None
+
+
+@pytest.mark.parametrize("reply, verdict", [
+    ("A", "A"), ("B", "B"), ("tie", "tie"), ("Tie.", "tie"), ("C", "tie"),
+    ("A: The capital of France is Paris", "A"),  # what a 135M judge answers
+    ("A: 5 B: 4 for 2+2\n\nThe correct answer is A: 5", "A"),
+    ("B is better: it names the right city.", "B"), ("A wins", "A"), ("  **B**\nIt is more accurate.", "B"),
+    ("Verdict: B", "B"), ("Final verdict: tie", "tie"), ("Response A is more helpful.", "A"), ("(B)", "B"),
+    ("\"A\"", "A"), ("Answer: A.", "A"),
+    # no verdict: an article, a word that starts with the letter, a verdict that is not the opening
+    ("A good answer names Paris.", None), ("Both are fine; I cannot decide.", None), ("Absolutely B", None),
+    ("The better one is A", None), ("Tied up in knots", None), ("Because A is right", None), ("a: lower case", "A"),
+])
+def test_free_text_replies_are_read_from_their_opening(reply, verdict):
+    assert parse_verdict(reply) == verdict
+    assert verdict_source(reply) == (None if verdict is None else "free text")
 
 
 def test_settings_are_validated():
@@ -297,3 +327,97 @@ def test_an_unreachable_endpoint_stops_the_run_with_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"could not be reached in 3 attempts.*unset OPENAI_API_KEY") as error:
         run_judge(items_for(s), s, tmp_path / "cache", environ={"OPENAI_API_KEY": KEY})
     assert KEY not in str(error.value) and f"127.0.0.1:{port}" in str(error.value)
+
+
+def test_both_orders_judges_every_prompt_twice_and_reuses_the_drawn_order(tmp_path):
+    """With both_orders every drawn prompt is also judged with the answers swapped; the drawn order's requests are
+    the paper protocol's, so its cached verdicts serve again and only the swapped orders are sent."""
+    with fake_openai_server() as server:
+        single = settings(server)
+        run_judge(items_for(single), single, tmp_path, environ=ENV)
+        both = settings(server, both_orders=True)
+        items = items_for(both)
+        records = run_judge(items, both, tmp_path, environ=ENV)
+        assert len(server.chat_requests()) == 4 + 4
+    assert [(i["index"], i["order"]) for i in items] == [(i, o) for i in sorted({i["index"] for i in items})
+                                                         for o in (0, 1)]
+    for drawn, swapped in zip(items[::2], items[1::2]):
+        assert (drawn["answer_a"], drawn["label_a"]) == (swapped["answer_b"], swapped["label_b"])
+        assert (drawn["answer_b"], drawn["label_b"]) == (swapped["answer_a"], swapped["label_a"])
+    assert items[::2] == [i | {"order": 0} for i in items_for(single)]
+    assert [r["cached"] for r in records] == [True, False] * 4 and [r["order"] for r in records] == [0, 1] * 4
+    # the fake server always answers [[A]]: every first position wins, so the orders never agree
+    summary = summarize(records, "dskd", "kd")["fkl"]
+    assert (summary["n"], summary["wins"], summary["losses"], summary["ties"]) == (8, 4, 4, 0)
+    assert (summary["pairs"], summary["agreements"], summary["agreement"]) == (4, 0, 0.0)
+    assert (summary["decisive"], summary["first_position_wins"], summary["first_position_share"]) == (8, 8, 1.0)
+
+
+def test_both_orders_statistics_of_a_judge_without_position_bias(tmp_path):
+    """A judge that always prefers DSKD's answer, wherever it is shown (and calls one prompt a tie both times)."""
+    s = settings(both_orders=True, n_prompts=5, concurrency=1)
+    items = items_for(s)
+    verdicts = ["C" if item["index"] == items[0]["index"] else "A" if item["label_a"] == "dskd" else "B"
+                for item in items]
+    with fake_openai_server([("verdict", v) for v in verdicts]) as server:
+        s = settings(server, both_orders=True, n_prompts=5, concurrency=1)
+        records = run_judge(items, s, tmp_path, environ=ENV)
+    summary = summarize(records, "dskd", "kd")["fkl"]
+    assert (summary["n"], summary["wins"], summary["ties"], summary["losses"]) == (10, 8, 2, 0)
+    assert (summary["pairs"], summary["agreements"], summary["agreement"]) == (5, 5, 1.0)
+    assert (summary["decisive"], summary["first_position_wins"], summary["first_position_share"]) == (8, 4, 0.5)
+
+
+def record(index, order, verdict, label_a="dskd", comparison="fkl"):
+    label_b = "kd" if label_a == "dskd" else "dskd"
+    winner = {"A": label_a, "B": label_b, "tie": "tie", None: None}[verdict]
+    return {"comparison": comparison, "index": index, "order": order, "label_a": label_a, "label_b": label_b,
+            "verdict": verdict, "winner": winner}
+
+
+def test_summarize_position_statistics_by_hand():
+    records = [record(0, 0, "A"), record(0, 1, "B", "kd"),      # both orders: DSKD (agree; first wins once)
+               record(1, 0, "A", "kd"), record(1, 1, "A"),      # KD, then DSKD: the first position both times
+               record(2, 0, "tie"), record(2, 1, None, "kd"),   # an invalid verdict: no pair, counted invalid
+               record(3, 0, "B"), record(3, 1, "tie", "kd"),    # KD, then a tie: disagree
+               record(0, 0, "B", comparison="rkl")]             # one order only in another comparison
+    summary = summarize(records, "dskd", "kd")
+    fkl = summary["fkl"]
+    assert (fkl["n"], fkl["invalid"], fkl["wins"], fkl["losses"], fkl["ties"]) == (7, 1, 3, 2, 2)
+    assert (fkl["pairs"], fkl["agreements"]) == (3, 1) and fkl["agreement"] == pytest.approx(1 / 3)
+    assert (fkl["decisive"], fkl["first_position_wins"]) == (5, 3) and fkl["first_position_share"] == 0.6
+    assert "agreement" not in summary["rkl"] and "first_position_share" not in summary["rkl"]
+    with pytest.raises(ValueError, match="'fkl', item 0: order 0 given twice"):
+        summarize(records + [record(0, 0, "A")], "dskd", "kd")
+
+
+def test_the_table_shows_the_position_statistics_only_with_both_orders():
+    from repro.figures import judge_table
+
+    one = summarize([record(0, 0, "A"), record(1, 0, "B")], "dskd", "kd")
+    assert "Orders agree" not in judge_table(one) and judge_table(one).count("|---") == 6
+    both = summarize([record(0, 0, "A"), record(0, 1, "A", "kd"), record(1, 0, "B"), record(1, 1, "B", "kd")],
+                     "dskd", "kd")
+    table = judge_table(both)
+    assert "| Orders agree | First position wins |" in table
+    assert "| fkl | 2 | 0 | 2 | 4 | 0 | 0/2 (0%) | 2/4 (50%) |" in table and "50% without position bias" in table
+
+
+def test_a_free_text_reply_is_a_verdict_and_says_so(tmp_path):
+    """A small judge's reply without a marker ("A: ...") is read, not asked for again, and recorded as free text."""
+    calls = []
+
+    def create(**kwargs):
+        calls.append(kwargs)
+        message = SimpleNamespace(content="A: The capital of France is Paris")
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)])
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    s = settings()
+    items = items_for(s)
+    records = run_judge(items, s, tmp_path, client=client, environ={})
+    assert len(calls) == 4
+    assert all(r["verdict"] == "A" and r["verdict_source"] == "free text" and r["attempts"] == 1 for r in records)
+    assert [r["winner"] for r in records] == [i["label_a"] for i in items]
+    again = run_judge(items, s, tmp_path, client=client, environ={})
+    assert len(calls) == 4 and all(r["cached"] and r["verdict_source"] == "free text" for r in again)
