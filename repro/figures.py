@@ -133,10 +133,22 @@ def _clip_outliers(ax, values: list[float]) -> None:
 
 
 def judge_table(summary: dict) -> str:
-    """Markdown table of the judge's counts per comparison (``repro.judge.summarize``)."""
-    lines = ["| Comparison | DSKD wins | Ties | KD wins | Judged | Invalid |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {s['wins']} | {s['ties']} | {s['losses']} | {s['n']} | {s['invalid']} |"
-              for name, s in summary.items()]
+    """Markdown table of the judge's counts per comparison (``repro.judge.summarize``); with both orders judged,
+    two more columns (the orders' agreement, the first position's share of decisive verdicts) and a note on them."""
+    position = any("agreement" in s for s in summary.values())
+    extra = " Orders agree | First position wins |" if position else ""
+    lines = ["| Comparison | DSKD wins | Ties | KD wins | Judged | Invalid |" + extra,
+             "|---|---|---|---|---|---|" + ("---|---|" if position else "")]
+    for name, s in summary.items():
+        line = f"| {name} | {s['wins']} | {s['ties']} | {s['losses']} | {s['n']} | {s['invalid']} |"
+        if position:
+            line += (f" {s['agreements']}/{s['pairs']} ({100 * s['agreement']:.0f}%) |"
+                     f" {s['first_position_wins']}/{s['decisive']} ({100 * s['first_position_share']:.0f}%) |")
+        lines.append(line)
+    if position:
+        lines += ["", "Every prompt judged in both orders; counts are verdicts. Orders agree: prompts whose two "
+                      "orders chose the same winner (or both a tie). First position wins: decisive verdicts that "
+                      "chose the answer shown first (50% without position bias)."]
     return "\n".join(lines) + "\n"
 
 

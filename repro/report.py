@@ -197,7 +197,8 @@ def _figure2(page: _Page, files: list[Path], outputs: dict) -> None:
         return
     settings = result["settings"]
     page.links(f"Judge {settings['model']} at {settings['base_url'] or 'the OpenAI API'}, temperature "
-               f"{settings['temperature']}, {settings['n_prompts']} {settings['test_set']} prompts, "
+               f"{settings['temperature']}, {settings['n_prompts']} {settings['test_set']} prompts"
+               f"{' (each in both orders)' if settings.get('both_orders') else ''}, "
                f"seed-{settings['generation_seed']} generations: ", page.link(files[0], "PNG"),
                page.link(files[1], "PDF"), page.link(outputs["verdicts"], "verdicts with prompts (JSONL)"))
     page.image(files[0], "Figure 2")
