@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import load_yaml
+from .config import load_yaml, results_dir_problem
 
 LOCKS = Path(".snakemake") / "locks"
 
@@ -93,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--directory", default=".", help="the workflow's working folder (Snakemake's --directory)")
     parser.add_argument("--config", help="the run's config file (for its results_dir; default: results)")
     args = parser.parse_args(argv)
-    results = "results"
-    if args.config:
-        results = load_yaml(args.config).get("results_dir", results)
-    for line in recover(args.directory, results):
+    config = load_yaml(args.config) if args.config else {}
+    config.setdefault("results_dir", "results")
+    if problem := results_dir_problem(config, args.directory):  # never clear temporaries outside the run's folder
+        print(f"{args.config}: {problem}; nothing was released", file=sys.stderr)
+        return 2
+    for line in recover(args.directory, config["results_dir"]):
         print(line, file=sys.stderr)
     return 0
 

@@ -90,3 +90,18 @@ def test_the_results_dir_comes_from_the_config(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "stale lock" in err and f"{tmp_path / 'out'}: 1 temporary folders" in err
     assert not tmp.exists() and (tmp_path / "results" / "runs" / ".scores.json.abc123.tmp").exists()
+
+
+def test_a_results_dir_outside_the_working_directory_releases_nothing(tmp_path, capsys):
+    """recover removes temporaries under results_dir: one that points outside the working folder is refused (as the
+    config check refuses it), and the temporaries there stay."""
+    from repro import recover
+
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    (outside / ".x.tmp").mkdir(parents=True)
+    work.mkdir()
+    config = work / "config.yaml"
+    config.write_text("results_dir: ../outside\n")
+    assert recover.main(["--directory", str(work), "--config", str(config)]) == 2
+    assert "is not a folder inside the working directory" in capsys.readouterr().err
+    assert (outside / ".x.tmp").is_dir()
