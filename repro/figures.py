@@ -1,4 +1,5 @@
-"""Figures 1-3 and the per-cell training curves, drawn with matplotlib/seaborn and saved as PNG and PDF.
+"""Figures 1-3, the per-cell training curves, the forest plot of the claims and the DSKD - KD differences per table,
+drawn with matplotlib/seaborn and saved as PNG and PDF.
 
 Each ``plot_*`` function takes the machine-readable results (plain dicts/lists, as the analysis steps write them
 to JSON) and returns a matplotlib figure; ``save_figure`` writes it atomically in both formats. No torch import.
@@ -6,14 +7,18 @@ to JSON) and returns a matplotlib figure; ``save_figure`` writes it atomically i
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .claims import VERDICT_COLORS, verdict, verdict_class
 from .io import atomic_path
 from .names import DIVERGENCE_TITLES
 
@@ -217,4 +222,194 @@ def plot_training_curves(logs: dict[str, list[dict]], title: str, kept: dict[str
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+# Marker of each verdict: the forest plot reads without colour too (filled circle, filled square, open circle).
+VERDICT_MARKERS = {"holds": ("o", True), "does not hold": ("s", True), "undecided": ("o", False)}
+PAPER_STYLE = {"color": "black", "zorder": 4}
+PAPER_RANGE = {"color": "black", "alpha": 0.1, "lw": 0, "zorder": 0}  # the paper's range: a shaded band
+
+
+def _number(value) -> float | None:
+    """A CSV cell as a number: None for an empty cell (csv writes None as "")."""
+    return None if value in (None, "", "None") else float(value)
+
+
+def _draw_interval(ax, x: float | None, low: float | None, high: float | None, kind: str, position: float,
+                   horizontal: bool = True, gid: str = "") -> None:
+    """One estimate ``x`` with its interval [low, high], coloured and shaped by its verdict ``kind``; the artists
+    carry the ids ``<gid>:interval`` and ``<gid>:estimate`` (what the tests read back)."""
+    color = VERDICT_COLORS[kind]
+    marker, filled = VERDICT_MARKERS.get(kind, ("o", False))
+    if low is not None and high is not None:
+        ends = ([low, high], [position, position]) if horizontal else ([position, position], [low, high])
+        ax.plot(*ends, color=color, lw=2, solid_capstyle="butt", zorder=2, gid=f"{gid}:interval")
+    if x is not None:
+        point = (x, position) if horizontal else (position, x)
+        ax.plot(*point, marker=marker, ms=7, color=color, markerfacecolor=color if filled else "white",
+                markeredgewidth=1.6, zorder=3, gid=f"{gid}:estimate")
+
+
+def _draw_paper(ax, low: float | None, high: float | None, position: float, horizontal: bool = True,
+                gid: str = "") -> None:
+    """The paper's number for a row: a diamond for one number, a shaded band for a range, a triangle for "more
+    than" (id ``<gid>:paper``)."""
+    if low is None:
+        return
+    at = (lambda v: (v, position)) if horizontal else (lambda v: (position, v))
+    if high is None:
+        ax.plot(*at(low), marker=">" if horizontal else "^", ms=7, markerfacecolor="white", gid=f"{gid}:paper",
+                **PAPER_STYLE)
+    elif low == high:
+        ax.plot(*at(low), marker="D", ms=6, markerfacecolor="white", gid=f"{gid}:paper", **PAPER_STYLE)
+    else:
+        fill = ax.fill_betweenx if horizontal else ax.fill_between
+        fill([position - 0.5, position + 0.5], low, high, gid=f"{gid}:paper", **PAPER_RANGE)
+
+
+def _legend_handles() -> list:
+    handles = []
+    for kind in ("holds", "does not hold", "undecided"):
+        marker, filled = VERDICT_MARKERS[kind]
+        color = VERDICT_COLORS[kind]
+        handles.append(Line2D([], [], color=color, lw=2, marker=marker, ms=7, markeredgewidth=1.6,
+                              markerfacecolor=color if filled else "white", label=kind))
+    handles += [Line2D([], [], ls="none", marker="D", ms=6, markerfacecolor="white", label="paper's number",
+                       **PAPER_STYLE),
+                Patch(label="paper's range over divergences", **PAPER_RANGE),
+                Line2D([], [], ls="none", marker=">", ms=7, markerfacecolor="white", label="paper: more than",
+                       **PAPER_STYLE)]
+    return handles
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def plot_claims(rows: list[dict], title: str | None = None):
+    """The forest plot of the claims: every row of ``claims.csv`` (``repro.claims.read_claims``) as its estimate Δ
+    and interval against 0 (the premise: against its 5-point bar, dashed), one panel per group of claims and unit
+    (groups in the table's order, in two columns), coloured and shaped by verdict, with the paper's number marked
+    where it gives one (a diamond; a shaded band for its range over divergences; a triangle for "more than"). A row
+    without a measurement says so in its panel. Every value is the CSV's; nothing is recomputed."""
+    panels: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+    for n, row in enumerate(rows):
+        panels.setdefault((row["group"], row["unit"]), []).append((n, row))
+    row_in, head_in, foot_in, top_in = 0.26, 0.42, 0.5, 0.75  # inches: per row, panel title, x axis, legend
+    col_w, label_w, gap_w = 6.2, 1.55, 0.5
+    sizes = [head_in + row_in * (len(members) + 0.6) + foot_in for members in panels.values()]
+    half, columns, acc = sum(sizes) / 2, [[], []], 0.0
+    for key, size in zip(panels, sizes):  # fill the left column to about half the height, the rest on the right
+        columns[0 if acc + size / 2 <= half or not columns[0] else 1].append((key, size))
+        acc += size
+    height = top_in + max([sum(size for _, size in col) for col in columns] + [1.0])
+    width = 2 * col_w + gap_w
+    fig = plt.figure(figsize=(width, height))
+    fig.suptitle(title or "The paper's claims in this run", x=0.01, ha="left", y=1 - 0.12 / height, fontsize=11,
+                 fontweight="bold")
+    if not rows:
+        fig.text(0.5, 0.5, "No claim could be measured in this run.", ha="center", va="center")
+        return fig
+    fig.legend(handles=_legend_handles(), loc="upper left", bbox_to_anchor=(0.005, 1 - 0.3 / height), ncol=6,
+               fontsize=8, frameon=False, handlelength=2.2)
+    for c, column in enumerate(columns):
+        top = height - top_in
+        left = c * (col_w + gap_w)
+        for (group, unit), size in column:
+            members = panels[(group, unit)]
+            axes_h = row_in * (len(members) + 0.6)
+            ax = fig.add_axes([(left + label_w) / width, (top - head_in - axes_h) / height,
+                               (col_w - label_w - 0.1) / width, axes_h / height])
+            fig.text((left + 0.05) / width, (top - 0.05) / height, _wrap(group, 80), ha="left", va="top",
+                     fontsize=8.5, fontweight="bold")
+            _claims_panel(ax, members, unit)
+            top -= size
+    return fig
+
+
+def _claims_panel(ax, members: list[tuple[int, dict]], unit: str) -> None:
+    """One panel of the forest plot: ``members`` are (index in the CSV, row); row ``n``'s artists carry the id
+    ``claim<n>``."""
+    values = [0.0]
+    for i, (n, row) in enumerate(members):
+        kind = verdict_class(row["verdict"])
+        delta, low, high = (_number(row[k]) for k in ("delta", "low", "high"))
+        if delta is None:
+            ax.text(0.5, i, "not measured", transform=ax.get_yaxis_transform(), ha="center", va="center",
+                    fontsize=8, color=VERDICT_COLORS["not measured"])
+        _draw_interval(ax, delta, low, high, kind, i, gid=f"claim{n}")
+        paper_low, paper_high = _number(row["paper_low"]), _number(row["paper_high"])
+        _draw_paper(ax, paper_low, paper_high, i, gid=f"claim{n}")
+        values += [v for v in (delta, low, high, paper_low, paper_high, _number(row["threshold"])) if v is not None]
+    thresholds = {_number(r["threshold"]) or 0.0 for _, r in members}
+    ax.axvline(0.0, color="black", lw=0.8, zorder=1)
+    for t in sorted(thresholds - {0.0}):
+        ax.axvline(t, color="black", lw=1, ls="--", zorder=1)
+        ax.text(t, -0.75, f" bar: {t:g}", fontsize=7, va="bottom", ha="left")
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo or 1.0)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(len(members) - 0.4, -0.8)
+    ax.set_yticks(range(len(members)), [r["label"] for _, r in members], fontsize=8)
+    ax.tick_params(axis="x", labelsize=7.5)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.set_xlabel(unit, fontsize=8)
+    ax.grid(axis="x", color="#e6e6e6", lw=0.6)
+    ax.set_axisbelow(True)
+
+
+def table_difference_rows(rows: list[dict]) -> list[dict]:
+    """The rows of a table's CSV (``results/tables/table{n}.csv``) that the DSKD - KD plot draws: every KD w/ DSKD
+    row with a difference from its KD row."""
+    return [r for r in rows if r["method"] == "dskd" and _number(r.get("delta_vs_kd")) is not None]
+
+
+def plot_table_differences(rows: list[dict], table: int, paper_range: tuple[float, float] | None = None):
+    """The DSKD - KD differences of one table: for each same-vocabulary pair (a panel) and divergence (the x axis), the
+    KD w/ DSKD row's mean Avg minus the KD row's with its 95% interval, as the table's CSV gives them (``rows``: its
+    rows, values as text or numbers), coloured and shaped by verdict; the paper's difference (a diamond) where
+    PAPER.md gives both rows' Avg (``paper_avg`` of the two rows), and its range over divergences (``paper_range``,
+    a shaded band)."""
+    drawn = table_difference_rows(rows)
+    by_cell = {r["cell"]: r for r in rows}
+    pairs = list(dict.fromkeys(r["pair"] for r in drawn))
+    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(1.2 + 4.6 * max(1, len(pairs)), 3.8), squeeze=False,
+                             sharey=True)
+    if not pairs:
+        axes[0][0].text(0.5, 0.5, f"Table {table} has no KD w/ DSKD row with a difference from KD.", ha="center",
+                        va="center", transform=axes[0][0].transAxes)
+        axes[0][0].set_axis_off()
+        return fig
+    for ax, pair in zip(axes[0], pairs):
+        members = [r for r in drawn if r["pair"] == pair]
+        if paper_range is not None:
+            ax.axhspan(*paper_range, **PAPER_RANGE)
+        ax.axhline(0.0, color="black", lw=0.8, zorder=1)
+        for i, r in enumerate(members):
+            low, high = _number(r["delta_low"]), _number(r["delta_high"])
+            _draw_interval(ax, _number(r["delta_vs_kd"]), low, high, verdict(low, high), i, horizontal=False,
+                           gid=r["cell"])
+            kd = by_cell.get(r.get("compared_with"))
+            paper_dskd, paper_kd = _number(r.get("paper_avg")), _number(kd.get("paper_avg")) if kd else None
+            if paper_dskd is not None and paper_kd is not None:
+                _draw_paper(ax, round(paper_dskd - paper_kd, 2), round(paper_dskd - paper_kd, 2), i,
+                            horizontal=False, gid=r["cell"])
+        ax.set_xticks(range(len(members)), [DIVERGENCE_TITLES.get(r["divergence"], r["divergence"]) for r in members])
+        ax.set_xlim(-0.6, len(members) - 0.4)
+        ax.set(title=f"{pair}: {members[0]['teacher']} -> {members[0]['student']}", xlabel="divergence")
+        ax.grid(axis="y", color="#e6e6e6", lw=0.6)
+        ax.set_axisbelow(True)
+    axes[0][0].set_ylabel("KD w/ DSKD - KD: Δ Avg Rouge-L\n(95% interval)")
+    handles = _legend_handles()[:4]
+    if paper_range is not None:
+        handles.append(Patch(label=f"paper: {paper_range[0]:+.2f} to {paper_range[1]:+.2f} over divergences",
+                             **PAPER_RANGE))
+    fig.suptitle(f"Table {table}: KD w/ DSKD minus KD, per divergence", x=0.01, ha="left", fontsize=11,
+                 fontweight="bold")
+    columns = min(len(handles), 3 * len(pairs))  # a narrow figure's legend in rows, within its width
+    rows = -(-len(handles) // columns)
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.005, 0.93), ncol=columns, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.05 * rows))
     return fig

@@ -283,9 +283,13 @@ def sft_cell(config: dict, pair: str) -> Cell | None:
     return None
 
 
+def table_file(config: dict, table: int, ext: str) -> Path:
+    """``results/tables/table{n}.{ext}`` (ext: md, tex or csv)."""
+    return results_dir(config) / "tables" / f"table{table}.{ext}"
+
+
 def table_files(config: dict) -> list[Path]:
-    d = results_dir(config) / "tables"
-    return [d / f"table{n}.{ext}" for n in tables(config) for ext in ("md", "tex", "csv")]
+    return [table_file(config, n, ext) for n in tables(config) for ext in ("md", "tex", "csv")]
 
 
 def cell_training(config: dict, cell: Cell) -> dict:
@@ -391,6 +395,29 @@ def figure_numbers(config: dict) -> list[int]:
     """The figures this config draws: Figure 1 always; Figure 2 with KD and DSKD cells of the same pair and
     divergence; Figure 3 with those and a student SFT row (a config of cross-vocabulary methods only has neither)."""
     return [1] + ([2] if judge_comparisons(config) else []) + ([3] if representation_students(config) else [])
+
+
+def claims_figure_files(config: dict) -> list[Path]:
+    """The forest plot of the paper's claims (``repro.figures.plot_claims``), PNG and PDF."""
+    stem = figures_dir(config) / "claims"
+    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+
+
+def difference_tables(config: dict) -> list[int]:
+    """The tables with KD w/ DSKD and KD rows of the same pair and divergence (Tables 1-2 of the paper), each drawn
+    as a plot of their differences (``repro.figures.plot_table_differences``)."""
+    return sorted({config["pairs"][dskd.pair]["table"] for dskd, _ in judge_comparisons(config)})
+
+
+def difference_figure_files(config: dict, table: int) -> list[Path]:
+    stem = figures_dir(config) / f"table{table}_dskd_minus_kd"
+    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+
+
+def claims_plot_files(config: dict) -> list[Path]:
+    """Every file the claims' plotting step writes: the forest plot, then each difference plot."""
+    return claims_figure_files(config) + [path for n in difference_tables(config)
+                                          for path in difference_figure_files(config, n)]
 
 
 def training_curve_file(config: dict, cell: Cell) -> Path:

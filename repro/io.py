@@ -5,6 +5,7 @@ which is then renamed over the target, so an interrupted run never leaves a file
 """
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -103,6 +104,12 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """The rows of a CSV file with a header line, as dicts of text (an empty cell is "")."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -90,3 +90,24 @@ rule plot_training_curves:
     threads: 1
     run:
         render_notebook("training_curves", {"workflow_config": config}, output.notebook, log[0])
+
+
+rule plot_claims:
+    """The claims at a glance, from claims.csv and the tables' CSV files: the forest plot of every claim
+    (results/figures/claims.{png,pdf}) and the KD w/ DSKD - KD differences of each table that has them
+    (results/figures/table<n>_dskd_minus_kd.{png,pdf})."""
+    input:
+        notebook=source_notebook("plot_claims"),
+        claims=str(claims.claims_files(config)["csv"]),
+        tables=TABLES,
+    output:
+        figures=[str(p) for p in grid.claims_plot_files(config)],
+        notebook=f"{RESULTS}/notebooks/plot_claims.ipynb",
+        html=f"{RESULTS}/notebooks/plot_claims.html",
+    log:
+        f"{RESULTS}/logs/plot_claims.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_claims.tsv"
+    threads: 1
+    run:
+        render_notebook("plot_claims", {"workflow_config": config}, output.notebook, log[0])

@@ -122,5 +122,6 @@ def report_inputs(wildcards):
     if 2 in FIGURE_NUMBERS:
         inputs.append(str(analysis.figure2_outputs(config)["results"]))
     inputs += [str(p) for p in analysis.training_curve_files(config)]
+    inputs += [str(p) for p in grid.claims_plot_files(config)]
     inputs += [str(path) for _, path in report_notebooks(config)]
     return inputs

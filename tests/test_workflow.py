@@ -41,10 +41,10 @@ def test_dry_run_job_counts(tmp_path, configfile, cells, caches, bases):
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
     pretraining = {"make_pretraining_corpus": 1, "pretrain_base": bases} if bases else {}
-    assert counts == {"convert_notebook": 7, "prepare_data": 1, "run_cell": cells, "cache_teacher": caches,
-                      "make_tables": 1, "make_claims": 1, "make_figure1": 1, "make_figure2": 1, "make_figure3": 1,
-                      "plot_training_curves": 1, "make_report": 1, "all": 1, **pretraining,
-                      "total": cells + caches + 16 + (bases + 1 if bases else 0)}
+    assert counts == {"convert_notebook": 8, "prepare_data": 1, "run_cell": cells, "cache_teacher": caches,
+                      "make_tables": 1, "make_claims": 1, "plot_claims": 1, "make_figure1": 1, "make_figure2": 1,
+                      "make_figure3": 1, "plot_training_curves": 1, "make_report": 1, "all": 1, **pretraining,
+                      "total": cells + caches + 18 + (bases + 1 if bases else 0)}
 
 
 def test_study_dry_run_plans_one_workflow_per_condition(tmp_path):
@@ -75,10 +75,10 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
                    "--directory", str(tmp_path)], REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
-    assert _job_counts(output) == {"convert_notebook": 8, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
-                                   "cache_teacher": 4, "make_tables": 1, "make_claims": 1, "make_figure1": 1,
-                                   "make_figure2": 1, "make_figure3": 1, "plot_training_curves": 1,
-                                   "make_report": 1, "all": 1, "total": 129}
+    assert _job_counts(output) == {"convert_notebook": 9, "prepare_data": 1, "train_cell": 54, "evaluate_cell": 54,
+                                   "cache_teacher": 4, "make_tables": 1, "make_claims": 1, "plot_claims": 1,
+                                   "make_figure1": 1, "make_figure2": 1, "make_figure3": 1, "plot_training_curves": 1,
+                                   "make_report": 1, "all": 1, "total": 131}
     config = load_config(REPO / "config" / "paper.yaml")
     for table in (1, 2, 3):
         for cell in grid.table_cells(config, table):
@@ -332,8 +332,8 @@ def test_micro_run_end_to_end(tmp_path):
     redo = _run(["--cores", "2", "-n"] + micro, REPO, env=env)
     # (Figure 3 reads every run and is redone; Figure 2 reads the first seed's runs only: not redone)
     assert _job_counts(redo.stdout + redo.stderr) == {"run_cell": 1, "make_tables": 1, "make_claims": 1,
-                                                      "make_figure3": 1, "plot_training_curves": 1,
-                                                      "make_report": 1, "all": 1, "total": 7}
+                                                      "plot_claims": 1, "make_figure3": 1, "plot_training_curves": 1,
+                                                      "make_report": 1, "all": 1, "total": 8}
     # a notebook run by hand with its defaults works (here the evaluation notebook, on the micro results)
     import jupytext
 
