@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--train-rows", type=int, default=ROWS["train"])
+    parser.add_argument("--train-rows", type=int, default=ROWS["train"], help="training rows (default 16)")
+    parser.add_argument("--eval-rows", type=int, default=ROWS["dev"], help="rows of the dev set and of each test set "
+                        "(default 4)")
     args = parser.parse_args(argv)
     folders = {}
     for item in args.tokenizer:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--tokenizer {item!r}: expected ID=FOLDER with an existing folder")
         folders[ref] = folder
     paper = load_config(args.config)
-    rows = {**ROWS, "train": args.train_rows}
+    rows = {split: args.train_rows if split == "train" else args.eval_rows for split in ROWS}
     out = Path(args.out)
     origin = make_data(args.data or paper["data"]["path"], out / "data", rows)
     config = rehearsal_config(paper, folders, args.layers, args.divergences, args.storage_dtype,

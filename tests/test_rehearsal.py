@@ -1,7 +1,10 @@
 """The rehearsal: config/paper.yaml job for job at its published widths, vocabularies and real tokenizers, the depth
 cut (repro.rehearsal, make rehearsal). The fast tests check the generated config against the paper's; the slow one
 runs every job kind of it through the workflow."""
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -82,3 +85,46 @@ def test_an_architecture_that_cannot_be_built_is_named_by_the_config_check():
     with pytest.raises(ConfigError, match=r"models.qwen_teacher.architecture.kv_heads': 5 key/value heads must "
                                           r"divide the attention heads \(16\)"):
         validate_config(paper)
+
+
+@pytest.mark.slow
+@needs_shared
+def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
+    """The rehearsal through the workflow, every job kind of config/paper.yaml at its published widths, vocabularies
+    and tokenizers with one layer: the four teachers (full SFT of GPT2-1.5B and Qwen1.5-1.8B, LoRA q/v of
+    LLaMA2-7B and Mistral-7B, merged), the four teacher-state caches, every row of every pair with the divergences
+    kl and akl (Table 3's row, SeqKD, MinED, ULD, DSKD-CMA included), the separate evaluation jobs, Tables 1-3,
+    the claims, Figures 1 and 3 and the report; the llama pair in bf16 autocast, the rest in fp32."""
+    out = tmp_path / "rehearsal"
+    config = make_config(out, "--divergences", "kl", "akl", "--bf16-pair", "llama", "--train-rows", "8",
+                         "--eval-rows", "2", "--max-new-tokens", "8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+                           "--configfile", str(out / "rehearsal.yaml"), "--directory", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = out / "results"
+    kinds = {p.relative_to(results / "benchmarks").parts[0] for p in (results / "benchmarks").rglob("*.tsv")}
+    assert {"prepare_data", "train_cell", "evaluate_cell", "cache_teacher", "make_tables", "make_claims",
+            "make_figure1", "make_figure3", "make_report"} <= {k.removesuffix(".tsv") for k in kinds}
+    runs = grid.runs(config)
+    assert len(runs) == 26
+    for run in runs:
+        summary = json.loads((grid.run_dir(config, run) / "train_summary.json").read_text())
+        scores = json.loads((grid.run_dir(config, run) / "scores.json").read_text())
+        assert scores["cell"] == run.run_id and all(0 <= s["mean"] <= 100 for s in scores["test_sets"].values())
+        assert summary["batching"]["mixed_precision"] == ("bf16" if run.pair == "llama" else "no"), run.run_id
+        assert not (grid.run_dir(config, run) / "resume").exists()
+        teacher = config["models"][config["pairs"][run.pair]["teacher"]]
+        if grid.uses_teacher_states(config, run):  # the head alone, with the input embeddings for DSKD-CMA
+            rows = teacher["vocab_size"] * teacher["hidden"]
+            assert summary["teacher_parameters"] == rows * (2 if run.method == "dskd_cma" else 1), run.run_id
+    # the LoRA teachers merged in the dtype their students read them in
+    for pair, dtype in (("llama", "bfloat16"), ("mistral_tinyllama", "float32")):
+        teacher_run = grid.teacher_run(config, grid.find_cell(config, pair, "sft" if pair == "llama" else "seqkd"))
+        merged = json.loads((grid.checkpoint_dir(config, teacher_run) / "config.json").read_text())
+        assert merged.get("dtype", merged.get("torch_dtype")) == dtype, pair
+    for table in (1, 2, 3):
+        assert (results / "tables" / f"table{table}.md").read_text().count("\n") > 3
+    assert (results / "report" / "index.html").is_file()
+    assert sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) < 12e9
