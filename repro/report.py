@@ -45,12 +45,14 @@ td:first-child, th:first-child { text-align: left; }
 .box table { margin: 0; }
 .box td { white-space: nowrap; overflow-wrap: normal; }
 .box td:nth-child(2), .box th:nth-child(2) { text-align: left; }
-.rows td:first-child { white-space: normal; min-width: 9em; }
+.rows table { font-size: 0.8em; }
+.rows td, .rows th { padding: 0.2em 0.35em; }
+.rows td:first-child { white-space: normal; min-width: 8em; }
 .rows td:nth-child(2), .rows th:nth-child(2) { position: sticky; left: 0; background: #fff; z-index: 1;
                                                box-shadow: 1px 0 0 #999; }
 .rows th:nth-child(2) { background: #f2f2f2; }
 table.claims { width: 100%; }
-table.claims td { text-align: left; }
+table.claims td { text-align: left; white-space: normal; }
 table.claims td.num { text-align: right; white-space: nowrap; }
 table.claims .sticky { position: sticky; right: 0; background: #fff; box-shadow: -1px 0 0 #999; }
 table.claims th.sticky { background: #f2f2f2; }

@@ -122,7 +122,8 @@ window.addEventListener("load", () => {
     elements: {}};
   for (const s of SELECTORS) out.elements[s] = [...document.querySelectorAll(s)].map(e => {
     const r = e.getBoundingClientRect();
-    return {top: r.top, bottom: r.bottom, right: r.right, text: (e.textContent || "").trim(), data: {...e.dataset}};
+    return {top: r.top, bottom: r.bottom, right: r.right, text: (e.textContent || "").trim(), data: {...e.dataset},
+            scroll_width: e.scrollWidth, client_width: e.clientWidth};
   });
   const pre = document.createElement("pre");
   pre.id = "probe-result";
@@ -137,8 +138,8 @@ def probe_page(binary: str, root: Path, page: str, selectors: tuple[str, ...] = 
     """Load ``root/page`` over HTTP in headless Chromium with a view of ``window`` (width, height) and measure it
     (``PROBE``): ``{"scroll_width", "client_width", "view_height", "page_height", "beyond": [elements past the
     right edge], "images": [{"src", "loaded", "width"}], "elements": {selector: [{"top", "bottom", "right",
-    "text", "data"}]}}``. The page is measured from a copy beside it with the probe added, so its links resolve as
-    the page's own."""
+    "text", "data", "scroll_width", "client_width"}]}}``. The page is measured from a copy beside it with the
+    probe added, so its links resolve as the page's own."""
     source = root / page
     probe = source.with_name(f".probe-{source.name}")
     text = source.read_text(encoding="utf-8")

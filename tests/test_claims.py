@@ -77,3 +77,80 @@ def test_figure_claims():
     assert round(cosine["delta"], 6) == 0.2 and cosine["verdict"] == "holds" and cosine["runs"] == "2 vs 2"
     assert 0.1 - 1e-9 <= cosine["low"] <= cosine["high"] <= 0.3 + 1e-9
     assert inner["delta"] == 0.0 and inner["verdict"] == "undecided"
+
+
+def _row(group, label, verdict_text, delta=None, low=None, high=None, unit=claims.UNIT_TABLES, **extra):
+    return {"group": group, "label": label, "claim": group, "where": "Table 1", "comparison": f"{label} - x",
+            "a": "a", "b": "b", "paper": "above", "paper_low": None, "paper_high": None, "unit": unit,
+            "threshold": 0.0, "delta": delta, "low": low, "high": high, "runs": "3 vs 3", "verdict": verdict_text,
+            **extra}
+
+
+def test_summary_sentences_and_counts_by_hand():
+    rows = [_row("DSKD above KD (Table 2, llama)", "KL", "does not hold", -2.32, -3.73, -0.83),
+            _row("DSKD above KD (Table 2, llama)", "RKL", "undecided", 0.36, -0.78, 1.56),
+            _row("DSKD above KD (Table 2, llama)", "AKL", "holds", 0.5, 0.1, 0.9),
+            _row("DSKD above KD (Table 2, llama)", "JS", "does not hold", -1.36, -2.27, -0.43),
+            _row("Premise", "gpt2", "holds", 6.19, 5.22, 7.15),
+            _row("Figure 1", "KL", "holds (2 of 2 repetitions)", 0.0123, 0.0101, 0.0145, unit="Δ toy distance"),
+            _row("Figure 3", "cosine (gpt2)", "not measured")]
+    summary = claims.summarize(rows)
+    assert summary["counts"] == {"holds": 3, "does not hold": 2, "undecided": 1, "not measured": 1}
+    assert summary["line"] == "7 comparisons: 3 hold, 2 do not hold, 1 undecided, 1 not measured."
+    assert [g["sentence"] for g in summary["groups"]] == [
+        "DSKD above KD (Table 2, llama): holds for AKL; does not hold for KL, JS; undecided for RKL "
+        "(Δ -2.32 to +0.50).",
+        "Premise: holds (Δ +6.19 [+5.22, +7.15]).",
+        "Figure 1: holds (Δ +0.0123 [+0.0101, +0.0145]).",  # a distance to three significant digits
+        "Figure 3: not measured."]
+    assert [g["counts"]["does not hold"] for g in summary["groups"]] == [2, 0, 0, 0]
+    text = claims.summary_markdown(rows)
+    assert text.startswith(f"**{summary['line']}**\n\n- DSKD above KD") and text.count("\n- ") == 4
+    three = [_row("G", d, "undecided", 0.1, -1.0, 1.0) for d in ("KL", "JS", "AKL")]
+    assert claims.group_sentence("G", three) == "G: undecided for all 3 (Δ +0.10 to +0.10)."
+
+
+def test_paper_text():
+    assert claims.paper_text((0.56, 0.56)) == "+0.56"
+    assert claims.paper_text((0.43, 1.39)) == "+0.43 to +1.39"
+    assert claims.paper_text((5.0, None), " (AKL)") == "> +5 (AKL)"
+
+
+def test_claims_csv_carries_what_the_summary_and_the_plot_read(config, tmp_path, capsys):
+    for cell in grid.cells(config):
+        _write_cell(config, cell, 40.0 if cell.role == "teacher" else 20.0,
+                    per_example=None if cell.method != "dskd" else [21.0, 22.0, 23.0, 24.0])
+    paths = claims.write_claims(config)
+    rows = claims.claims(config)
+    back = claims.read_claims(paths[1])
+    assert back == [{k: ("" if v is None and k not in claims.NUMBERS else v) for k, v in r.items()} for r in rows]
+    assert all(r["group"] and r["label"] and r["unit"] for r in back)
+    premise = [r for r in back if r["group"].startswith("Premise")]
+    assert {r["threshold"] for r in premise} == {5.0} and {r["label"] for r in premise} == {
+        "gpt2 (Table 1)", "qwen_gpt2 (Table 1)", "llama (Table 2)", "mistral_tinyllama (Table 2)"}
+    js = next(r for r in back if r["a"] == "gpt2/dskd-js" and r["b"] == "gpt2/kd-js")
+    assert (js["paper"], js["paper_low"], js["paper_high"], js["label"]) == ("+1.39", 1.39, 1.39, "JS")
+    kl = next(r for r in back if r["a"] == "gpt2/dskd-kl" and r["b"] == "gpt2/kd-kl")
+    assert (kl["paper_low"], kl["paper_high"]) == claims.PAPER_DSKD_GAIN[1]
+    mined = next(r for r in back if r["b"] == "mistral_tinyllama/mined")
+    assert (mined["paper"], mined["paper_low"], mined["paper_high"]) == ("> +5 (AKL)", 5.0, None)
+    # each group's rows together, in the table's order: the Table 3 claims come as two groups, not interleaved
+    order = [r["group"] for r in back]
+    assert all(order.index(g) + order.count(g) - 1 == len(order) - 1 - order[::-1].index(g) for g in set(order))
+    text = paths[0].read_text()
+    assert text.index(claims.counts_line(rows)) < text.index("| Claim |")  # the summary first
+    claims.main([str(paths[1])])
+    assert capsys.readouterr().out == claims.summary_markdown(back)
+    with pytest.raises(SystemExit, match="no claims table"):
+        claims.main([str(tmp_path / "none.csv")])
+
+
+def test_a_claims_csv_of_another_version_or_with_a_bad_number_is_named(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("claim,where,delta\nx,Table 1,0.5\n")
+    with pytest.raises(ValueError, match=r"old\.csv: not a claims table of this version, columns group, label"):
+        claims.read_claims(old)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(claims.to_csv([_row("G", "KL", "holds", 1.0, 0.5, 1.5)]).replace(",1.5,", ",one,"))
+    with pytest.raises(ValueError, match=r"bad\.csv, line 2: high is 'one', expected a number"):
+        claims.read_claims(bad)

@@ -1,14 +1,19 @@
 """Figures (PNG and PDF), the judge step with and without an endpoint, and the HTML report (built from nothing,
-from a synthetic results folder, and in headless Chromium)."""
+from a synthetic results folder, from a whole default run made by hand, and in headless Chromium at 1280 x 800)."""
+import csv
+import html
 import json
 import re
 
+import pytest
+from fake_run import fake_default_run
+
 from conftest import REPO
 from fake_openai import fake_openai_server
-from repro import analysis, grid
+from repro import analysis, claims, grid
 from repro.config import load_config
 from repro.figures import plot_judge, plot_representation, plot_toy, plot_training_curves, save_figure
-from repro.io import write_jsonl
+from repro.io import read_csv, read_json, write_json, write_jsonl
 from repro.report import build_report, markdown_to_html, write_report
 from repro.toy import ToySettings, run_toy
 
@@ -149,3 +154,99 @@ def test_report_shows_a_table_inline_and_escapes_what_it_is_given(tmp_path):
     assert "results &lt;&amp;&gt;" in text  # the folder name, escaped by the template
     assert '<a href="../tables/table1.md">Markdown</a>' in text
     assert '<span class="missing">LaTeX (missing)</span>' in text and results / "tables" / "table1.tex" in missing
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A whole default run made by hand (tests/fake_run.py), one run flagged by the training check, the report
+    written; returns the config."""
+    config = fake_default_run(tmp_path_factory.mktemp("full"))
+    flagged = grid.find_run(config, "llama", "kd-rkl", 20)
+    write_json(grid.train_summary_file(config, flagged), {"warnings": ["the training loss rose from 2 to 9"]})
+    assert write_report(config)[1] == []
+    return config
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def test_report_of_a_full_run_opens_on_the_summary_and_shows_every_kind_of_content(full_run):
+    config = full_run
+    page = grid.report_file(config).read_text()
+    rows = claims.read_claims(claims.claims_files(config)["csv"])
+    # the summary first: its counts, then one sentence per group of claims, then the forest plot linked to the table
+    assert page.index('id="summary"') < page.index('id="summary-counts"') < page.index("figures/claims.png") \
+        < page.index('id="claims-table"') < page.index('id="paper"') < page.index('id="tables"')
+    for group in claims.summarize(rows)["groups"]:
+        assert html.escape(group["sentence"], quote=False) in page or group["sentence"] in _text(page)
+    assert '<a href="#claims-table"><img src="../figures/claims.png"' in page
+    # the claims table: one row per claim, each with its verdict as a label that reads without colour
+    table = page[page.index('<table class="claims">'):page.index("</table>", page.index('<table class="claims">'))]
+    body_rows = re.findall(r"<tr><td>(.*?)</td>.*?<td class=\"sticky\">(.*?)</td></tr>", table, re.S)
+    assert len(body_rows) == len(rows)
+    for (comparison, verdict), row in zip(body_rows, rows):
+        assert _text(comparison) == row["comparison"]
+        sign = {"holds": "✔", "does not hold": "✘", "undecided": "?", "not measured": "–"}
+        assert _text(verdict) == f"{sign[claims.verdict_class(row['verdict'])]} {row['verdict']}"
+    # the paper beside the miniature: the DSKD (JS) row of the GPT-2 pair against KD (JS)
+    csv_rows = {r["cell"]: r for n in (1, 2, 3) for r in read_csv(grid.table_file(config, n, "csv"))}
+    mine = float(csv_rows["gpt2/dskd-js"]["avg"]) - float(csv_rows["gpt2/kd-js"]["avg"])
+    compact = re.search(r"<tr><td>KD w/ DSKD \(JS\)</td>(.*?)</tr>", page).group(1)
+    assert [_text(c) for c in re.findall(r"<td>(.*?)</td>", compact)] == [
+        "KD (JS)", "18.37", "+1.39", f"{float(csv_rows['gpt2/dskd-js']['avg']):.2f} ± "
+        f"{float(csv_rows['gpt2/dskd-js']['avg_std']):.2f}", f"{mine:+.2f}"]
+    # Tables 1-2 each with their DSKD - KD plot; the wide tables in a box of their own
+    assert "../figures/table1_dskd_minus_kd.png" in page and "../figures/table2_dskd_minus_kd.png" in page
+    assert page.count('<div class="box rows"><table>') == 3
+    # training curves: thumbnails grouped by pair, the flagged row marked with its seed
+    for pair in config["pairs"]:
+        assert f'<details open id="curves-{pair}">' in page
+    assert page.count('<figure class="thumb') == len(grid.cells(config)) and page.count("thumb flagged") == 1
+    assert re.search(r"<strong>KD \(RKL\)</strong>, 3 training runs <span class=\"flag\" title=\"seed 20: the "
+                     r"training loss rose from 2 to 9\">⚠ flagged: seed 20</span>", page)
+    # the notebooks: grouped by pair (collapsed), each run with its row, seed and Avg
+    assert page.count("<details><summary>") == len(config["pairs"])
+    run = grid.find_run(config, "gpt2", "dskd-js", 30)
+    avg = read_json(grid.scores_file(config, run))["avg"]["mean"]
+    assert (f"<tr><td>KD w/ DSKD (JS)</td><td>30</td><td>{avg:.2f}</td><td><a href=\"../runs/gpt2/dskd-js/seed30/"
+            "train.html\">training and evaluation</a></td></tr>") in page
+
+
+def test_report_of_a_full_run_in_chromium_at_1280_by_800(full_run):
+    """The acceptance of issue 29 in a real browser: the page opens on the summary and the forest plot, nothing
+    reaches past the right edge of a 1280 x 800 window, every image loads (the forest plot among them), the
+    summary's counts are the claims CSV's; the screenshots are kept (tests/browser.ARTIFACTS)."""
+    from browser import VIEWPORT, check_page, chromium_or_skip, probe_page, screenshots
+
+    binary = chromium_or_skip()
+    results = grid.results_dir(full_run)
+    probe = probe_page(binary, results, "report/index.html", ("h2", "#summary-counts [data-verdict]",
+                                                               'img[alt="Forest plot of the claims"]',
+                                                               "table.claims td.sticky", "div.box"))
+    assert probe["scroll_width"] <= probe["client_width"] and probe["beyond"] == [], probe["beyond"]
+    assert probe["client_width"] <= VIEWPORT[0]
+    assert probe["images"] and all(i["loaded"] for i in probe["images"]), [i for i in probe["images"]
+                                                                           if not i["loaded"]]
+    sources = {i["src"] for i in probe["images"]}
+    assert {"../figures/claims.png", "../figures/table1_dskd_minus_kd.png", "../figures/table2_dskd_minus_kd.png",
+            "../figures/figure1_toy_simulation.png", "../figures/figure3_representation_distance.png"} <= sources
+    assert len(sources) == 5 + len(grid.cells(full_run))  # and a thumbnail per row
+    elements = probe["elements"]
+    assert elements["h2"][0]["text"] == "What holds in this run" and elements["h2"][0]["top"] < 250
+    forest = elements['img[alt="Forest plot of the claims"]'][0]
+    assert forest["top"] < probe["view_height"] - 150  # the plot is on the first screen, below the summary
+    with claims.claims_files(full_run)["csv"].open(newline="", encoding="utf-8") as f:
+        verdicts = [row["verdict"] for row in csv.DictReader(f)]
+    expected = {v: sum(text.startswith(v) for text in verdicts) for v in ("holds", "does not hold", "undecided")}
+    shown = {e["data"]["verdict"]: int(e["data"]["count"]) for e in elements["#summary-counts [data-verdict]"]}
+    assert shown == expected and sum(shown.values()) == len(verdicts)
+    # the verdict column of the claims table is in view; at this width no table even scrolls in its box
+    assert all(cell["right"] <= probe["client_width"] for cell in elements["table.claims td.sticky"])
+    assert len(elements["div.box"]) > 10
+    assert all(box["scroll_width"] <= box["client_width"] for box in elements["div.box"]), elements["div.box"]
+    first, full = screenshots(binary, results, "report/index.html", "report-full-run", probe["page_height"])
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and first.stat().st_size > 20_000
+    assert full.stat().st_size > first.stat().st_size
+    dom, links = check_page(binary, results, "report/index.html", full.with_name("report-links.png"))
+    assert "#claims-table" in links and "../tables/claims.csv" in links

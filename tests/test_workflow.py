@@ -1,4 +1,5 @@
 """The Snakemake workflow: lint, dry runs with job counts, config errors before any job, one real micro run."""
+import csv
 import json
 import os
 import re
@@ -199,7 +200,7 @@ def test_micro_run_end_to_end(tmp_path):
     """The whole workflow on the micro config: data -> tokenizers -> teacher -> SFT and KD students -> tables,
     figures and the report; first without a judge (the report says Figure 2 needs one), then with a fake
     OpenAI-compatible judge on 127.0.0.1 (only the judge step and the report rerun)."""
-    from browser import check_page, chromium_or_skip
+    from browser import check_page, chromium_or_skip, probe_page, screenshots
     from fake_openai import fake_openai_server
 
     secret = "sk-test-do-not-leak-0123456789"
@@ -250,6 +251,17 @@ def test_micro_run_end_to_end(tmp_path):
     dom, links = check_page(binary, results, "report/index.html", tmp_path / "report.png")
     assert "../runs/gpt2/kd-kl/seed20/train.html" in links and "../notebooks/figure3.html" in links
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    # at 1280 x 800 (issue 29): no sideways scrolling, every image loaded (the forest plot and the Table 1 plot
+    # among them), the summary's counts those of the claims CSV; the first screen kept as an artifact
+    probe = probe_page(binary, results, "report/index.html", ("#summary-counts [data-verdict]",))
+    assert probe["scroll_width"] <= probe["client_width"] and probe["beyond"] == [], probe["beyond"]
+    assert all(i["loaded"] for i in probe["images"])
+    assert {"../figures/claims.png", "../figures/table1_dskd_minus_kd.png"} <= {i["src"] for i in probe["images"]}
+    with (results / "tables" / "claims.csv").open(newline="", encoding="utf-8") as f:
+        verdicts = [row["verdict"] for row in csv.DictReader(f)]
+    shown = {e["data"]["verdict"]: int(e["data"]["count"]) for e in probe["elements"]["#summary-counts [data-verdict]"]}
+    assert shown == {v: sum(text.startswith(v) for text in verdicts) for v in ("holds", "does not hold", "undecided")}
+    screenshots(binary, results, "report/index.html", "report-micro", probe["page_height"])
     results = tmp_path / "results"
     table = (results / "tables" / "table1.md").read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
