@@ -43,6 +43,11 @@ VERDICTS = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
 FREE_TEXT_RE = re.compile(
     r"^[\s*#>\"'`(\[_-]*(?:(?:final\s+)?(?:verdict|answer|response|winner|output)\b[\s*:_-]*)?"
     r"(A|B|C|tie)(?=[*_\"'`]*[ \t]*(?:$|\n|[:.,;!?)\]]|(?:is|wins|was)\b))", re.IGNORECASE)
+# Else the reply's first sentence (up to its first line break or sentence end), when it names exactly one verdict:
+# A or B as a word of its own that is no article (not followed by a lower-case word other than is/wins/was), or
+# "tie" ("The answer is A.", "The better one is response B.", "It is a tie.").
+NAMED_RE = re.compile(r"\b(?:(A|B)\b(?![*_\"'`]*[ \t]+(?!(?:is|wins|was)\b)[a-z])|((?i:tie))\b)")
+SENTENCE_END_RE = re.compile(r"\n|(?<=[.!?])\s")
 ITEM_KEYS = ("comparison", "index", "order", "instruction", "input", "answer_a", "answer_b", "label_a", "label_b")
 ROW_KEYS = ("prompt", "instruction", "input", "prediction")
 # Statuses the client retries (with its backoff and the server's Retry-After): timeout, conflict, rate limit, 5xx.
@@ -66,6 +71,7 @@ class JudgeSettings:
     timeout_s: float = 120.0
     max_tokens: int = 1024
     both_orders: bool = False
+    prompt: str = "reasoned"
 
     def __post_init__(self):
         # The schema's ``figures.judge`` entry is the one owner of these bounds (a config file and Python alike).
@@ -156,31 +162,43 @@ def _first_is_a(sample_seed: int, comparison: str, index: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------- prompt and verdict
 
-SYSTEM_PROMPT = (
+INSTRUCTIONS = (
     "You are a careful, impartial evaluator of AI assistants. You will see an instruction given to two assistants "
     "and the response each of them wrote. Decide which response serves the user better, weighing helpfulness, "
     "relevance, accuracy, depth and an appropriate level of detail. The order in which the responses are shown "
-    "says nothing about their quality, and length is no merit in itself: judge what the responses say. "
-    "Give a brief justification first. Then finish with a line holding exactly one verdict and nothing else: "
+    "says nothing about their quality, and length is no merit in itself: judge what the responses say."
+)
+SYSTEM_PROMPT = INSTRUCTIONS + (
+    " Give a brief justification first. Then finish with a line holding exactly one verdict and nothing else: "
     "[[A]] if response A is better, [[B]] if response B is better, or [[C]] if they are equally good."
 )
+# ``JudgeSettings.prompt``: the system prompt and the closing request of each style. "reasoned" (the default) asks
+# for a justification and then a marked verdict line, as a strong judge such as the paper's GPT-4 can give;
+# "verdict" asks for the verdict alone, for a small local judge that never reaches a marked line after reasoning
+# (its reply is read as free text, see ``parse_verdict``).
+PROMPTS = {
+    "reasoned": (SYSTEM_PROMPT,
+                 "Compare the two responses, then give your final verdict line: [[A]], [[B]] or [[C]] (tie)."),
+    "verdict": (INSTRUCTIONS, "Which response is better? Reply with exactly one of: A, B, tie."),
+}
 
 
-def judge_messages(item: dict) -> list[dict]:
-    """The chat messages that ask the judge about one item (the assistants' identities are never shown)."""
+def judge_messages(item: dict, prompt: str = "reasoned") -> list[dict]:
+    """The chat messages that ask the judge about one item in the style ``prompt`` (a key of ``PROMPTS``); the
+    assistants' identities are never shown."""
+    system, request = PROMPTS[prompt]
     parts = [f"## Instruction\n{item['instruction'].strip()}"]
     if (item.get("input") or "").strip():
         parts.append(f"## Input\n{item['input'].strip()}")
     parts += [f"## Response A\n{item['answer_a'].strip()}\n## End of response A",
-              f"## Response B\n{item['answer_b'].strip()}\n## End of response B",
-              "Compare the two responses, then give your final verdict line: [[A]], [[B]] or [[C]] (tie)."]
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+              f"## Response B\n{item['answer_b'].strip()}\n## End of response B", request]
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
 def parse_verdict(text: str) -> str | None:
     """'A', 'B' or 'tie' from the last verdict marker ``[[A]]``, ``[[B]]``, ``[[C]]`` in ``text``; without a marker,
-    from a free-text reply that opens with the verdict (``FREE_TEXT_RE``: "A: ...", "**B**", "Verdict: tie"); None
-    when neither is there."""
+    from a free-text reply that opens with the verdict (``FREE_TEXT_RE``: "A: ...", "**B**", "Verdict: tie") or
+    whose first sentence names exactly one (``NAMED_RE``: "The answer is A."); None otherwise (an invalid verdict)."""
     return _parse(text)[0]
 
 
@@ -194,7 +212,11 @@ def _parse(text: str) -> tuple[str | None, str | None]:
     if found:
         return VERDICTS[found[-1]], "marker"
     opening = FREE_TEXT_RE.match(text or "")
-    return (VERDICTS[opening.group(1).upper()], "free text") if opening else (None, None)
+    if opening:
+        return VERDICTS[opening.group(1).upper()], "free text"
+    sentence = SENTENCE_END_RE.split((text or "").strip(), maxsplit=1)[0]
+    named = {VERDICTS[(letter or tie).upper()] for letter, tie in NAMED_RE.findall(sentence)}
+    return (named.pop(), "free text") if len(named) == 1 else (None, None)
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -290,7 +312,7 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
 
 def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key: str) -> dict:
     """The record of one item: from the cache, or after up to ``1 + max_retries`` requests."""
-    messages = judge_messages(item)
+    messages = judge_messages(item, settings.prompt)
     path = _cache_path(cache_dir, settings, messages)
     cached = _read_cache(path, messages)
     if cached is not None:
@@ -305,8 +327,8 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
         except _Retry as e:
             reply, error = e.reply, str(e)
             if attempt <= settings.max_retries:
-                logger.warning("judge %s item %s: %s; asking again (%d of %d)", item["comparison"], item["index"],
-                               error, attempt, settings.max_retries)
+                logger.warning("judge %s item %s%s: %s; asking again (%d of %d)", item["comparison"], item["index"],
+                               _swapped(item), error, attempt, settings.max_retries)
             continue
         write_json(path, {"model": settings.model, "base_url": settings.base_url, "temperature": settings.temperature,
                           "max_tokens": settings.max_tokens, "messages": messages, "reply": reply, "verdict": verdict,
@@ -315,8 +337,12 @@ def _judge_one(item: dict, client, settings: JudgeSettings, cache_dir: Path, key
     else:
         attempt = settings.max_retries + 1
         error = f"no valid verdict after {attempt} attempts; last error: {error}"
-    logger.warning("judge %s item %s: giving up: %s", item["comparison"], item["index"], error)
+    logger.warning("judge %s item %s%s: giving up: %s", item["comparison"], item["index"], _swapped(item), error)
     return _record(item, settings, messages, reply, None, attempt, error, False)
+
+
+def _swapped(item: dict) -> str:
+    return " (answers swapped)" if item["order"] else ""
 
 
 def _record(item: dict, settings: JudgeSettings, messages: list[dict], reply: str | None, verdict: str | None,

@@ -267,6 +267,13 @@ def test_judge_messages():
     assert user["content"].index("Red.") < user["content"].index("Blue.")
     assert "Input" not in user["content"] and "dskd" not in user["content"]
     assert "the context" in judge_messages(item | {"input": "the context"})[1]["content"]
+    # the short style for small judges: the same instruction and answers, a verdict alone asked for
+    short_system, short_user = judge_messages(item, "verdict")
+    assert "[[" not in short_system["content"] + short_user["content"]
+    assert short_user["content"].endswith("Reply with exactly one of: A, B, tie.")
+    assert short_user["content"].rsplit("\n\n", 1)[0] == user["content"].rsplit("\n\n", 1)[0]
+    with pytest.raises(ValueError, match="'figures.judge.prompt': 'terse' is not one of"):
+        JudgeSettings(prompt="terse")
 
 
 def test_parse_verdict():
@@ -286,12 +293,16 @@ def test_parse_verdict():
     ("A: 5 B: 4 for 2+2\n\nThe correct answer is A: 5", "A"),
     ("B is better: it names the right city.", "B"), ("A wins", "A"), ("  **B**\nIt is more accurate.", "B"),
     ("Verdict: B", "B"), ("Final verdict: tie", "tie"), ("Response A is more helpful.", "A"), ("(B)", "B"),
-    ("\"A\"", "A"), ("Answer: A.", "A"),
-    # no verdict: an article, a word that starts with the letter, a verdict that is not the opening
-    ("A good answer names Paris.", None), ("Both are fine; I cannot decide.", None), ("Absolutely B", None),
-    ("The better one is A", None), ("Tied up in knots", None), ("Because A is right", None), ("a: lower case", "A"),
+    ("\"A\"", "A"), ("Answer: A.", "A"), ("a: lower case", "A"),
+    # a first sentence that names exactly one verdict (what the 135M judge says to the "verdict" prompt)
+    ("The answer is A.", "A"), ("The response that is better is response A.", "A"), ("It is a tie.", "tie"),
+    ("The better one is B\nbecause A is wrong", "B"), ("Because A is right, I choose it.", "A"),
+    # no verdict: an article, a word that starts with the letter, both named, a verdict after the first sentence
+    ("A good answer names Paris.", None), ("Both are fine; I cannot decide.", None), ("Bravo to both", None),
+    ("Tied up in knots", None), ("The first response (A) is worse than B.", None), ("AI wins", None),
+    ("The two responses differ. A is better.", None), ("A good answer. B is better", None),
 ])
-def test_free_text_replies_are_read_from_their_opening(reply, verdict):
+def test_free_text_replies_are_read(reply, verdict):
     assert parse_verdict(reply) == verdict
     assert verdict_source(reply) == (None if verdict is None else "free text")
 
