@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from transformers.utils import logging as hf_logging
 
-from . import layout, names, teacher_states
+from . import layout, memory, names, teacher_states
 from .data import load_examples
+from .device import device_name, make_accelerator, on_gpu
 from .generation import DecodeSettings, evaluate_set, teacher_targets
 from .io import read_json, read_jsonl, write_json, write_jsonl
 from .methods import get_method
@@ -26,7 +27,7 @@ from .metrics import mean_std
 from .models import add_lora, count_parameters, load_model, load_teacher_parts, merge_lora
 from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
 from .settings import TrainSettings
-from .training import build_context, make_accelerator, train
+from .training import build_context, train
 from .vocab import load_tokenizer
 
 DECODE_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "no_repeat_ngram_size", "batch_size")
@@ -93,7 +94,11 @@ class CellConfig:
 def _setup(cfg: CellConfig):
     torch.set_num_threads(cfg.threads)
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would flood the rendered notebook
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _gpu_peak() -> int | None:
+    """The job's peak GPU memory held by tensors (bytes), None without a GPU (``repro.memory.finish_measure``)."""
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
 def train_cell(cfg: CellConfig) -> dict:
@@ -102,10 +107,11 @@ def train_cell(cfg: CellConfig) -> dict:
     Returns (and writes to ``out_dir/train_summary.json``) the training summary.
     """
     _setup(cfg)
+    measure = memory.start_measure()  # the job's memory, recorded in its summary (repro.memory)
     settings = cfg.settings
     accelerator = make_accelerator(settings)
     device = accelerator.device
-    dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"  # frozen weights: teachers, LoRA bases
+    dtype = settings.frozen_dtype(accelerator.device.type == "cuda")  # frozen weights: teachers, LoRA bases
     data = Path(cfg.data_dir)
     train_rows = load_examples(data / "train.jsonl")
     dev_rows = load_examples(data / "dev.jsonl")
@@ -144,6 +150,7 @@ def train_cell(cfg: CellConfig) -> dict:
         return summary
     if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
         merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer, dtype)
+    summary["memory"] = memory.finish_measure(measure, _gpu_peak())
     write_json(layout.train_summary_file(cfg.out_dir), summary)
     return summary
 
@@ -176,12 +183,12 @@ def evaluate_cell(cfg: CellConfig) -> dict:
     presence marks a finished cell). Returns the scores.
     """
     _setup(cfg)
-    on_gpu = torch.cuda.is_available()
-    dtype = "bfloat16" if cfg.settings.mixed_precision(on_gpu) == "bf16" else "float32"
+    measure = memory.start_measure()
+    dtype = cfg.settings.frozen_dtype(on_gpu())
     out = Path(cfg.out_dir)
     checkpoint = layout.model_dir(out)
     tokenizer = load_tokenizer(checkpoint)
-    model = load_model(checkpoint, dtype).to("cuda" if on_gpu else "cpu")
+    model = load_model(checkpoint, dtype).to(device_name())
     decode = cfg.decode_settings(test=True)
     results = {}
     for name in cfg.test_sets:
@@ -197,6 +204,7 @@ def evaluate_cell(cfg: CellConfig) -> dict:
               "avg": {**mean_std(per_seed_avg), "mean": sum(results[t]["mean"] for t in cfg.test_sets)
                       / len(cfg.test_sets)},
               "best_epoch": train_summary["best_epoch"], "best_dev_rougeL": train_summary["best_dev_rougeL"]}
+    scores["memory"] = memory.finish_measure(measure, _gpu_peak())
     write_json(layout.scores_file(out), scores)
     return scores
 
@@ -234,7 +242,7 @@ def run_training(cfg: CellConfig) -> dict:
         return train_cell(cfg)
     config_file = Path(cfg.out_dir) / "cell_config.json"
     write_json(config_file, asdict(cfg))
-    if _has_gpu():
+    if on_gpu():
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision",
                    settings.mixed_precision(True)]
@@ -243,10 +251,6 @@ def run_training(cfg: CellConfig) -> dict:
     command += ["-m", "repro.cells", "train", str(config_file)]
     subprocess.run(command, check=True)
     return read_json(layout.train_summary_file(cfg.out_dir))
-
-
-def _has_gpu() -> bool:
-    return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> None:

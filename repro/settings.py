@@ -73,6 +73,11 @@ class TrainSettings:
         DSKD losses, PAPER.md section 3)."""
         return "bf16" if self.precision == "bf16" or (self.precision == "auto" and on_gpu) else "no"
 
+    def frozen_dtype(self, on_gpu: bool) -> str:
+        """The dtype frozen weights (a teacher, a LoRA base, a merged LoRA teacher) are held and saved in:
+        ``bfloat16`` under bf16 autocast, else ``float32``."""
+        return "bfloat16" if self.mixed_precision(on_gpu) == "bf16" else "float32"
+
     def divergence_options(self) -> dict:
         """Per-divergence keyword options: the skew weight of skl/srkl and AKL's head/tail threshold."""
         return {"skl": {"skew": self.skew}, "srkl": {"skew": self.skew}, "akl": {"threshold": self.akl_threshold}}

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 
+from . import memory
 from .data import IGNORE, Encoded, collate, encode_dataset, load_examples
+from .device import make_accelerator
 from .io import atomic_path, write_json
 from .methods import cma_example_sums, final_hidden
 from .models import load_model
@@ -195,8 +197,6 @@ def check_matches(states: TeacherStates, encoded: list, path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Build a pair's cache: load the teacher as a training job does, tokenise the training set with the teacher's
     tokenizer, run it once, save atomically, and log size and time."""
-    from .training import make_accelerator
-
     parser = argparse.ArgumentParser(prog="python -m repro.teacher_states", description=main.__doc__)
     parser.add_argument("--teacher", required=True, help="teacher checkpoint folder (save_pretrained)")
     parser.add_argument("--data", required=True, help="training set (processed JSONL)")
@@ -207,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    measure = memory.start_measure()  # the job's memory, recorded in states.json (repro.memory)
     training = json.loads(args.training)
     settings = TrainSettings(**{"lr": 1.0, "epochs": 1, **training})
     accelerator = make_accelerator(settings)
-    dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"
+    dtype = settings.frozen_dtype(accelerator.device.type == "cuda")
     tokenizer = load_tokenizer(args.teacher)
     teacher = load_model(args.teacher, dtype).to(accelerator.device).eval()
     encoded = encode_dataset(load_examples(args.data), tokenizer, settings.max_length, settings.max_prompt_length)
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     info = {"file": args.out, "examples": states.examples, "rows": int(states.hidden.shape[0]),
             "width": int(states.hidden.shape[1]), "dtype": str(states.hidden.dtype), "bytes": size,
             "seconds": round(states.seconds, 2), "cma": sorted(states.cma_sums), "fingerprint": expected}
+    info["memory"] = memory.finish_measure(measure, torch.cuda.max_memory_allocated()
+                                           if torch.cuda.is_available() else None)
     write_json(Path(args.out).with_suffix(".json"), info)
     print(json.dumps(info))
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from tqdm import tqdm
@@ -24,6 +23,7 @@ from transformers.utils import cached_file
 
 from . import layout
 from .data import IGNORE, collate, encode_dataset
+from .device import make_accelerator
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
 from .methods import Context
@@ -66,17 +66,6 @@ def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
                 groups.append({"params": chosen, "peak_lr": peak,
                                "weight_decay": settings.weight_decay if decay else 0.0})
     return groups
-
-
-def make_accelerator(settings: TrainSettings):
-    """The ``accelerate.Accelerator`` of a training job: device and process group (set up from the environment that
-    ``accelerate launch`` or ``torchrun`` gives; one process otherwise) and bf16 autocast where asked for."""
-    on_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision(on_gpu), cpu=not on_gpu)
-    if accelerator.num_processes != settings.processes:
-        raise ValueError(f"training.processes is {settings.processes} but this job runs as "
-                         f"{accelerator.num_processes} processes; launch it with --num_processes {settings.processes}")
-    return accelerator
 
 
 # 2: the state holds the student's trained parameters by name (1 held its whole state_dict)

@@ -19,7 +19,7 @@ same ids.
 Each optimiser step is the run's own (``repro.training.Run.optimiser_step``, mirrored here because a ``Run`` encodes
 its examples from text with a real tokenizer): ``repro.methods`` (the ``Context`` from
 ``repro.training.build_context``), ``begin_step`` over the global batch, micro batches through
-``repro.data.collate``, bf16 autocast (``repro.training.make_accelerator``) with fp32 master weights, each loss
+``repro.data.collate``, bf16 autocast (``repro.device.make_accelerator``) with fp32 master weights, each loss
 divided by the global batch's response tokens, clipping, AdamW over ``repro.training.param_groups``; the frozen
 teacher in bf16, LoRA through ``repro.models.add_lora``. A cached run holds only ``repro.models.TeacherParts`` (the
 head, and the input embeddings for DSKD-CMA) taken from the live teacher, whose body is deleted before the run; its
@@ -57,13 +57,14 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from repro import architecture, teacher_states  # noqa: E402
 from repro.config import load_config, role_training  # noqa: E402
 from repro.data import IGNORE, Encoded, collate  # noqa: E402
+from repro.device import make_accelerator  # noqa: E402
 from repro.estimate import Work, train_flops  # noqa: E402
 from repro.io import write_json  # noqa: E402
 from repro.memory import GB, Batch, Dims, TrainJob, train_peak  # noqa: E402
 from repro.methods import get_method  # noqa: E402
 from repro.models import TeacherParts, add_lora, build_config, count_parameters  # noqa: E402
 from repro.settings import TrainSettings  # noqa: E402
-from repro.training import build_context, make_accelerator, param_groups  # noqa: E402
+from repro.training import build_context, param_groups  # noqa: E402
 
 DIVERGENCE = "kl"
 # Most informative first: the 7B pair as the paper configuration runs it (teacher_cache: true), then GPT-2, then
