@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from contextlib import contextmanager
 
 import torch
 import transformers
@@ -117,7 +119,19 @@ def add_lora(model, spec: dict):
     config = LoraConfig(r=spec["rank"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
                         target_modules=list(spec["target_modules"]), task_type="CAUSAL_LM",
                         fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D stores W transposed
-    return get_peft_model(model, config, autocast_adapter_dtype=True)  # (True: bf16/fp16 adapters become fp32)
+    with _quiet_peft():
+        return get_peft_model(model, config, autocast_adapter_dtype=True)  # (True: bf16/fp16 adapters become fp32)
+
+
+@contextmanager
+def _quiet_peft():
+    """peft's ``PeftModel`` asks the model ``is_gradient_checkpointing``, an alias that transformers 5 deprecates
+    with a FutureWarning: every LoRA wrap and merge would print it to a rendered notebook's stderr (seen in the first
+    LoRA run of a real model through the workflow). The question itself is harmless, so only that warning is
+    silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike, tokenizer,
@@ -126,7 +140,8 @@ def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str
     model (with ``tokenizer``) to ``out_dir`` in ``dtype``, atomically: a LoRA teacher is merged before
     distillation. The merge is computed in fp32 (base and fp32 adapter), then cast once to ``dtype``, the dtype the
     model's readers load it in (``bfloat16`` under bf16: half the bytes of fp32, about 13.5 GB for a 7B teacher)."""
-    merged = PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().to(DTYPES[dtype])
+    with _quiet_peft():
+        merged = PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().to(DTYPES[dtype])
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

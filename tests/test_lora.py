@@ -57,6 +57,18 @@ def test_lora_wraps_only_the_named_modules(setup):
         add_lora(load_model(setup / "teacher"), {"rank": 4})
 
 
+def test_lora_wrap_and_merge_warn_nothing(setup, tmp_path):
+    """peft asks the model a question transformers 5 deprecates: no FutureWarning reaches a rendered notebook."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = add_lora(load_model(setup / "teacher"), LORA)
+        model.save_pretrained(tmp_path / "adapter")
+        merge_lora(setup / "teacher", tmp_path / "adapter", tmp_path / "merged", load_tokenizer(setup / "teacher"))
+    assert (tmp_path / "merged" / "config.json").exists()
+
+
 def test_lora_teacher_is_merged_and_serves_distillation(setup):
     from peft import PeftModel
 
