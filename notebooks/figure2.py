@@ -19,7 +19,9 @@
 # (`figures.judge.base_url`, `figures.judge.model`; the paper's is gpt-4-turbo at temperature 0.1). Its API key is
 # read from the environment variable that `figures.judge.api_key_env` names and is never written anywhere. Without
 # that variable this notebook records that no judge is configured, and the report says so. Verdicts are cached, so a
-# rerun costs no calls.
+# rerun costs no calls. With `figures.judge.both_orders` every prompt is judged in both orders, and the table adds how
+# often the two orders agree and the share of decisive verdicts won by the answer shown first (50% without position
+# bias).
 
 # %% tags=["parameters"]
 workflow_config: dict = {}  # the workflow configuration; empty: read config/config.yaml
