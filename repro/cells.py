@@ -142,7 +142,7 @@ def train_cell(cfg: CellConfig) -> dict:
         states = teacher_states.load(cfg.teacher_states, expected)
     ctx = build_context(settings, tokenizer, cfg.divergence, teacher,
                         teacher_tok if teacher is not None and method.cross_vocab else None, states)
-    summary = train(student, tokenizer, train_rows, dev_rows, method, ctx, settings,
+    summary = train(student, tokenizer, train_rows, dev_rows, method, ctx,
                     cfg.decode_settings(test=False), cfg.out_dir, accelerator)
     summary.update({"cell": cfg.cell_id, "parameters": count_parameters(student), "config": asdict(cfg),
                     "teacher_parameters": count_parameters(teacher) if teacher is not None else None})

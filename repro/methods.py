@@ -8,7 +8,7 @@ their own parameter group (``projector_lr``) and hands them back through ``Conte
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -26,11 +26,14 @@ from .lean import (
 )
 from .losses import get_divergence
 from .names import CHOICES
+from .settings import TrainSettings
 
 
 @dataclass
 class Context:
-    """What a method needs besides the batch.
+    """What a method needs besides the batch: the run's ``settings`` (``repro.settings.TrainSettings``, whose KD rate
+    and temperature, ``max_length``, divergence options and fidelity choices below the methods read through this
+    context; ``repro.training.build_context`` builds it), the student's vocabulary, the divergence, the teacher.
 
     ``n_vocab``: number of real token ids; logits beyond it (padded embedding rows, as in Qwen1.5) are cut off.
     ``modules``: the method's trainable modules made by ``build`` (``None`` for methods without any).
@@ -59,31 +62,35 @@ class Context:
     ``aligned_share`` (set by ``MinED.prepare``) are state of the methods.
     """
     n_vocab: int
-    kd_rate: float = 0.5
-    kd_temperature: float = 2.0
+    settings: TrainSettings
     divergence: str | None = None
     teacher: torch.nn.Module | None = None
     modules: torch.nn.Module | None = None
-    dskd_s2t_divergence: str = CHOICES["dskd_s2t_divergence"][0]
-    divergence_options: dict = field(default_factory=dict)
     teacher_tokenizer: object = None
     teacher_n_vocab: int | None = None
-    max_length: int = 512
-    cma_normalisation: str = CHOICES["cma_normalisation"][0]
-    mined_alignment: str = CHOICES["mined_alignment"][0]
-    mined_target: str = CHOICES["mined_target"][0]
-    mined_vocab_map: str = CHOICES["mined_vocab_map"][0]
-    teacher_padded_rows: str = CHOICES["teacher_padded_rows"][0]
     teacher_states: object = None
     cma_scales: torch.Tensor | None = None
     vocab_map: torch.Tensor | None = None
     first_ids: torch.Tensor | None = None
     aligned_share: float | None = None
 
-    def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+    # What a method reads of the run's settings, straight from them (TrainSettings owns every value and default).
+    SETTINGS_READ = ("kd_rate", "kd_temperature", "max_length", "dskd_s2t_divergence", *CHOICES)
+
+    def __getattr__(self, name: str):
+        if name in Context.SETTINGS_READ:
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in Context.SETTINGS_READ:  # one owner: a context never holds a setting of its own
+            raise AttributeError(f"Context.{name} is the run's setting: build the context from TrainSettings with "
+                                 f"{name}={value!r} instead")
+        super().__setattr__(name, value)
+
+    @property
+    def divergence_options(self) -> dict:
+        return self.settings.divergence_options()
 
     def teacher_rows(self) -> int:
         """How many rows of the teacher's head its distributions span in ULD and CMA's teacher-space term: all of

@@ -27,20 +27,17 @@ from .device import make_accelerator
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
 from .methods import Context
-from .names import CHOICES
 from .settings import TrainSettings
 from .teacher_states import check_matches
 
 
 def build_context(settings: TrainSettings, tokenizer, divergence: str | None = None, teacher=None,
                   teacher_tokenizer=None, teacher_states=None) -> Context:
-    """The ``repro.methods.Context`` of a run from its settings: the student's vocabulary, KD rate and temperature,
-    the divergence with its options, every fidelity option (``repro.names.CHOICES``), the teacher, its tokenizer
-    (cross-vocabulary methods) and its cache. The cells and the tests build every context here."""
-    ctx = Context(n_vocab=len(tokenizer), kd_rate=settings.kd_rate, kd_temperature=settings.kd_temperature,
-                  divergence=divergence, teacher=teacher, divergence_options=settings.divergence_options(),
-                  max_length=settings.max_length, teacher_states=teacher_states,
-                  **{name: getattr(settings, name) for name in CHOICES})
+    """The ``repro.methods.Context`` of a run: its settings (every value a method reads of them), the student's
+    vocabulary, the divergence, the teacher, its tokenizer (cross-vocabulary methods) and its cache. The cells and
+    the tests build every context here."""
+    ctx = Context(n_vocab=len(tokenizer), settings=settings, divergence=divergence, teacher=teacher,
+                  teacher_states=teacher_states)
     if teacher_tokenizer is not None:
         ctx.teacher_tokenizer, ctx.teacher_n_vocab = teacher_tokenizer, len(teacher_tokenizer)
     return ctx
@@ -109,10 +106,10 @@ def _base_change(saved: dict | None, now: dict | None) -> str:
 
 
 def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], method, ctx: Context,
-          settings: TrainSettings, dev_decode: DecodeSettings, out_dir: str | os.PathLike,
-          accelerator=None) -> dict:
-    """Train ``student`` with ``method`` and keep the best checkpoint by dev Rouge-L in ``out_dir/model`` (for a
-    peft LoRA model: its adapter, in ``out_dir/adapter``; ``repro.models.merge_lora`` makes the full model).
+          dev_decode: DecodeSettings, out_dir: str | os.PathLike, accelerator=None) -> dict:
+    """Train ``student`` with ``method`` and the run's settings (``ctx.settings``) and keep the best checkpoint by
+    dev Rouge-L in ``out_dir/model`` (for a peft LoRA model: its adapter, in ``out_dir/adapter``;
+    ``repro.models.merge_lora`` makes the full model).
 
     Writes ``out_dir/train_log.jsonl`` (one record per optimiser step and per epoch; rewritten after every
     epoch). Returns a summary with the best epoch, its dev Rouge-L and the per-epoch history. ``student`` ends
@@ -135,7 +132,8 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     of the epoch (``Run.end_epoch``: dev sampling, the best checkpoint, the saved state); ``Run.finish`` returns
     the summary.
     """
-    run = Run(student, tokenizer, train_rows, method, ctx, settings, out_dir, accelerator)
+    settings = ctx.settings
+    run = Run(student, tokenizer, train_rows, method, ctx, out_dir, accelerator)
     run.resume()
     for epoch in range(run.epoch, settings.epochs + 1):
         for i, batch_items in run.batches(epoch):
@@ -151,8 +149,9 @@ class Run:
     parameter groups, the step count and the epoch's data order, the per-step log, the per-epoch history and the
     best checkpoint so far. See ``train`` for the order in which its steps are taken."""
 
-    def __init__(self, student, tokenizer, train_rows: list[dict], method, ctx: Context, settings: TrainSettings,
-                 out_dir: str | os.PathLike, accelerator=None):
+    def __init__(self, student, tokenizer, train_rows: list[dict], method, ctx: Context, out_dir: str | os.PathLike,
+                 accelerator=None):
+        settings = ctx.settings
         self.student, self.tokenizer, self.method, self.ctx, self.settings = student, tokenizer, method, ctx, settings
         self.out_dir = Path(out_dir)
         self.accelerator = accelerator = accelerator or make_accelerator(settings)

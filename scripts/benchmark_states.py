@@ -55,7 +55,7 @@ def _state_sizes(args, root: Path) -> dict:
     torch.manual_seed(0)
     student = add_lora(load_model(root / "model"), lora)
     method = get_method("sft")
-    run = Run(student, tokenizer, splits["train"][:16], method, build_context(settings, tokenizer), settings,
+    run = Run(student, tokenizer, splits["train"][:16], method, build_context(settings, tokenizer),
               root / "run")
     for _, items in run.batches(1):
         run.optimiser_step(1, items)

@@ -69,7 +69,8 @@ def _child(args) -> dict:
     labels = ids[:, 1:].clone()
     labels[:, : prompt - 1] = IGNORE
     batch = {"input_ids": ids[:, :-1], "attention_mask": torch.ones(b, length, dtype=torch.long), "labels": labels}
-    ctx = Context(n_vocab=vocab, divergence=divergence or None, teacher=teacher, max_length=max(512, length))
+    settings = TrainSettings(lr=1e-3, epochs=1, max_length=max(512, length))
+    ctx = Context(n_vocab=vocab, settings=settings, divergence=divergence or None, teacher=teacher)
     if method.cross_vocab:
         permutation = torch.randperm(vocab, generator=generator)
         batch.update(teacher_input_ids=permutation[batch["input_ids"]], teacher_attention_mask=batch["attention_mask"],

@@ -44,6 +44,16 @@ def train_steps(method, student, batch, ctx, steps=6, lr=3e-3):
     return losses
 
 
+def make_context(n_vocab: int, divergence=None, teacher=None, modules=None, **settings):
+    """A ``repro.methods.Context`` for a method test: the run's settings are ``TrainSettings(lr=1e-3, epochs=1,
+    **settings)`` (every other value TrainSettings' default, as in a run)."""
+    from repro.methods import Context
+    from repro.settings import TrainSettings
+
+    return Context(n_vocab=n_vocab, settings=TrainSettings(lr=1e-3, epochs=1, **settings), divergence=divergence,
+                   teacher=teacher, modules=modules)
+
+
 def make_pair(root, tokenizers: dict, teacher=("gpt2", "gpt2"), student=("gpt2", "gpt2"), widths=(48, 32),
               seeds=(1, 1), max_positions: int = 256) -> tuple[Path, Path]:
     """A tiny teacher and student (one layer, two heads, no dropout; ``root/teacher`` and ``root/student``), each

@@ -352,7 +352,7 @@ def test_cma_needs_its_statistics(cross_pairs, small_splits):
         method.terms(student, batch, ctx)
     with pytest.raises(ValueError, match="max_length=512"):
         _setup(cross_pairs["qwen_to_gpt2"], small_splits, "dskd_cma")[3].prepare(
-            [], None, dataclasses.replace(ctx, max_length=512))
+            [], None, dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, max_length=512)))
 
 
 @pytest.mark.parametrize("method_name", ["uld", "dskd_cma"])

@@ -145,7 +145,7 @@ def test_interrupted_lora_run_resumes_to_the_same_weights_from_a_state_without_i
         torch.manual_seed(0)  # the adapters' initialisation, as train_cell seeds it
         student = add_lora(load_model(base), settings.lora)
         ctx = build_context(settings, tok, "kl" if method_name == "dskd" else None, teacher)
-        summary = train(student, tok, rows, dev, method, ctx, settings, decode, out)
+        summary = train(student, tok, rows, dev, method, ctx, decode, out)
         return student, ctx, summary
 
     class Breaks(type(method)):

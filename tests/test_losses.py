@@ -194,7 +194,8 @@ def test_cross_entropy_sum_matches_definition():
 
 
 def test_kd_gradient_reaches_student_only():
-    from repro.methods import Context, VanillaKD
+    from conftest import make_context
+    from repro.methods import VanillaKD
 
     z_s = torch.randn(2, 3, 5, requires_grad=True)
     z_t = torch.randn(2, 3, 5, requires_grad=True)
@@ -221,7 +222,7 @@ def test_kd_gradient_reaches_student_only():
             return type("Out", (), {"logits": self.logits, "last_hidden_state": self.logits})()
 
     terms = VanillaKD().loss(Fixed(z_s), {"input_ids": None, "attention_mask": None, "labels": labels},
-                             Context(n_vocab=5, divergence="kl", teacher=Fixed(z_t)))
+                             make_context(5, divergence="kl", teacher=Fixed(z_t)))
     terms["loss"].backward()
     assert z_s.grad is not None and z_s.grad.abs().sum() > 0
     assert z_t.grad is None

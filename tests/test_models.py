@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from conftest import make_context
 from repro.data import collate, encode_dataset
 from repro.losses import cross_entropy_sum
-from repro.methods import Context, get_method
+from repro.methods import get_method
 from repro.models import ARCHS, build_config, init_model, load_model, padded_vocab_size
 from repro.vocab import load_tokenizer
 
@@ -52,7 +53,7 @@ def test_logits_beyond_the_tokenizer_are_cut(built, small_splits):
     tok = load_tokenizer(built["qwen2"])
     model = load_model(built["qwen2"])
     batch = collate(encode_dataset(small_splits["train"][:2], tok, 128, 64), tok.pad_token_id)
-    terms = get_method("sft").loss(model, batch, Context(n_vocab=len(tok)))
+    terms = get_method("sft").loss(model, batch, make_context(len(tok)))
     logits = model(input_ids=batch["input_ids"]).logits[..., : len(tok)]
     assert torch.allclose(terms["ce"], cross_entropy_sum(logits, batch["labels"]))
 

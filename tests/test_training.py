@@ -44,7 +44,7 @@ def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
                              max_prompt_length=128)
     decode = DecodeSettings(max_new_tokens=8, no_repeat_ngram_size=0, batch_size=16)
     summary = train(model, tok, small_splits["train"][:64], small_splits["dev"][:6], get_method("sft"),
-                    Context(n_vocab=len(tok)), settings, decode, tmp_path)
+                    Context(n_vocab=len(tok), settings=settings), decode, tmp_path)
     assert summary["steps"] == 2 * math.ceil(64 / 16)
     assert summary["batching"] == {"global_batch": 16, "micro_batch": 8, "gradient_accumulation": 2, "processes": 1,
                                    "mixed_precision": "no", "device": "cpu"}
@@ -69,7 +69,7 @@ def test_dev_check_seeds_are_recorded_but_do_not_choose(tiny, small_splits, tmp_
         settings = TrainSettings(lr=5e-3, epochs=3, batch_size=16, micro_batch_size=16, max_length=256,
                                  max_prompt_length=128, dev_check_seeds=check)
         summaries.append(train(model, tok, small_splits["train"][:48], small_splits["dev"][:6], get_method("sft"),
-                               Context(n_vocab=len(tok)), settings, decode, tmp_path / str(len(check))))
+                               Context(n_vocab=len(tok), settings=settings), decode, tmp_path / str(len(check))))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     plain, checked = summaries
     assert torch.equal(weights[0], weights[1]) and plain["best_epoch"] == checked["best_epoch"]
@@ -90,7 +90,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny, small_splits, tmp_pat
         settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=micro, max_length=256,
                                  max_prompt_length=128)
         train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], get_method("sft"),
-              Context(n_vocab=len(tok)), settings, decode, tmp_path / str(micro))
+              Context(n_vocab=len(tok), settings=settings), decode, tmp_path / str(micro))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
 
@@ -120,7 +120,8 @@ def test_a_run_that_diverges_but_stays_finite_is_warned_about(tiny, small_splits
     settings = TrainSettings(lr=30.0, epochs=2, batch_size=8, micro_batch_size=8, max_length=256,
                              max_prompt_length=128)
     summary = train(load_model(tiny), tok, small_splits["train"][:32], small_splits["dev"][:4], get_method("sft"),
-                    Context(n_vocab=len(tok)), settings, DecodeSettings(max_new_tokens=4, batch_size=4), tmp_path)
+                    Context(n_vocab=len(tok), settings=settings), DecodeSettings(max_new_tokens=4, batch_size=4),
+                    tmp_path)
     assert any("the training loss rose from" in w and "diverged" in w for w in summary["warnings"])
     log = [{"step": i, "epoch": 1 + (i > 10), "loss": 5.0 - 0.2 * i} for i in range(1, 21)]
     history = [{"epoch": 1, "dev_rougeL": 3.0}, {"epoch": 2, "dev_rougeL": 9.0}]
@@ -144,7 +145,7 @@ def test_on_divergence_stop_fails_the_run_at_the_epoch_end(tiny, small_splits, t
     with pytest.raises(TrainingDiverged, match=r"stopped after epoch [12] \(training.on_divergence: stop\): the "
                                                r"training loss rose from"):
         train(load_model(tiny), tok, small_splits["train"][:32], small_splits["dev"][:4], get_method("sft"),
-              Context(n_vocab=len(tok)), settings, DecodeSettings(max_new_tokens=4, batch_size=4), tmp_path)
+              Context(n_vocab=len(tok), settings=settings), DecodeSettings(max_new_tokens=4, batch_size=4), tmp_path)
     epochs = {r["epoch"] for r in read_jsonl(tmp_path / "train_log.jsonl") if "step" in r}
     assert epochs and max(epochs) < 3
     with pytest.raises(ValueError, match="training.on_divergence must be 'warn' or 'stop', got 'halt'"):
@@ -164,8 +165,8 @@ def test_non_finite_loss_stops_before_the_update(tiny, small_splits, tmp_path):
     settings = TrainSettings(lr=1e-3, epochs=1, batch_size=8, micro_batch_size=8, max_length=256,
                              max_prompt_length=128)
     with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1, step 1"):
-        train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], Broken(), Context(n_vocab=len(tok)),
-              settings, DecodeSettings(max_new_tokens=2), tmp_path)
+        train(model, tok, small_splits["train"][:8], small_splits["dev"][:2], Broken(),
+              Context(n_vocab=len(tok), settings=settings), DecodeSettings(max_new_tokens=2), tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -221,8 +222,8 @@ def test_interrupted_run_resumes_to_the_same_weights(trained_tokenizers, small_s
     def run(out, method):
         model = load_model(tiny)
         teacher = load_model(tiny).eval() if method_name == "dskd" else None
-        ctx = Context(n_vocab=len(tok), divergence="kl", teacher=teacher)
-        summary = train(model, tok, rows, dev, method, ctx, settings, decode, out)
+        ctx = Context(n_vocab=len(tok), settings=settings, divergence="kl", teacher=teacher)
+        summary = train(model, tok, rows, dev, method, ctx, decode, out)
         return model, ctx, summary
 
     reference, ref_ctx, ref_summary = run(tmp_path / "straight", method)
