@@ -305,8 +305,8 @@ def _ask(client, messages: list[dict], settings: JudgeSettings, key: str) -> tup
     reply = _reply_text(response)
     verdict = parse_verdict(reply)
     if verdict is None:
-        raise _Retry("malformed reply: no [[A]], [[B]] or [[C]] verdict marker, nor a reply opening with A, B or "
-                     "tie", reply=reply)
+        raise _Retry("malformed reply: no [[A]], [[B]] or [[C]] verdict marker, and no A, B or tie in its opening "
+                     "or first sentence", reply=reply)
     return reply, verdict
 
 
@@ -351,8 +351,8 @@ def _record(item: dict, settings: JudgeSettings, messages: list[dict], reply: st
     return {"comparison": item["comparison"], "index": item["index"], "order": item["order"],
             "label_a": item["label_a"], "label_b": item["label_b"], "verdict": verdict,
             "verdict_source": verdict_source(reply) if verdict is not None else None, "winner": winner,
-            "model": settings.model,
-            "base_url": settings.base_url, "temperature": settings.temperature, "messages": messages,
+            "model": settings.model, "base_url": settings.base_url, "temperature": settings.temperature,
+            "prompt": settings.prompt, "messages": messages,
             "reply": reply, "attempts": attempts, "error": error, "cached": cached}
 
 
