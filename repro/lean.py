@@ -20,7 +20,7 @@ rows and bf16 inputs included).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -195,6 +195,30 @@ class FrozenHead:
         return torch.nn.functional.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
 
 
+@dataclass(frozen=True)
+class LeanSpec:
+    """What a lean objective computes, everything but its tensors: the divergence term ``kd_weight * D(z_s, z_t)``
+    (``divergence``: a ``repro.losses.DIVERGENCES`` name with its ``options`` at ``temperature``; None: no such
+    term), the cross-entropy term ``ce_weight * CE(z_s, y)`` (read where labels are given), the frozen ``head`` the
+    student's hidden states pass through (None: the student side is logits) and whether to count the positions whose
+    argmax is the label (``count_hits``)."""
+    divergence: str | None = None
+    temperature: float = 1.0
+    options: dict = field(default_factory=dict)
+    kd_weight: float = 0.0
+    ce_weight: float = 0.0
+    head: FrozenHead | None = None
+    count_hits: bool = False
+
+
+def _lean(student: torch.Tensor, spec: LeanSpec, given: torch.Tensor | None = None, teacher=None,
+          labels: torch.Tensor | None = None):
+    """``_Lean`` on ``student`` (logits [N, V], or hidden states [N, d] under ``spec.head``) with the optional
+    ``given`` student logits, ``teacher`` logits (or ``LazyLogits``) and ``labels``: (objective [N], divergence
+    [N], cross-entropy [N], hits [N])."""
+    return _Lean.apply(student, given, teacher, labels, spec)
+
+
 class _Lean(torch.autograd.Function):
     """The objective ``w_div * D(z_s, z_t) + w_ce * CE(z_s, y)`` per position (either term optional), in one pass over
     the positions in chunks, with its gradient computed on the way into ONE float32 buffer; the backward pass only
@@ -209,8 +233,10 @@ class _Lean(torch.autograd.Function):
     ``LazyLogits`` (computed a block at a time)."""
 
     @staticmethod
-    def forward(ctx, student, given, teacher, labels, temperature, name, options, weights, head, count_hits):
-        w_div, w_ce = weights
+    def forward(ctx, student, given, teacher, labels, spec: LeanSpec):
+        name, temperature, options, head, count_hits = (spec.divergence, spec.temperature, spec.options, spec.head,
+                                                        spec.count_hits)
+        w_div, w_ce = spec.kd_weight, spec.ce_weight
         shape = student.shape[:-1]
         vocab = head.weight.shape[0] if head is not None else student.shape[-1]
         x = student.reshape(-1, student.shape[-1])
@@ -280,7 +306,7 @@ class _Lean(torch.autograd.Function):
                                "repro.losses for a graph that is differentiated twice")
         grad, ctx.grad = ctx.grad, None
         grad.mul_(grad_out.reshape(-1, 1).float())
-        return grad.to(ctx.dtype).reshape(ctx.shape), None, None, None, None, None, None, None, None, None
+        return grad.to(ctx.dtype).reshape(ctx.shape), None, None, None, None
 
 
 def _options_ok(name: str, options: dict) -> bool:
@@ -300,8 +326,8 @@ def lean_divergence(name: str):
         if (not _options_ok(name, options) or teacher_logits.requires_grad
                 or student_logits.shape != teacher_logits.shape):  # the plain form names any error
             return plain(student_logits, _whole(teacher_logits), temperature, **options)
-        return _Lean.apply(student_logits, None, teacher_logits.detach(), None, temperature, name, dict(options),
-                           (1.0, 0.0), None, False)[0]
+        spec = LeanSpec(divergence=name, temperature=temperature, options=dict(options), kd_weight=1.0)
+        return _lean(student_logits, spec, teacher=teacher_logits.detach())[0]
 
     divergence.__name__ = f"lean_{name}"
     divergence.__doc__ = f"Lean form of ``{name}`` (``repro.lean``): same values and gradients, bounded memory."
@@ -319,7 +345,7 @@ def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """Summed token cross-entropy of ``logits`` [..., V] against ``labels`` [...] (``IGNORE`` left out), equal to
     ``repro.losses.cross_entropy_sum`` in value and gradient, computed in chunks with one exponential per entry and
     one gradient buffer."""
-    return _Lean.apply(logits, None, None, labels, 1.0, None, {}, (0.0, 1.0), None, False)[0].sum()
+    return _lean(logits, LeanSpec(ce_weight=1.0), labels=labels)[0].sum()
 
 
 def weighted_ce_and_divergence(name: str, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits,
@@ -334,8 +360,9 @@ def weighted_ce_and_divergence(name: str, student_logits: torch.Tensor, labels: 
         ce = cross_entropy_sum(student_logits, labels)  # the separate forms name any error
         kd = LEAN[name](student_logits, _whole(teacher_logits), temperature, **options).sum()
         return ce_weight * ce + kd_weight * kd, ce.detach(), kd.detach()
-    objective, kd, ce, _ = _Lean.apply(student_logits, None, teacher_logits.detach(), labels, temperature, name,
-                                       dict(options), (kd_weight, ce_weight), None, False)
+    spec = LeanSpec(divergence=name, temperature=temperature, options=dict(options), kd_weight=kd_weight,
+                    ce_weight=ce_weight)
+    objective, kd, ce, _ = _lean(student_logits, spec, teacher=teacher_logits.detach(), labels=labels)
     return objective.sum(), ce.sum(), kd.sum()
 
 
@@ -349,8 +376,8 @@ def head_divergence(name: str, hidden: torch.Tensor, head: FrozenHead, teacher_l
     losses.get_divergence(name)
     if not _options_ok(name, options) or teacher_logits.requires_grad:
         return losses.get_divergence(name)(head(hidden), _whole(teacher_logits), temperature, **options)
-    return _Lean.apply(hidden, None, teacher_logits.detach(), None, temperature, name, dict(options), (1.0, 0.0),
-                       head, False)[0]
+    spec = LeanSpec(divergence=name, temperature=temperature, options=dict(options), kd_weight=1.0, head=head)
+    return _lean(hidden, spec, teacher=teacher_logits.detach())[0]
 
 
 def head_cross_entropy_sum(hidden: torch.Tensor, head: FrozenHead, labels: torch.Tensor,
@@ -358,6 +385,6 @@ def head_cross_entropy_sum(hidden: torch.Tensor, head: FrozenHead, labels: torch
     """``cross_entropy_sum(head(hidden), labels)`` with the gradient flowing to ``hidden`` only (the head frozen,
     as DSKD's student-space projection uses the student's head), and the count of positions whose argmax is the
     label; ``logits``: ``head(hidden)`` when the caller has it (detached), else computed a block at a time."""
-    objective, _, _, hits = _Lean.apply(hidden, None if logits is None else logits.detach(), None, labels, 1.0, None,
-                                        {}, (0.0, 1.0), head, True)
+    spec = LeanSpec(ce_weight=1.0, head=head, count_hits=True)
+    objective, _, _, hits = _lean(hidden, spec, given=None if logits is None else logits.detach(), labels=labels)
     return objective.sum(), hits.sum().float()

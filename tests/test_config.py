@@ -67,8 +67,14 @@ def test_bad_config_names_the_key(config, mutate, expected):
 
 
 def test_hub_id_models_are_allowed(config):
+    """A model given by hub id replaces a built one: it passes the check, the workflow no longer builds it, and the
+    cells load it by that id."""
+    from repro import grid
+
     config["models"]["gpt2_teacher"] = {"id": "gpt2-xl"}
-    validate_config(config)
+    assert validate_config(config) is config
+    assert "gpt2_teacher" not in grid.built_models(config) and "gpt2_student" in grid.built_models(config)
+    assert grid.model_source(config, "gpt2_teacher") == "gpt2-xl"
 
 
 def test_load_config_names_the_file(tmp_path):
