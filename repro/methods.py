@@ -505,65 +505,86 @@ class DSKDCrossModelAttention(SFT):
         """Every term with its graph (token sums): ``ce``, ``t2s_ce``, ``t2s_kd``, ``s2t_kd``; diagnostics
         ``t2s_acc`` (count of response tokens the attended teacher predicts right: an accuracy after the trainer's
         division) and ``attention_entropy`` (entropy of the student-to-teacher attention, summed over response
-        positions). ``ctx.cma_scales`` holds the global batch's standard deviations (``begin_step``)."""
+        positions). ``ctx.cma_scales`` holds the global batch's standard deviations (``begin_step``). Heads run on
+        response positions only (the terms are sums over them); the attention itself spans whole sequences, masked."""
         _require_cross_vocab("dskd_cma", batch, ctx)
         if ctx.modules is None or ctx.cma_scales is None:
             raise ValueError("method 'dskd_cma' needs its projectors (Method.build) and the global batch's "
                              "statistics (Method.begin_step)")
-        proj = ctx.modules
-        labels, t_labels = batch["labels"], batch["teacher_labels"]
-        s_mask, t_mask = labels != IGNORE, t_labels != IGNORE
-        y = labels[s_mask]  # [N_s]
-        t_rows = ctx.teacher_rows()
-        # Heads run on response positions only (the terms are sums over them): student rows [N_s,V_s], teacher rows
-        # [N_t,V_t]; the attention itself spans whole sequences, masked.
+        s_mask, t_mask = batch["labels"] != IGNORE, batch["teacher_labels"] != IGNORE
+        y = batch["labels"][s_mask]  # [N_s]
         h_s = final_hidden(student, batch)
-        z_s = head_logits(h_s[s_mask], student, ctx.n_vocab, detach_head=False)
+        z_s = head_logits(h_s[s_mask], student, ctx.n_vocab, detach_head=False)  # [N_s,V_s]
+        keys, t_values_in, z_t, teacher_head = self._teacher_side(batch, ctx, t_mask)
+        queries = _project(ctx.modules["query"], self._student_index(student, batch, s_mask)).float()
+        scores = queries @ keys.transpose(-1, -2) / (2 * hidden_size(ctx.teacher)) ** 0.5
+        scores = scores + (~(s_mask.unsqueeze(-1) & t_mask.unsqueeze(1))).float() * -1e5
+        t_values = _project(ctx.modules["t2s"], t_values_in).float()
+        terms = {"ce": cross_entropy_sum(z_s, y),
+                 **self._student_space(student, ctx, z_s, y, scores, t_values, s_mask)}
+        s_values = _project(ctx.modules["s2t"], h_s).float()
+        terms["s2t_kd"] = self._teacher_space(ctx, scores, s_values, t_mask, teacher_head, z_t)
+        return terms
+
+    @staticmethod
+    def _teacher_side(batch: dict, ctx: Context, t_mask: torch.Tensor):
+        """The teacher's side, without gradient: the keys ``[e_t(x); e_t(y)] / std`` [B,T,2d_t] (float32), the input
+        of the teacher values ``h_t / std(h_t) + e_t(y) / std(e_t(y))`` [B,T,d_t], the teacher's logits ``z_t``
+        [N_t,V_t] (``LazyLogits``: computed in blocks where the loss reads them) and its frozen head."""
         with torch.no_grad():
+            t_labels = batch["teacher_labels"]
             # h_t is needed at the teacher's response positions only: elsewhere the attention weights are exactly
-            # 0 (scores -1e5 below), so those positions are filled with zeros
+            # 0 (scores -1e5), so those positions are filled with zeros
             h_rows = teacher_hidden_rows(ctx, _teacher_batch(batch))  # [N_t,d_t]
+            t_rows = ctx.teacher_rows()
             teacher_head = frozen_head(ctx.teacher, t_rows)
-            z_t = LazyLogits(h_rows, teacher_head, t_rows)  # [N_t,V_t], computed in blocks where the loss reads it
+            z_t = LazyLogits(h_rows, teacher_head, t_rows)
             h_t = h_rows.new_zeros(*t_mask.shape, h_rows.shape[-1])
             h_t[t_mask] = h_rows
-            s_embed, t_embed = student.get_input_embeddings(), ctx.teacher.get_input_embeddings()
-            s_index = torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
-                                 s_embed(labels.masked_fill(~s_mask, 0))], -1)
+            t_embed = ctx.teacher.get_input_embeddings()
             t_target = t_embed(t_labels.masked_fill(~t_mask, 0))
             t_index = torch.cat([t_embed(batch["teacher_input_ids"].masked_fill(~t_mask, 0)), t_target], -1)
             # each scale in the dtype of what it divides, as the official code's ``x / x.std()``
             k_std, h_std, y_std = (scale.to(device=x.device, dtype=x.dtype)
                                    for scale, x in zip(ctx.cma_scales, (t_index, h_t, t_target)))
-            keys = (t_index / k_std).float()
-            t_values_in = h_t / h_std + t_target / y_std
-        queries = _project(proj["query"], s_index).float()
-        t_values = _project(proj["t2s"], t_values_in).float()
-        s_values = _project(proj["s2t"], h_s).float()
-        d_t = hidden_size(ctx.teacher)
-        scores = queries @ keys.transpose(-1, -2) / (2 * d_t) ** 0.5
-        both = s_mask.unsqueeze(-1) & t_mask.unsqueeze(1)
-        scores = scores + (~both).float() * -1e5
+            return (t_index / k_std).float(), h_t / h_std + t_target / y_std, z_t, teacher_head
+
+    @staticmethod
+    def _student_index(student, batch: dict, s_mask: torch.Tensor) -> torch.Tensor:
+        """The queries' input ``[e_s(x); e_s(y)]`` [B,L,2d_s] from the student's detached embeddings."""
+        with torch.no_grad():
+            s_embed = student.get_input_embeddings()
+            return torch.cat([s_embed(batch["input_ids"].masked_fill(~s_mask, 0)),
+                              s_embed(batch["labels"].masked_fill(~s_mask, 0))], -1)
+
+    @staticmethod
+    def _student_space(student, ctx: Context, z_s, y, scores, t_values, s_mask) -> dict[str, torch.Tensor]:
+        """The student-space terms: the attended teacher ``x_t2s`` [N_s,d_s] through the detached student head gives
+        ``z_t2s``; ``t2s_ce = CE(z_t2s, y)``, ``t2s_kd = D(z_s, z_t2s.detach())`` where ``argmax z_t2s == y``, with
+        the count of those positions and the attention's entropy. The head runs in ``repro.lean`` (gradient to the
+        attended values only): of the vocabulary-sized tensors only the student's logits, their gradient and the
+        detached ``z_t2s`` exist whole."""
         t2s_weights = torch.softmax(scores, -1)
-        # Both projected sides go through frozen heads in repro.lean (gradient to the attended values only): of the
-        # vocabulary-sized tensors only the student's logits, their gradient and the detached z_t2s exist whole.
-        x_t2s = (t2s_weights @ t_values)[s_mask]  # [N_s,d_s]
+        x_t2s = (t2s_weights @ t_values)[s_mask]
         student_head = frozen_head(student, ctx.n_vocab)
         with torch.no_grad():
-            z_t2s = student_head(x_t2s)  # [N_s,V_s], the attended teacher in the student space (detached)
+            z_t2s = student_head(x_t2s)  # [N_s,V_s]
         correct = z_t2s.argmax(-1) == y
         t2s_ce, _ = head_cross_entropy_sum(x_t2s, student_head, y, logits=z_t2s)
+        entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
+        return {"t2s_ce": t2s_ce,
+                "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s[correct], ctx.kd_temperature).sum(),
+                "t2s_acc": correct.sum().float(),
+                "attention_entropy": entropy.detach()[s_mask].sum()}
+
+    @staticmethod
+    def _teacher_space(ctx: Context, scores, s_values, t_mask, teacher_head, z_t) -> torch.Tensor:
+        """The teacher-space term: the softmax of ``A^T`` over the student axis attends the student values, the
+        frozen teacher head gives ``z_s2t`` [N_t,V_t]; ``s2t_kd = KL(p_t || p_s2t)`` on the teacher's response
+        positions (always KL, as the official code)."""
         s2t_weights = torch.softmax(scores.transpose(-1, -2), -1)
         x_s2t = (s2t_weights @ s_values)[t_mask]  # [N_t,d_t]
-        entropy = -(t2s_weights * torch.log(t2s_weights.clamp_min(1e-30))).sum(-1)
-        return {
-            "ce": cross_entropy_sum(z_s, y),
-            "t2s_ce": t2s_ce,
-            "t2s_kd": ctx.divergence_fn()(z_s[correct], z_t2s[correct], ctx.kd_temperature).sum(),
-            "s2t_kd": head_divergence("kl", x_s2t, teacher_head, z_t, ctx.kd_temperature).sum(),
-            "t2s_acc": correct.sum().float(),
-            "attention_entropy": entropy.detach()[s_mask].sum(),
-        }
+        return head_divergence("kl", x_s2t, teacher_head, z_t, ctx.kd_temperature).sum()
 
     def loss(self, student, batch: dict, ctx: Context) -> dict[str, torch.Tensor]:
         terms = self.terms(student, batch, ctx)
