@@ -127,24 +127,26 @@ def train(student, tokenizer, train_rows: list[dict], dev_rows: list[dict], meth
     step as one process with the whole batch would; the main process alone evaluates on the dev set and writes
     files. The model must already sit on ``accelerator.device``.
 
-    The steps, in order: ``Run`` sets up (the encoded data, the method's preparation and modules, the optimiser)
-    and ``Run.resume`` reads a saved state; then per epoch the optimiser steps (``Run.optimiser_step``) and the end
-    of the epoch (``Run.end_epoch``: dev sampling, the best checkpoint, the saved state); ``Run.finish`` returns
-    the summary.
+    The steps, in order: ``Trainer`` sets up (the encoded data, the method's preparation and modules, the
+    optimiser) and ``Trainer.resume`` reads a saved state; then per epoch the optimiser steps
+    (``Trainer.optimiser_step``) and the end of the epoch (``Trainer.end_epoch``: dev sampling, the best checkpoint,
+    the saved state); ``Trainer.finish`` returns the summary. (A "run" is one of the grid's training runs,
+    ``repro.grid.runs``; the trainer is the loop that trains one.)
     """
     settings = ctx.settings
-    run = Run(student, tokenizer, train_rows, method, ctx, out_dir, accelerator)
-    run.resume()
-    for epoch in range(run.epoch, settings.epochs + 1):
-        for i, batch_items in run.batches(epoch):
-            run.optimiser_step(epoch, batch_items)
-            if settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and i + 1 < run.steps_per_epoch:
-                run.save(epoch, i + 1, run.order)
-        run.end_epoch(epoch, dev_rows, dev_decode)
-    return run.finish()
+    trainer = Trainer(student, tokenizer, train_rows, method, ctx, out_dir, accelerator)
+    trainer.resume()
+    for epoch in range(trainer.epoch, settings.epochs + 1):
+        for i, batch_items in trainer.batches(epoch):
+            trainer.optimiser_step(epoch, batch_items)
+            if (settings.checkpoint_every and trainer.step % settings.checkpoint_every == 0
+                    and i + 1 < trainer.steps_per_epoch):
+                trainer.save(epoch, i + 1, trainer.order)
+        trainer.end_epoch(epoch, dev_rows, dev_decode)
+    return trainer.finish()
 
 
-class Run:
+class Trainer:
     """The state of one training run between its steps: the encoded training set, the optimiser and its
     parameter groups, the step count and the epoch's data order, the per-step log, the per-epoch history and the
     best checkpoint so far. See ``train`` for the order in which its steps are taken."""

@@ -2,7 +2,7 @@
 
 1. Resume state. A LLaMA-shaped model (default 4 x 512 with the LLaMA-2 tokenizer's 32,000-token vocabulary, saved
    and loaded back as a checkpoint) wrapped with LoRA (default r 64 on q_proj and v_proj), one SFT optimiser step
-   through ``repro.training.Run``, then its resume state written twice: as ``Run.save`` writes it (the trained
+   through ``repro.training.Trainer``, then its resume state written twice: as ``Trainer.save`` writes it (the trained
    parameters, the AdamW moments, counters, logs) and as it was written before, with the student's whole
    ``state_dict`` in place of the trained parameters. Bytes of each file and their ratio.
 2. Fingerprint. ``repro.teacher_states.fingerprint`` of that checkpoint folder cold (no memo sidecar: every file
@@ -39,7 +39,7 @@ def _state_sizes(args, root: Path) -> dict:
     from repro.models import add_lora, init_model, load_model
     from repro.settings import TrainSettings
     from repro.synthetic import generate, write_splits
-    from repro.training import Run, build_context
+    from repro.training import Trainer, build_context
     from repro.vocab import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
@@ -55,7 +55,7 @@ def _state_sizes(args, root: Path) -> dict:
     torch.manual_seed(0)
     student = add_lora(load_model(root / "model"), lora)
     method = get_method("sft")
-    run = Run(student, tokenizer, splits["train"][:16], method, build_context(settings, tokenizer),
+    run = Trainer(student, tokenizer, splits["train"][:16], method, build_context(settings, tokenizer),
               root / "run")
     for _, items in run.batches(1):
         run.optimiser_step(1, items)

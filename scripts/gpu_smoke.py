@@ -16,8 +16,8 @@ micro batch and ``batch_size / micro_batch_size`` micro batches per optimiser st
 model's worst batch). Both models of a pair share the vocabulary; DSKD-CMA reads a teacher tokenisation with the
 same ids.
 
-Each optimiser step is the run's own (``repro.training.Run.optimiser_step``, mirrored here because a ``Run`` encodes
-its examples from text with a real tokenizer): ``repro.methods`` (the ``Context`` from
+Each optimiser step is the run's own (``repro.training.Trainer.optimiser_step``, mirrored here because a
+``Trainer`` encodes its examples from text with a real tokenizer): ``repro.methods`` (the ``Context`` from
 ``repro.training.build_context``), ``begin_step`` over the global batch, micro batches through
 ``repro.data.collate``, bf16 autocast (``repro.device.make_accelerator``) with fp32 master weights, each loss
 divided by the global batch's response tokens, clipping, AdamW over ``repro.training.param_groups``; the frozen
@@ -258,7 +258,7 @@ def build_student(pair: Pair, device: torch.device, dtype: torch.dtype) -> torch
 
 def optimiser_step(method, ctx, student, optimizer, trained: list, items: list[Encoded], settings: TrainSettings,
                    accelerator, pad_id: int, teacher_pad_id: int | None) -> dict[str, float]:
-    """One optimiser step on the global batch ``items``, as ``repro.training.Run.optimiser_step`` takes it in one
+    """One optimiser step on the global batch ``items``, as ``repro.training.Trainer.optimiser_step`` takes it in one
     process: ``begin_step``, the micro batches by length, each loss divided by the global batch's response tokens,
     clipping, AdamW. Returns the loss terms per token."""
     n_tokens = sum(sum(label != IGNORE for label in e.labels) for e in items)
