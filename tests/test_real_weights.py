@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED
+from conftest import SHARED, make_context
 from real_model import EOS, Unavailable, smollm2_folder
 from repro import grid
 from repro.config import load_config
 from repro.data import IGNORE, collate, encode_dataset, load_examples
 from repro.generation import DecodeSettings, decode_batch, generate, left_padded
-from repro.methods import Context, get_method
+from repro.methods import get_method
 from repro.models import load_model
 from repro.rehearsal import make_data
 from repro.vocab import load_tokenizer
@@ -136,7 +136,7 @@ def test_real_weights_through_the_workflow(tmp_path, smollm2):
         frozen = load_model(teacher_dir, dtype).eval().requires_grad_(False)
         for name in ("kd", "dskd"):
             method = get_method(name)
-            ctx = Context(n_vocab=len(tokenizer), divergence="kl", teacher=frozen, kd_temperature=2.0)
+            ctx = make_context(len(tokenizer), "kl", frozen, kd_temperature=config["training"]["kd_temperature"])
             ctx.modules = method.build(student, frozen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 terms = method.loss(student, batch, ctx)
