@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 
 from .config import check_section
+from .data import IGNORE
 from .io import atomic_path, read_jsonl, write_json
 from .models import load_model
+from .training import param_groups
 from .vocab import load_tokenizer
 
 
@@ -57,10 +59,7 @@ def pretrain(model, tokenizer, texts: list[str], settings: PretrainSettings, log
     step (mean over the steps since the last one), the tokens seen and the seconds taken."""
     torch.manual_seed(settings.seed)
     encoded = encode_texts(texts, tokenizer, settings.max_length)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": other, "weight_decay": 0.0}], lr=settings.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, None, settings), lr=settings.lr)  # the training loop's groups
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     order_rng = torch.Generator().manual_seed(settings.seed)
@@ -74,7 +73,7 @@ def pretrain(model, tokenizer, texts: list[str], settings: PretrainSettings, log
             batch = [encoded[i] for i in order[start:start + settings.batch_size]]
             width = max(len(ids) for ids in batch) - 1
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, seq in enumerate(batch):
                 n = len(seq) - 1
@@ -84,7 +83,7 @@ def pretrain(model, tokenizer, texts: list[str], settings: PretrainSettings, log
                 group["lr"] = lr
             logits = model(input_ids=ids, attention_mask=mask).logits
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                                     ignore_index=-100)
+                                                     ignore_index=IGNORE)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretraining: non-finite loss {loss.item()} at step {step}")
             loss.backward()

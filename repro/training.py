@@ -54,8 +54,10 @@ def param_groups(student, modules, settings: TrainSettings) -> list[dict]:
     weights, i.e. on parameters with fewer than 2 dimensions); the method's own modules (projectors) in groups of
     their own at ``projector_lr``. Each group carries its ``peak_lr`` for the cosine schedule."""
     groups = []
-    for params, peak in ((student.parameters(), settings.lr),
-                         (modules.parameters() if modules is not None else [], settings.projector_lr)):
+    sources = [(student.parameters(), settings.lr)]
+    if modules is not None:
+        sources.append((modules.parameters(), settings.projector_lr))
+    for params, peak in sources:
         params = [p for p in params if p.requires_grad]
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim >= 2) == decay]
