@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from repro.config import ConfigError, check_workflow_config, run_check
+from repro.estimate import memory_problems
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
@@ -38,9 +39,11 @@ else:
 
     # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
     # offline): what the first jobs would need, a model id that can be loaded and processed data without a fault
-    # (every file and row checked; what is suspicious printed here once and recorded in data/sources.json).
+    # (every file and row checked; what is suspicious printed here once and recorded in data/sources.json); where
+    # the run declares its GPUs' memory (gpu_memory_gb), every job predicted not to fit (repro.estimate).
     onstart:
         _problems, _warnings = run_check(config)
+        _problems += memory_problems(config)
         if _warnings:
             print("Data warnings:\n  " + "\n  ".join(_warnings), file=sys.stderr)
         if _problems:

@@ -1,19 +1,32 @@
-"""Estimated GPU time of every job of a configuration, before anything runs (no torch import: the Snakefile uses
-this for the cluster runtime it requests).
+"""Estimated GPU time and peak GPU memory of every job of a configuration, before anything runs (no torch import:
+the Snakefile uses this for the cluster runtime it requests and for its memory check before a run).
 
     python -m repro.estimate config/paper.yaml [--peak-tflops 312 --train-mfu 0.35 --generate-mfu 0.10]
 
 A model given by ``id`` is counted from its own config.json (a local folder's, or the hub's when reachable or
-cached); offline, the config's optional ``models.<name>.shape`` stands in, else a stated guess with a warning, so an
-unknown model never stops the workflow. The estimate is a FLOP count divided by a sustained rate: training costs
-6 N FLOPs per token for a fully trained model of N parameters (4 N with LoRA: no weight gradients for the frozen
-base), a frozen teacher 2 N per token, or, read from the teacher-state cache (``training.teacher_cache``), only its
-head on the response tokens (2 d V per token) plus one cache job per pair (2 N per training token once; DSKD-CMA's
-official statistics another 2 N per position of every example padded to max_length); the dev evaluation after
-every epoch and the test evaluation cost 2 N per prompt and generated token, at a lower utilisation (sampling is
-memory-bound). Defaults: an A100's 312 bf16 TFLOP/s at 35% for training and 10% for generation. It is a planning
-number, within a factor of about two; measured times are recorded per job by Snakemake's ``benchmark:`` files under
-``results/benchmarks/``.
+cached); offline, the config's published ``models.<name>.architecture`` stands in, else a stated guess with a
+warning, so an unknown model never stops the workflow.
+
+Time is a FLOP count divided by a sustained rate. The FLOPs are the matrix products a job computes
+(``train_flops``): a trained body 3x its forward (forward, input and weight gradients; with LoRA the frozen weights
+take no weight gradient), its attention over each sequence's positions, the output head on the response positions
+only (where every loss reads it), a live frozen teacher's forward, or, read from the teacher-state cache
+(``training.teacher_cache``), only its head; DSKD's projections and its extra passes through both heads (the
+projected teacher through the student's head, the projected student through the teacher's, with their gradients),
+DSKD-CMA's attention between the two sequences; and one cache job per pair (the teacher's forward over the training
+set, and DSKD-CMA's official statistics over every example padded to max_length). Tokens per example and the
+response share come from the training data when it is there (``data_stats``: tokenised with the model's own
+tokenizer, or, without a readable tokenizer, by characters per token measured on Dolly), else Dolly's measured
+means. The dev evaluation after every epoch and the test evaluation cost the body over prompt and sampled tokens and
+the head per sampled token, at a lower utilisation (sampling is memory-bound). Defaults: an A100's 312 bf16 TFLOP/s
+at 35% for training and 10% for generation. It is a planning number, within a factor of about two; measured times
+are recorded per job by Snakemake's ``benchmark:`` files under ``results/benchmarks/``.
+
+Memory is ``repro.memory``'s model of each job's peak on a GPU (``job_memory``): weights, gradients, AdamW state,
+activations at the micro batch and the data's longest sequences (max_length without data), the loss's
+vocabulary-sized buffers, the teacher parts it holds, LoRA; the table names the smallest common GPU (24, 40, 80,
+141 GB) each job fits. With ``gpu_memory_gb`` in the config (a profile's ``config:`` or ``--config
+gpu_memory_gb=80``), a job that cannot fit stops the workflow before any job starts (``memory_problems``).
 """
 from __future__ import annotations
 
@@ -27,20 +40,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download
+from tokenizers import Tokenizer
 
-from . import architecture, grid, names
-from .config import _tokenizer_ids, load_config
+from . import architecture, grid, memory, names
+from .config import _local_file, _tokenizer_ids, load_config
+from .memory import Batch, Dims, Sampling
+from .rows import processed_files, read_examples, references
 from .settings import training_value
 
-# What the estimate assumes for a model whose config.json cannot be read and whose config gives no `shape`
-# (parameters, hidden size, head rows); a warning says so.
-FALLBACK_SHAPE = (1.0e9, 2048, 32000)
-RESPONSE_SHARE = {"synthetic": 0.5, "real": 0.5}  # share of a training sequence's tokens that are response tokens
-# Data sizes of the paper's data when they cannot be read from the config (PAPER.md section 4).
+# What the estimate assumes for a model whose config.json cannot be read and whose config gives no architecture
+# (LLaMA-shaped, about 1.1B parameters); a warning says so.
+FALLBACK_FIELDS = architecture.hf_fields({"arch": "llama", "layers": 22, "hidden": 2048, "heads": 32,
+                                          "intermediate": 5632, "max_positions": 2048}, 32000)
+# Data sizes of the paper's data when they cannot be read from the data (PAPER.md section 4).
 PAPER_TRAIN_EXAMPLES = 11_400
 PAPER_TEST_EXAMPLES = {"dolly": 500, "selfinst": 242, "vicuna": 80, "sni": 1694, "unni": 10_000}
-TOKENS_PER_EXAMPLE = {"synthetic": 60, "real": 230}  # prompt + response, training
 PROMPT_TOKENS = {"synthetic": 30, "real": 120}  # prompt only, generation
+# Measured on the 1,000 rows of Dolly's dev set (../shared/data/minillm/dolly/dev.jsonl; max_length 512,
+# max_prompt_length 256) with each family's real tokenizer: mean positions per example, the response share of them,
+# the mean squared positions (the attention's pairs) and characters per token. The real data's numbers where it is
+# absent, and its characters per token where it is there but the tokenizer cannot be read; other families: GPT-2's.
+DOLLY = {"gpt2": (146.1, 0.519, 33_262, 4.54), "llama": (166.1, 0.512, 41_656, 3.91),
+         "mistral": (160.6, 0.514, 39_469, 4.06), "qwen2": (141.7, 0.538, 31_426, 4.65)}
+SYNTHETIC = (60.0, 0.5, 3_600, 4.0)  # the miniature's generated rows before they exist
 
 
 @dataclass(frozen=True)
@@ -48,21 +70,6 @@ class Rates:
     peak_tflops: float = 312.0
     train_mfu: float = 0.35
     generate_mfu: float = 0.10
-
-
-def _shape(config: dict, model: str) -> tuple[float, int, int]:
-    """(parameters, hidden size, head rows) of a config model: for an ``id``, counted from the model's own
-    config.json (a local folder's, or the hub's when it is reachable or cached), else from the config's published
-    ``architecture``, else ``FALLBACK_SHAPE`` with a warning; for a built model, from its description."""
-    spec = config["models"][model]
-    counted = shape_from_config(hf_config(config, model) or {})
-    if counted is not None:
-        return counted
-    _warn_once(f"config key 'models.{model}.id': no config.json readable for {spec['id']!r} (not a local "
-               f"model folder, and the hub is offline or does not know it) and no models.{model}.architecture "
-               f"given; the estimate assumes {FALLBACK_SHAPE[0]:.0e} parameters, hidden size {FALLBACK_SHAPE[1]} and "
-               f"{FALLBACK_SHAPE[2]:,} head rows")
-    return FALLBACK_SHAPE
 
 
 def hf_config(config: dict, model: str) -> dict | None:
@@ -114,26 +121,36 @@ def model_config(ref: str) -> dict | None:
 
 
 def shape_from_config(c: dict) -> tuple[float, int, int] | None:
-    """(parameters, hidden size, head rows) counted from a ``transformers`` config.json: exact for GPT-2 and for
-    the LLaMA family (LLaMA, Mistral, Qwen2 and others with its field names); None when the fields are missing."""
+    """(parameters, hidden size, head rows) counted from a ``transformers`` config.json (``repro.memory.Dims``):
+    exact for GPT-2 and for the LLaMA family (LLaMA, Mistral, Qwen2 and others with its field names); None when the
+    fields are missing."""
     try:
-        if c.get("model_type") == "gpt2":
-            d, layers, vocab, positions = c["n_embd"], c["n_layer"], c["vocab_size"], c["n_positions"]
-            inner = c.get("n_inner") or 4 * d
-            block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d)
-            return float(vocab * d + positions * d + layers * block + 2 * d), d, vocab
-        d, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
-        heads, inner = c["num_attention_heads"], c["intermediate_size"]
-        kv = c.get("num_key_value_heads") or heads
-        head_dim = c.get("head_dim") or d // heads
-        qkv_bias = c.get("model_type") == "qwen2" or bool(c.get("attention_bias"))
-        attention = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d
-        attention += (heads * head_dim + 2 * kv * head_dim) * qkv_bias + d * bool(c.get("attention_bias"))
-        mlp = 3 * d * inner + (2 * inner + d) * bool(c.get("mlp_bias"))
-        head = 0 if c.get("tie_word_embeddings", False) else vocab * d
-        return float(vocab * d + layers * (attention + mlp + 2 * d) + d + head), d, vocab
+        d = Dims.from_fields(c)
     except (KeyError, TypeError):
         return None
+    return float(d.parameters), d.hidden, d.rows
+
+
+FALLBACK_SHAPE = shape_from_config(FALLBACK_FIELDS)
+
+
+def dims(config: dict, model: str) -> Dims:
+    """The sizes of a config model (``repro.memory.Dims``) from its ``hf_config``, else ``FALLBACK_FIELDS`` with a
+    warning."""
+    fields = hf_config(config, model)
+    if fields is not None and shape_from_config(fields) is not None:
+        return Dims.from_fields(fields)
+    _warn_once(f"config key 'models.{model}.id': no config.json readable for {config['models'][model].get('id')!r} "
+               f"(not a local model folder, and the hub is offline or does not know it) and no "
+               f"models.{model}.architecture given; the estimate assumes {FALLBACK_SHAPE[0]:.0e} parameters, hidden "
+               f"size {FALLBACK_SHAPE[1]} and {FALLBACK_SHAPE[2]:,} head rows")
+    return Dims.from_fields(FALLBACK_FIELDS)
+
+
+def _shape(config: dict, model: str) -> tuple[float, int, int]:
+    """(parameters, hidden size, head rows) of a config model (``dims``)."""
+    d = dims(config, model)
+    return float(d.parameters), d.hidden, d.rows
 
 
 def parameters(config: dict, model: str) -> float:
@@ -147,6 +164,218 @@ def head_flops(config: dict, model: str) -> float:
     return 2 * hidden * vocab
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The data: tokens per example
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the estimate reads of a training set in one model's tokenisation (``repro.data.encode_example``: no
+    BOS, the prompt cut to max_prompt_length, the response and EOS, the whole to max_length): ``examples``, mean
+    ``tokens`` (input positions) and ``rows`` (response positions) per example, mean ``squares`` (positions
+    squared: the attention's pairs), the ``longest`` example's positions and the most response ``longest_rows`` of
+    one, and ``source`` (how they were found, for the printed table)."""
+    examples: int
+    tokens: float
+    rows: float
+    squares: float
+    longest: int
+    longest_rows: int
+    source: str
+
+    @property
+    def share(self) -> float:
+        return self.rows / self.tokens
+
+
+def train_file(config: dict) -> Path | None:
+    """The training set the cells will read: the workflow's ``data/train.jsonl`` when it exists, else (processed
+    data) the source file it is imported from; None when neither is there yet."""
+    prepared = grid.data_dir(config) / "train.jsonl"
+    if prepared.is_file():
+        return prepared
+    data = config["data"]
+    if data["source"] == "processed":
+        source = processed_files(data)["train"]
+        return source if source.is_file() else None
+    return None
+
+
+def tokenizer_file(config: dict, model: str) -> Path | None:
+    """The tokenizer.json of a config model where it can be read without a download: a model folder's or the hub
+    cache's (``id``), a tokenizer folder's or id's, or the workflow's trained miniature tokenizer."""
+    spec = config["models"][model]
+    if "id" in spec:
+        return _local_file(spec["id"], "tokenizer.json", ".")
+    entry = config["tokenizers"][spec["tokenizer"]]
+    if "id" in entry:
+        return _local_file(entry["id"], "tokenizer.json", ".")
+    trained = grid.tokenizer_dir(config, spec["tokenizer"]) / "tokenizer.json"
+    return trained if trained.is_file() else None
+
+
+def data_stats(config: dict, model: str, training: dict) -> DataStats:
+    """Tokens per example of the training set in ``model``'s tokenisation at the ``training`` lengths: tokenised
+    when the data and the tokenizer can be read, by characters per token (``DOLLY``) when only the data can, else
+    Dolly's measured means (the miniature's: ``SYNTHETIC``)."""
+    max_length = training_value(training, "max_length")
+    max_prompt = training_value(training, "max_prompt_length")
+    family = dims(config, model).arch
+    tokens, share, squares, chars = (SYNTHETIC if config["data"]["source"] == "synthetic"
+                                     else DOLLY.get(family, DOLLY["gpt2"]))
+    path = train_file(config)
+    if path is None:
+        examples = config["data"]["n_train"] if config["data"]["source"] == "synthetic" else PAPER_TRAIN_EXAMPLES
+        tokens = min(tokens, max_length)
+        return DataStats(examples, tokens, tokens * share, min(squares, max_length ** 2), max_length, max_length - 1,
+                         "assumed (no training data yet)")
+    tokenizer = tokenizer_file(config, model)
+    stat = path.stat()
+    return _file_stats(str(path), stat.st_mtime_ns, stat.st_size, str(tokenizer) if tokenizer else None, chars,
+                       max_length, max_prompt)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_stats(path: str, mtime: int, size: int, tokenizer: str | None, chars: float, max_length: int,
+                max_prompt: int) -> DataStats:
+    rows, _ = read_examples(path, skip_malformed=True)
+    prompts = [r["prompt"] for r in rows]
+    answers = [references(r)[0] for r in rows]
+    if tokenizer is not None:
+        tok = Tokenizer.from_file(tokenizer)
+        prompt_n = [len(e.ids) for e in tok.encode_batch(prompts, add_special_tokens=False)]
+        answer_n = [len(e.ids) for e in tok.encode_batch(answers, add_special_tokens=False)]
+        source = f"{Path(path).name} tokenised ({Path(tokenizer).parent.name} tokenizer)"
+    else:
+        prompt_n = [max(1, round(len(p) / chars)) for p in prompts]
+        answer_n = [round(len(a) / chars) for a in answers]
+        source = f"{Path(path).name} at {chars} characters per token"
+    lengths, responses = [], []
+    for p, a in zip(prompt_n, answer_n):
+        p = min(p, max_prompt)
+        sequence = min(p + a + 1, max_length + 1)  # the response's EOS included, cut to max_length + 1
+        lengths.append(sequence - 1)
+        responses.append(max(sequence - p, 0))
+    n = max(len(rows), 1)
+    return DataStats(len(rows), sum(lengths) / n, sum(responses) / n, sum(x * x for x in lengths) / n,
+                     max(lengths, default=max_length), max(responses, default=max_length - 1), source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs
+
+
+@dataclass(frozen=True)
+class Work:
+    """The positions a training pass computes: ``tokens`` (padded positions), ``squares`` (each sequence's
+    positions squared, summed: its attention's pairs) and the student's response ``rows``; for a cross-vocabulary
+    pair the same in the teacher's tokenisation; ``aligned``: MinED's rows aligned one-to-one (default: all)."""
+    tokens: float
+    squares: float
+    rows: float
+    teacher_tokens: float | None = None
+    teacher_squares: float | None = None
+    teacher_rows: float | None = None
+    aligned: float | None = None
+
+    def teacher(self) -> tuple[float, float, float]:
+        return (self.teacher_tokens if self.teacher_tokens is not None else self.tokens,
+                self.teacher_squares if self.teacher_squares is not None else self.squares,
+                self.teacher_rows if self.teacher_rows is not None else self.rows)
+
+
+def _matmul(m: Dims) -> int:
+    """Weights of one layer's matrix products (biases excluded: they are no product)."""
+    d, inner = m.hidden, m.intermediate
+    if m.gpt2:
+        return 4 * d * d + 2 * d * inner
+    return d * m.attention_width + 2 * d * m.kv_width + m.attention_width * d + 3 * d * inner
+
+
+def forward_flops(m: Dims, tokens: float, squares: float) -> float:
+    """FLOPs of ``m``'s body (no head) forward over ``tokens`` positions whose sequences' squared lengths sum to
+    ``squares``: 2 per weight and position, and the attention's two products (4 x width per pair of positions)."""
+    return m.layers * (2 * _matmul(m) * tokens + 4 * m.attention_width * squares)
+
+
+def train_flops(student: Dims, work: Work, method: str = "sft", teacher: Dims | None = None,
+                lora: tuple[int, list[str]] | None = None, cached: bool = False, student_ids: int | None = None,
+                teacher_ids: int | None = None) -> dict[str, float]:
+    """FLOPs (matrix products, forward and backward) of one training pass of ``method`` over ``work``, by part.
+
+    The student's body: forward, input gradients and weight gradients (3x the forward; LoRA: no weight gradient
+    of the frozen base and no input gradient into the frozen embeddings, plus its adapters' products); its head on
+    the response rows (6 d V; LoRA 4 d V), cut to the tokenizer's ids. The teacher (``needs_teacher`` and not black
+    box): its body's forward unless ``cached``; its head where the method reads it (KD: 2 d_t V per row; ULD and
+    DSKD-CMA span all its head rows; MinED the aligned rows). DSKD (PAPER.md section 2): the projection
+    ``P_t2s`` (forward and weight gradient) and the projected teacher through the student's head, its logits and
+    the gradient's product with the head in the same pass (4 d_s V per row); the teacher space (not in the
+    student-space ablation): ``P_s2t`` (forward, weight and input gradients) and the projected student through the
+    teacher's head beside the teacher's own logits and the gradient (6 d_t V per row). DSKD-CMA: its three
+    projections over every position, the attention between the two sequences (scores, both softmax products and
+    their gradients), the student-space head pass (4 d_s V per student row) and the teacher-space one (6 d_t V per
+    teacher row, all head rows)."""
+    traits = names.method(method)
+    d_s = student.hidden
+    vocab = student_ids or student.rows
+    forward = forward_flops(student, work.tokens, work.squares)
+    out = {}
+    if lora:
+        rank, modules = lora
+        found = student._lora_modules(modules)
+        adapters = sum(2 * rank * (i + o) * n for i, o, n in found)
+        # layer 0's attention projections and adapters read the frozen embeddings: no input gradient there
+        first = 2 * d_s * (3 * d_s if student.gpt2 else student.attention_width + 2 * student.kv_width)
+        first += sum(2 * rank * i * n for i, _, n in found)
+        attention = 4 * student.attention_width * work.squares * student.layers
+        if not student.gpt2 and "k_proj" not in modules:  # layer 0's keys take no gradient either
+            attention -= 2 * student.attention_width * work.squares
+        # forward and input gradients, the attention's two gradient products, the adapters' forward and gradients
+        out["student body"] = 2 * forward + attention + 3 * adapters * work.tokens * student.layers \
+            - first * work.tokens
+        out["student head"] = 4 * work.rows * d_s * vocab
+    else:
+        out["student body"] = 3 * forward
+        out["student head"] = 6 * work.rows * d_s * vocab
+    if teacher is None or not traits.needs_teacher or traits.black_box:
+        return out
+    d_t = teacher.hidden
+    t_tokens, t_squares, t_rows = work.teacher()
+    t_vocab = teacher_ids or teacher.rows
+    if not cached:
+        out["teacher body"] = forward_flops(teacher, t_tokens, t_squares)
+    if method == "kd":
+        out["teacher head"] = 2 * work.rows * d_t * vocab
+    elif method == "uld":
+        out["teacher head"] = 2 * t_rows * d_t * teacher.rows
+    elif method == "mined":
+        out["teacher head"] = 2 * (work.aligned if work.aligned is not None else work.rows) * d_t * t_vocab
+    elif method in ("dskd", "dskd_student_space"):
+        rows = work.rows
+        out["projections"] = 4 * rows * d_t * d_s
+        out["student-space head pass"] = 4 * rows * d_s * vocab
+        if method == "dskd":
+            out["projections"] += 6 * rows * d_s * d_t
+            out["teacher-space head pass"] = 6 * rows * d_t * vocab
+    elif method == "dskd_cma":
+        out["projections"] = 16 * work.tokens * d_s * d_t + 4 * t_tokens * d_t * d_s + 6 * work.tokens * d_s * d_t
+        pairs = math.sqrt(work.squares * t_squares)  # sum over sequences of L_s x L_t (equal lengths: exact)
+        out["cross-model attention"] = pairs * (8 * d_t + 6 * d_s + 6 * d_t)
+        out["student-space head pass"] = 4 * work.rows * d_s * vocab
+        out["teacher-space head pass"] = 6 * t_rows * d_t * teacher.rows
+    return out
+
+
+def generation_flops(m: Dims, prompts: float, prompt: float, new: float) -> float:
+    """FLOPs of sampling ``new`` tokens after ``prompt`` prompt tokens for each of ``prompts`` prompts: the body over
+    every position (the KV cache spares the recomputation; each new token attends to the positions before it), the
+    head at the last prompt position and every sampled one."""
+    positions = prompt + new
+    attention = 4 * m.attention_width * m.layers * (positions ** 2 - prompt ** 2) / 2
+    body = forward_flops(m, positions, prompt ** 2) + attention
+    return prompts * (body + 2 * m.hidden * m.rows * (new + 1))
+
+
 def _data(config: dict) -> tuple[int, int, dict[str, int], str]:
     data = config["data"]
     if data["source"] == "synthetic":
@@ -156,42 +385,79 @@ def _data(config: dict) -> tuple[int, int, dict[str, int], str]:
     return PAPER_TRAIN_EXAMPLES, hub.get("dev_size", 1000), {t: tests[t] for t in names.TEST_SETS}, "real"
 
 
+def _lora(training: dict) -> tuple[int, list[str]] | None:
+    spec = training.get("lora")
+    return (spec["rank"], list(spec["target_modules"])) if spec else None
+
+
+def _ids(config: dict, model: str) -> int | None:
+    """The tokenizer's ids of a config model where they can be read (the logits are cut to them)."""
+    path = tokenizer_file(config, model)
+    return _tokenizer_ids(str(path.parent), ".") if path is not None else None
+
+
+def cell_work(config: dict, cell: grid.Cell) -> tuple[Work, DataStats]:
+    """The positions of one epoch of ``cell``'s training (``Work``) and the data statistics they come from."""
+    pair = config["pairs"][cell.pair]
+    training = grid.cell_training(config, cell)
+    stats = data_stats(config, pair[cell.role], training)
+    n = stats.examples
+    work = Work(n * stats.tokens, n * stats.squares, n * stats.rows)
+    if cell.needs_teacher and names.method(cell.method).cross_vocab:
+        t = data_stats(config, pair["teacher"], training)
+        work = Work(work.tokens, work.squares, work.rows, n * t.tokens, n * t.squares, n * t.rows)
+    return work, stats
+
+
+def job_flops(config: dict, cell: grid.Cell) -> dict[str, float]:
+    """FLOPs of a cell's training job: ``train`` (the steps, over every epoch), ``dev`` (the dev sampling after each
+    epoch, and SeqKD's teacher sampling) and ``evaluate`` (the test sampling)."""
+    pair = config["pairs"][cell.pair]
+    training = grid.cell_training(config, cell)
+    _, n_dev, n_test, kind = _data(config)
+    student = dims(config, pair[cell.role])
+    teacher = dims(config, pair["teacher"]) if cell.needs_teacher else None
+    work, stats = cell_work(config, cell)
+    parts = train_flops(student, work, cell.method, teacher, _lora(training), grid.uses_teacher_states(config, cell),
+                        _ids(config, pair[cell.role]), _ids(config, pair["teacher"]) if teacher else None)
+    generated = 0.5 * config["evaluation"]["max_new_tokens"]  # samples stop at EOS; about half the limit
+    dev_seeds = len(config["evaluation"]["dev_seeds"]) + len(training_value(config["evaluation"], "dev_check_seeds"))
+    epochs = training["epochs"]
+    dev = generation_flops(student, n_dev * dev_seeds * epochs, PROMPT_TOKENS[kind], generated)
+    if cell.method == "seqkd":  # the teacher answers every training prompt once (sampling)
+        dev += generation_flops(teacher, stats.examples, PROMPT_TOKENS[kind], generated)
+    test = generation_flops(student, sum(n_test.values()) * len(config["evaluation"]["seeds"]), PROMPT_TOKENS[kind],
+                            generated)
+    return {"train": sum(parts.values()) * epochs, "dev": dev, "evaluate": test}
+
+
 def job_seconds(config: dict, cell: grid.Cell, rates: Rates = Rates()) -> dict[str, float]:
     """Estimated GPU-seconds of a cell's training job (``train``: training and the dev evaluations) and of its
     test evaluation (``evaluate``), summed over its processes."""
-    pair = config["pairs"][cell.pair]
-    training = grid.cell_training(config, cell)
-    n_train, n_dev, n_test, kind = _data(config)
-    model = parameters(config, pair[cell.role])
-    tokens = n_train * TOKENS_PER_EXAMPLE[kind] * training["epochs"]
-    flops = (4 if training.get("lora") else 6) * model * tokens
-    generated = 0.5 * config["evaluation"]["max_new_tokens"]  # samples stop at EOS; about half the limit
-    per_prompt = 2 * model * (PROMPT_TOKENS[kind] + generated)
-    dev_seeds = len(config["evaluation"]["dev_seeds"]) + len(training_value(config["evaluation"], "dev_check_seeds"))
-    dev = per_prompt * n_dev * dev_seeds * training["epochs"]
-    if cell.needs_teacher:
-        teacher = parameters(config, pair["teacher"])
-        if cell.method == "seqkd":  # the teacher answers every training prompt once (sampling)
-            dev += 2 * teacher * (PROMPT_TOKENS[kind] + generated) * n_train
-        elif grid.uses_teacher_states(config, cell):  # cached: the teacher's head on the response tokens only
-            flops += head_flops(config, pair["teacher"]) * tokens * RESPONSE_SHARE[kind]
-        else:  # a frozen teacher forward on every training token
-            flops += 2 * teacher * tokens
-    test = per_prompt * sum(n_test.values()) * len(config["evaluation"]["seeds"])
+    flops = job_flops(config, cell)
     train_rate = rates.peak_tflops * 1e12 * rates.train_mfu
     generate_rate = rates.peak_tflops * 1e12 * rates.generate_mfu
-    return {"train": flops / train_rate + dev / generate_rate, "evaluate": test / generate_rate}
+    return {"train": flops["train"] / train_rate + flops["dev"] / generate_rate,
+            "evaluate": flops["evaluate"] / generate_rate}
+
+
+def cache_flops(config: dict, pair: str) -> float:
+    """FLOPs of a pair's teacher-state cache job: the teacher's forward over the training set and, for DSKD-CMA's
+    official statistics, over every example padded to max_length."""
+    entry = grid.teacher_state_pairs(config)[pair]
+    teacher_name = config["pairs"][pair]["teacher"]
+    teacher = dims(config, teacher_name)
+    stats = data_stats(config, teacher_name, entry["training"])
+    flops = forward_flops(teacher, stats.examples * stats.tokens, stats.examples * stats.squares)
+    if entry["cma"] and training_value(entry["training"], "cma_normalisation") == "official":
+        length = entry["training"]["max_length"]
+        flops += forward_flops(teacher, stats.examples * length, stats.examples * length ** 2)
+    return flops
 
 
 def cache_seconds(config: dict, pair: str, rates: Rates = Rates()) -> float:
     """Estimated GPU-seconds of a pair's teacher-state cache job (``repro.teacher_states``)."""
-    entry = grid.teacher_state_pairs(config)[pair]
-    n_train, _, _, kind = _data(config)
-    teacher = parameters(config, config["pairs"][pair]["teacher"])
-    flops = 2 * teacher * n_train * TOKENS_PER_EXAMPLE[kind]
-    if entry["cma"] and training_value(entry["training"], "cma_normalisation") == "official":
-        flops += 2 * teacher * n_train * entry["training"]["max_length"]
-    return flops / (rates.peak_tflops * 1e12 * rates.train_mfu)
+    return cache_flops(config, pair) / (rates.peak_tflops * 1e12 * rates.train_mfu)
 
 
 def cache_minutes(config: dict, pair: str, margin: float = 1.5, floor: int = 10) -> int:
@@ -206,18 +472,94 @@ def job_minutes(config: dict, cell: grid.Cell, step: str, margin: float = 1.5, f
     return max(floor, math.ceil(job_seconds(config, cell)[step] / gpus * margin / 60))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def _bf16(training: dict, device: str) -> bool:
+    precision = training_value(training, "precision")
+    return precision == "bf16" or (precision == "auto" and device == "gpu")
+
+
+def _sampling(config: dict, training: dict) -> Sampling:
+    """The worst sampling batch of a job: the evaluation batch of prompts at max_prompt_length."""
+    evaluation = config["evaluation"]
+    return Sampling(evaluation["batch_size"], training_value(training, "max_prompt_length"),
+                    evaluation["max_new_tokens"])
+
+
+def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu") -> memory.Prediction:
+    """The predicted peak memory of a cell's ``train`` or ``evaluate`` job per process (``repro.memory``), at its
+    largest micro batch: ``micro_batch_size`` sequences as long as the data's longest example (max_length without
+    data), each with the data's most response positions."""
+    pair = config["pairs"][cell.pair]
+    training = grid.cell_training(config, cell)
+    student_name = pair[cell.role]
+    student = dims(config, student_name)
+    bf16 = _bf16(training, device)
+    if step == "evaluate":
+        return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4)
+    micro = training_value(training, "micro_batch_size")
+    stats = data_stats(config, student_name, training)
+    traits = names.method(cell.method)
+    teacher = dims(config, pair["teacher"]) if cell.needs_teacher else None
+    t_length = t_rows = None
+    if teacher is not None and traits.cross_vocab:
+        t_stats = data_stats(config, pair["teacher"], training)
+        t_length, t_rows = t_stats.longest, micro * t_stats.longest_rows
+    batch = Batch(micro, stats.longest, micro * stats.longest_rows, t_length, t_rows)
+    processes = training_value(training, "processes")
+    accumulation = training_value(training, "batch_size") // (micro * processes)
+    job = memory.TrainJob(student, batch, cell.method, teacher, _lora(training), bf16, accumulation, processes,
+                          training_value(training, "shard_optimizer"), grid.uses_teacher_states(config, cell),
+                          _ids(config, student_name), _ids(config, pair["teacher"]) if teacher else None,
+                          _sampling(config, training), _sampling(config, training) if cell.method == "seqkd" else None,
+                          stored_bytes=2 if bf16 else 4)
+    return memory.train_peak(job, device)
+
+
+def cache_memory(config: dict, pair: str, device: str = "gpu") -> memory.Prediction:
+    """The predicted peak memory of a pair's teacher-state cache job."""
+    entry = grid.teacher_state_pairs(config)[pair]
+    training = entry["training"]
+    name = config["pairs"][pair]["teacher"]
+    stats = data_stats(config, name, training)
+    micro = training_value(training, "micro_batch_size")
+    official = entry["cma"] and training_value(training, "cma_normalisation") == "official"
+    bf16 = _bf16(training, device)
+    return memory.cache_peak(dims(config, name), Batch(micro, stats.longest, micro * stats.longest_rows),
+                             stats.examples, round(stats.examples * stats.rows), bf16, device,
+                             training_value(training, "max_length") if official else None, 2 if bf16 else 4)
+
+
+def memory_problems(config: dict) -> list[str]:
+    """With ``gpu_memory_gb`` in the config, one line per job whose predicted peak GPU memory exceeds it (the job,
+    the prediction and the limit); none without the key."""
+    limit = config.get("gpu_memory_gb")
+    if limit is None:
+        return []
+    return [f"job {r['cell']} ({r['step']}): predicted peak GPU memory {r['memory_gb']:.3g} GB exceeds "
+            f"gpu_memory_gb {limit:g}" for r in estimate(config) if r["memory_gb"] > limit]
+
+
 def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
     """One row per job: run (or ``{pair}/teacher_states``), step (``train``, ``evaluate``, ``cache``), estimated
-    GPU-hours and the minutes a cluster job would request."""
+    GPU-hours, the minutes a cluster job would request, its predicted peak GPU memory (``memory_gb``, with its
+    phase and largest components in ``memory``) and the smallest common GPU it fits (``fits``, GB, or None)."""
     rows = []
+
+    def row(cell: str, step: str, seconds: float, minutes: int, peak: memory.Prediction) -> dict:
+        return {"cell": cell, "step": step, "gpu_hours": seconds / 3600, "request_minutes": minutes,
+                "memory_gb": peak.gb, "fits": peak.smallest_gpu(), "memory": memory.describe(peak)}
+
     for pair in grid.teacher_state_pairs(config):
-        rows.append({"cell": f"{pair}/teacher_states", "step": "cache", "gpu_hours": cache_seconds(config, pair, rates)
-                     / 3600, "request_minutes": cache_minutes(config, pair)})
+        rows.append(row(f"{pair}/teacher_states", "cache", cache_seconds(config, pair, rates),
+                        cache_minutes(config, pair), cache_memory(config, pair)))
     for run in grid.runs(config):
         seconds = job_seconds(config, run, rates)
         for step in ("train", "evaluate"):
-            rows.append({"cell": run.run_id, "step": step, "gpu_hours": seconds[step] / 3600,
-                         "request_minutes": job_minutes(config, run, step)})
+            rows.append(row(run.run_id, step, seconds[step], job_minutes(config, run, step),
+                            job_memory(config, run, step)))
     return rows
 
 
@@ -232,23 +574,33 @@ def without_teacher_cache(config: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.estimate",
-                                     description="Estimated GPU-hours of every job of a configuration.")
+                                     description="Estimated GPU-hours and peak GPU memory of every job of a "
+                                                 "configuration.")
     parser.add_argument("config", help="workflow configuration YAML, e.g. config/paper.yaml")
     parser.add_argument("--peak-tflops", type=float, default=Rates.peak_tflops, help="GPU peak bf16 TFLOP/s")
     parser.add_argument("--train-mfu", type=float, default=Rates.train_mfu, help="sustained share when training")
     parser.add_argument("--generate-mfu", type=float, default=Rates.generate_mfu, help="... when sampling")
+    parser.add_argument("--components", action="store_true", help="print each job's largest memory components")
     args = parser.parse_args(argv)
-    rows = estimate(load_config(args.config), Rates(args.peak_tflops, args.train_mfu, args.generate_mfu))
+    config = load_config(args.config)
+    rates = Rates(args.peak_tflops, args.train_mfu, args.generate_mfu)
+    for pair, spec in config["pairs"].items():
+        stats = data_stats(config, spec["student"], grid.cell_training(config, grid.Cell(pair, "sft")))
+        print(f"tokens per example ({pair} student): {stats.tokens:.1f}, response share {stats.share:.2f}, "
+              f"{stats.examples:,} examples: {stats.source}")
+    rows = estimate(config, rates)
     width = max(len(r["cell"]) for r in rows)
-    print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}")
+    print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}  {'peak GB':>7}  {'fits':>6}")
     for r in rows:
-        print(f"{r['cell']:{width}}  {r['step']:8}  {r['gpu_hours']:9.2f}  {r['request_minutes']:17d}")
+        fits = f"{r['fits']} GB" if r["fits"] else "none"
+        print(f"{r['cell']:{width}}  {r['step']:8}  {r['gpu_hours']:9.2f}  {r['request_minutes']:17d}  "
+              f"{r['memory_gb']:7.1f}  {fits:>6}" + (f"  {r['memory']}" if args.components else ""))
     total = sum(r["gpu_hours"] for r in rows)
     print(f"{'total':{width}}  {'':8}  {total:9.1f}")
-    config = load_config(args.config)
-    live = sum(r["gpu_hours"] for r in estimate(without_teacher_cache(config),
-                                                Rates(args.peak_tflops, args.train_mfu, args.generate_mfu)))
+    live = sum(r["gpu_hours"] for r in estimate(without_teacher_cache(config), rates))
     print(f"{'without the teacher-state cache':{width}}  {'':8}  {live:9.1f}  ({total / live:.2f}x with it)")
+    for problem in memory_problems(config):
+        print(problem)
 
 
 if __name__ == "__main__":
