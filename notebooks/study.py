@@ -24,42 +24,24 @@
 study_config: dict = {}  # the study configuration; empty: read config/study.yaml
 
 # %%
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from repro import study
+from repro import figures, study
 from repro.config import load_yaml
-from repro.io import read_json, write_text
+from repro.io import write_text
 from repro.render import show_messages
 
 show_messages()  # a warning prints here, not to stderr
 config = study.validate_study(study_config or load_yaml("config/study.yaml"))
-results = {name: read_json(study.comparisons_file(config, name))["comparisons"]
-           for name in config["study"]["conditions"]}
+results = study.load_comparisons(config)
+files = study.study_files(config)
 table = study.study_table(results)
-write_text(f"{config['study']['results_dir']}/study.md", table)
+write_text(files["table"], table)
 display(Markdown(table))
 
 # %% [markdown]
 # DSKD - KD per condition and divergence (points: the difference of mean Avg; bars: the 95% interval).
 
 # %%
-pairs = config["study"]["pairs"]
-height = 0.6 * len(results) * len(config["study"]["divergences"]) + 1.5
-fig, axes = plt.subplots(1, len(pairs), figsize=(7 * len(pairs), height), squeeze=False)
-for ax, pair in zip(axes[0], pairs):
-    labels, deltas, lows, highs = [], [], [], []
-    for name, rows in results.items():
-        for r in rows:
-            if r["pair"] == pair and r["comparison"] == "DSKD - KD":
-                labels.append(f"{name} ({r['divergence'].upper()})")
-                deltas.append(r["delta"])
-                lows.append(r["delta"] - r["low"])
-                highs.append(r["high"] - r["delta"])
-    y = range(len(labels))
-    ax.errorbar(deltas, y, xerr=[lows, highs], fmt="o", capsize=3)
-    ax.axvline(0, color="grey", linestyle=":")
-    ax.set_yticks(list(y), labels)
-    ax.set(xlabel="DSKD - KD, Avg Rouge-L", title=f"{pair}: DSKD - KD with 95% intervals over training runs")
-fig.tight_layout()
-fig.savefig(f"{config['study']['results_dir']}/study.png", dpi=120)
+fig = figures.plot_study(results, config["study"]["pairs"], len(config["study"]["divergences"]))
+figures.save_figure(fig, files["plot"].with_suffix(""), formats=("png",))

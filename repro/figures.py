@@ -41,6 +41,29 @@ def save_figure(fig, stem: str | os.PathLike, formats: tuple[str, ...] = ("png",
     return paths
 
 
+def plot_study(results: dict[str, list[dict]], pairs: list[str], divergences: int):
+    """The study's plot: per pair, DSKD - KD of every condition and divergence (``results``: condition ->
+    ``repro.study.compare`` rows) as a point with its 95% interval over training runs, against 0."""
+    height = 0.6 * len(results) * divergences + 1.5
+    fig, axes = plt.subplots(1, len(pairs), figsize=(7 * len(pairs), height), squeeze=False)
+    for ax, pair in zip(axes[0], pairs):
+        labels, deltas, lows, highs = [], [], [], []
+        for name, rows in results.items():
+            for r in rows:
+                if r["pair"] == pair and r["comparison"] == "DSKD - KD":
+                    labels.append(f"{name} ({r['divergence'].upper()})")
+                    deltas.append(r["delta"])
+                    lows.append(r["delta"] - r["low"])
+                    highs.append(r["high"] - r["delta"])
+        y = range(len(labels))
+        ax.errorbar(deltas, y, xerr=[lows, highs], fmt="o", capsize=3)
+        ax.axvline(0, color="grey", linestyle=":")
+        ax.set_yticks(list(y), labels)
+        ax.set(xlabel="DSKD - KD, Avg Rouge-L", title=f"{pair}: DSKD - KD with 95% intervals over training runs")
+    fig.tight_layout()
+    return fig
+
+
 def _title(divergence: str) -> str:
     return DIVERGENCE_TITLES.get(divergence, divergence)
 
@@ -405,11 +428,13 @@ def plot_table_differences(rows: list[dict], table: int, paper_range: tuple[floa
     if paper_range is not None:
         handles.append(Patch(label=f"paper: {paper_range[0]:+.2f} to {paper_range[1]:+.2f} over divergences",
                              **PAPER_RANGE))
-    fig.suptitle(f"Table {table}: KD w/ DSKD minus KD, per divergence", x=0.01, ha="left", fontsize=11,
-                 fontweight="bold")
     columns = min(len(handles), 3 * len(pairs))  # a narrow figure's legend in rows, within its width
     rows = -(-len(handles) // columns)
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.005, 0.93), ncol=columns, fontsize=8,
+    height = fig.get_figheight()
+    top = 1 - (0.25 + 0.2 * rows) / height  # the panels below the legend's rows and the title
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.005, top), ncol=columns, fontsize=8,
                frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.05 * rows))
+    fig.text(0.01, top + (0.05 + 0.2 * rows) / height, f"Table {table}: KD w/ DSKD minus KD, per divergence",
+             ha="left", va="bottom", fontsize=11, fontweight="bold")
     return fig

@@ -21,7 +21,7 @@ import yaml
 
 from . import grid, tables
 from .config import ConfigError, load_yaml, validate_config
-from .io import write_json, write_text
+from .io import read_json, write_json, write_text
 
 STUDY_KEYS = {"base", "results_dir", "pairs", "divergences", "seeds", "conditions"}
 COMPARISONS = (("DSKD - KD", "dskd", "kd"), ("KD - SFT", "kd", "sft"), ("DSKD - SFT", "dskd", "sft"))
@@ -87,6 +87,18 @@ def condition_dir(config: dict, name: str) -> Path:
 
 def comparisons_file(config: dict, name: str) -> Path:
     return condition_dir(config, name) / "comparisons.json"
+
+
+def study_files(config: dict) -> dict[str, Path]:
+    """The study's own outputs in its results folder: the table of every condition (``study.md``) and the plot of
+    DSKD - KD (``study.png``); the rules and the notebook read them here."""
+    root = Path(config["study"]["results_dir"])
+    return {"table": root / "study.md", "plot": root / "study.png"}
+
+
+def load_comparisons(config: dict) -> dict[str, list[dict]]:
+    """Every condition's comparisons (``comparisons_file``), by condition name."""
+    return {name: read_json(comparisons_file(config, name))["comparisons"] for name in config["study"]["conditions"]}
 
 
 def condition_targets(condition: dict) -> list[str]:

@@ -7,7 +7,8 @@ from repro import study
 STUDY = config["study"]  # (RESULTS, the study's results folder, is set by the Snakefile)
 CONDITIONS = list(STUDY["conditions"])
 COMPARISON_FILES = [str(study.comparisons_file(config, name)) for name in CONDITIONS]
-STUDY_OUTPUTS = [f"{RESULTS}/study.md", f"{RESULTS}/study.png", f"{RESULTS}/study.html"]
+STUDY_FILES = study.study_files(config)
+STUDY_OUTPUTS = [str(STUDY_FILES["table"]), str(STUDY_FILES["plot"]), f"{RESULTS}/study.html"]
 
 
 rule study_condition:
@@ -30,8 +31,8 @@ rule study:
         notebook=source_notebook("study"),
         comparisons=COMPARISON_FILES,
     output:
-        table=f"{RESULTS}/study.md",
-        plot=f"{RESULTS}/study.png",
+        table=str(STUDY_FILES["table"]),
+        plot=str(STUDY_FILES["plot"]),
         notebook=f"{RESULTS}/study.ipynb",
         html=f"{RESULTS}/study.html",
     log:
