@@ -38,10 +38,11 @@ config = validate_config(workflow_config) if workflow_config else load_config("c
 rows = claims.read_claims(claims.claims_files(config)["csv"])
 display(Markdown(claims.summary_markdown(rows)))
 fig = figures.plot_claims(rows)
-figures.save_figure(fig, grid.claims_figure_files(config)[0].with_suffix(""))
+files = figures.save_figure(fig, grid.claims_figure_files(config)[0].with_suffix(""))
 
 # %%
 for table in grid.difference_tables(config):
     table_rows = read_csv(grid.table_file(config, table, "csv"))
     fig = figures.plot_table_differences(table_rows, table, claims.PAPER_DSKD_GAIN.get(table))
-    figures.save_figure(fig, grid.difference_figure_files(config, table)[0].with_suffix(""))
+    files += figures.save_figure(fig, grid.difference_figure_files(config, table)[0].with_suffix(""))
+print("written:", ", ".join(str(path) for path in files))

@@ -271,7 +271,7 @@ def group_sentence(group: str, rows: list[dict]) -> str:
     for v in VERDICTS:
         members = [r["label"] for r in rows if verdict_class(r["verdict"]) == v]
         if len(members) == len(rows):
-            parts.append(v if len(rows) == 1 else f"{v} for all {len(rows)}")
+            parts.append(v if len(rows) == 1 else f"{v} for both" if len(rows) == 2 else f"{v} for all {len(rows)}")
         elif members:
             parts.append(f"{v} for {', '.join(members)}")
     done = [r for r in rows if r["delta"] is not None]

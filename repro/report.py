@@ -209,7 +209,7 @@ def _claims(page: _Page, config: dict) -> None:
                        "paper's number where it gives one. Each interval is a row of the table below (click the "
                        "plot).")
     page.links("The plot: ", page.link(forest[0], "PNG"), page.link(forest[1], "PDF"))
-    page.section("The claims, row by row", "claims-table", "Claims")
+    page.section("The paper's claims, row by row", "claims-table", "Claims")
     page.links("", page.link(files["md"], "Markdown"), page.link(files["csv"], "CSV"))
     page.add("claims", groups=[{"title": group, "rows": [
         {"comparison": r["comparison"], "paper": r["paper"], "measured": claims.measured(r), "runs": r["runs"],

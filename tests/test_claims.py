@@ -108,6 +108,7 @@ def test_summary_sentences_and_counts_by_hand():
     assert text.startswith(f"**{summary['line']}**\n\n- DSKD above KD") and text.count("\n- ") == 4
     three = [_row("G", d, "undecided", 0.1, -1.0, 1.0) for d in ("KL", "JS", "AKL")]
     assert claims.group_sentence("G", three) == "G: undecided for all 3 (Δ +0.10 to +0.10)."
+    assert claims.group_sentence("G", three[:2]) == "G: undecided for both (Δ +0.10 to +0.10)."
 
 
 def test_paper_text():

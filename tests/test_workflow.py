@@ -88,13 +88,15 @@ def test_paper_configuration_lists_every_cell_offline(tmp_path):
 
 
 def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
-    result = _run(["-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
+    """The plan of the paper grid through the SLURM profile (the README's command; a dry run plans as a local run
+    would, so every GPU job shows its GPUs; on the cluster, tests/test_slurm.py)."""
+    result = _run(["-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--configfile",
                    str(REPO / "config" / "paper.yaml"), "--directory", str(tmp_path)],
                   REPO, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
     jobs = (result.stdout + result.stderr).split("\nrule ")
     teacher = next(j for j in jobs if j.startswith("train_cell") and "pair=llama, cell=teacher" in j)
-    assert "slurm_partition=gpu" in teacher and "gpu=1" in teacher and "gpu_model=a100" in teacher
+    assert "slurm_partition=gpu" in teacher and "gpu=1" in teacher and "cpus_per_task=" in teacher
     runtime = int(re.search(r"runtime=(\d+)", teacher).group(1))
     student = next(j for j in jobs if j.startswith("train_cell") and "pair=gpt2, cell=kd-kl" in j)
     assert runtime > int(re.search(r"runtime=(\d+)", student).group(1)) >= 10
@@ -277,7 +279,7 @@ def test_micro_run_end_to_end(tmp_path):
     assert "Standard error from the test prompts and sampling seeds alone" in table
     claims = (results / "tables" / "claims.md").read_text()
     assert "KD w/ DSKD above KD" in claims and "comparisons:" in claims
-    assert "The paper&#x27;s claims" in report or "The paper's claims" in report
+    assert 'id="summary-counts"' in report and 'id="claims-table"' in report  # the claims' summary and table
     cross = [line for line in table.splitlines() if line.startswith("| qwen_teacher -> gpt2_student")]
     assert [r.split("|")[2].strip().removesuffix(" (!)") for r in cross] == ["Teacher (SFT)", "SeqKD", "ULD", "MinED",
                                                                             "DSKD-CMA (KL)"]
@@ -310,7 +312,7 @@ def test_micro_run_end_to_end(tmp_path):
     noisy = {str(p.relative_to(results)): [o.get("text") for c in json.loads(p.read_text())["cells"]
                                            for o in c.get("outputs", []) if o.get("name") == "stderr"]
              for p in rendered}
-    assert len(rendered) == len(runs) + 6 and {p: s for p, s in noisy.items() if s} == {}
+    assert len(rendered) == len(runs) + 7 and {p: s for p, s in noisy.items() if s} == {}
 
     def steps(cell, pair="gpt2"):
         lines = (results / "runs" / pair / cell / "seed10" / "train_log.jsonl").read_text().splitlines()
@@ -330,7 +332,7 @@ def test_micro_run_end_to_end(tmp_path):
     seqkd_file = results / "runs/gpt2/seqkd/seed10/seqkd_train.jsonl"
     seqkd_data = [json.loads(line) for line in seqkd_file.read_text().splitlines()]
     assert len(seqkd_data) == 160 and all("reference" in r for r in seqkd_data)
-    for name in ("prepare_data", "make_tables", "figure1", "figure2", "figure3", "training_curves"):
+    for name in ("prepare_data", "make_tables", "plot_claims", "figure1", "figure2", "figure3", "training_curves"):
         assert (results / "notebooks" / f"{name}.ipynb").exists()
         assert (results / "notebooks" / f"{name}.html").exists()
     leftovers = [p for p in results.rglob("*") if p.name.endswith((".failed.ipynb", ".tmp"))]
