@@ -127,4 +127,5 @@ def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
     for table in (1, 2, 3):
         assert (results / "tables" / f"table{table}.md").read_text().count("\n") > 3
     assert (results / "report" / "index.html").is_file()
-    assert sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) < 12e9
+    # 18 GB measured with 16 rows (the checkpoints at the real widths dominate; README "The rehearsal")
+    assert sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) < 20e9
