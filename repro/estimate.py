@@ -507,7 +507,7 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu") ->
     if teacher is not None and traits.cross_vocab:
         t_stats = data_stats(config, pair["teacher"], training)
         t_length, t_rows = t_stats.longest, micro * t_stats.longest_rows
-    batch = Batch(micro, stats.longest, micro * stats.longest_rows, t_length, t_rows)
+    batch = Batch(micro, stats.longest, micro * stats.longest_rows, t_length, t_rows, stats.longest_rows)
     processes = training_value(training, "processes")
     accumulation = training_value(training, "batch_size") // (micro * processes)
     job = memory.TrainJob(student, batch, cell.method, teacher, _lora(training), bf16, accumulation, processes,

@@ -40,9 +40,9 @@ from . import names
 GB = 1e9
 GPU_SIZES_GB = (24, 40, 80, 141)  # the common GPU memory sizes the estimate names
 # Resident memory a CPU job touches beyond its tensors and tokenizers: the kernels' code and the thread pools that its
-# first operations load, and the allocator's free blocks: 21-34 MB on jobs of tiny tensors (a cache job, SFT, an
-# evaluation; scripts/memory_check.py --widths tiny).
-CPU_RUNTIME_BYTES = 30e6
+# first operations load, and the allocator's free blocks: 21-34 MB on jobs of tiny tensors (a cache job 25, SFT 24, an
+# evaluation 34; scripts/memory_check.py --widths tiny).
+CPU_RUNTIME_BYTES = 25e6
 MAP_CHUNK = 2048  # teacher tokens per block of MinED's edit distances (repro.alignment.vocab_mapping)
 HEAD_BLOCK_ENTRIES = 1 << 22  # entries of a teacher-logit block (repro.lean.HEAD_BLOCK_ENTRIES)
 
@@ -505,7 +505,8 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     Phases: ``forward`` and ``backward`` of a micro batch in a step after the first (AdamW's moments exist; with
     gradient accumulation the gradients of the step's earlier micro batches too), the ``optimiser step``, the
     ``dev sampling``; on a CPU also ``loading`` (each checkpoint converted from its stored dtype holds both copies
-    for a moment), SeqKD's ``teacher sampling``, MinED's ``vocabulary map`` and the ``LoRA merge``."""
+    for a moment), SeqKD's ``teacher sampling`` (whose freed teacher the C allocator keeps resident through
+    training: 29-38 MB of a 41 MB teacher measured), MinED's ``vocabulary map`` and the ``LoRA merge``."""
     s, t, b = job.student, job.teacher, job.batch
     traits = names.method(job.method)
     frozen = 2 if job.bf16 else 4
@@ -562,6 +563,9 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     if device == "cpu":
         retained, loading = _tokenizers(job)
         extra = {"runtime": CPU_RUNTIME_BYTES, "tokenizers": retained}
+        if "teacher sampling" in phases:  # the sampled teacher's pages stay with the process when it is freed
+            for name in ("forward", "backward", "optimiser step", "dev sampling"):
+                phases[name]["freed teacher"] = t.parameters * frozen
         held = frozen if job.lora else 4  # the student is loaded in fp32, a LoRA base in the frozen dtype
         phases["loading"] = {"student weights": s.parameters * held, "tokenizer loading": loading,
                              "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != held else 0}
