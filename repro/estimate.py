@@ -393,7 +393,13 @@ def _lora(training: dict) -> tuple[int, list[str]] | None:
 def _ids(config: dict, model: str) -> int | None:
     """The tokenizer's ids of a config model where they can be read (the logits are cut to them)."""
     path = tokenizer_file(config, model)
-    return _tokenizer_ids(str(path.parent), ".") if path is not None else None
+    return _file_ids(str(path), path.stat().st_mtime_ns) if path is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _file_ids(path: str, mtime: int) -> int | None:
+    """(Read once per file version: the workflow asks for every job while it plans.)"""
+    return _tokenizer_ids(str(Path(path).parent), ".")
 
 
 def cell_work(config: dict, cell: grid.Cell) -> tuple[Work, DataStats]:
