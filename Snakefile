@@ -2,10 +2,16 @@
 # Run through the README's command (make repro) or `snakemake -c2`; a different config with `--configfile FILE`
 # (used instead of config/config.yaml, never merged into it). Machine settings live in profiles/.
 import sys
+import time
 from pathlib import Path
 
+from repro import slurm
 from repro.config import ConfigError, check_workflow_config, run_check
 from repro.estimate import memory_problems
+
+# Jobs run this checkout's code: the notebook kernels and `python -m repro.*` that jobs start import `repro` from
+# beside this Snakefile, not from wherever the environment's editable install points (a second clone, a cluster job).
+slurm.import_path_first(workflow.basedir)
 
 # The default configuration, unless the command line names one. (Not merged with it: the jobs that Snakemake spawns
 # are not told about --replace-workflow-config, and would otherwise run with a merge of both files.)
@@ -36,6 +42,7 @@ if "study" in config:
         default_target: True
 
 else:
+    SLURM_RUN = {}  # when this run began submitting to SLURM (onstart), for onerror
 
     # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
     # offline): what the first jobs would need, a model id that can be loaded and processed data without a fault
@@ -46,8 +53,22 @@ else:
         _problems += memory_problems(config)
         if _warnings:
             print("Data warnings:\n  " + "\n  ".join(_warnings), file=sys.stderr)
+        # Submitting to SLURM (profiles/slurm): the cluster can run what is asked, and no job waits forever
+        # (repro.slurm).
+        if slurm.submitting(workflow):
+            _problems += slurm.preflight(workflow)
         if _problems:
             sys.exit("Nothing was run:\n  " + "\n  ".join(_problems))
+        if slurm.submitting(workflow):
+            SLURM_RUN["started"] = time.time()
+            slurm.read_cancelled_jobs(workflow)
+            slurm.PendingWatch(workflow.workdir_init).start()
+
+    # A job that failed on the cluster: its own error (or SLURM's cancellation) and its log, one line each.
+    onerror:
+        if slurm.submitting(workflow) and "started" in SLURM_RUN:
+            for _line in slurm.job_causes(slurm.log_dir(workflow), SLURM_RUN["started"]):
+                print(_line, file=sys.stderr)
 
     include: "rules/common.smk"
     include: "rules/render.smk"

@@ -68,7 +68,7 @@ if 3 in FIGURE_NUMBERS:
             f"{RESULTS}/benchmarks/make_figure3.tsv"
         threads: 1
         resources:
-            gpu=1,
+            gpu=gpu_request(1),
         run:
             render_notebook("figure3", {"workflow_config": config, "threads": threads}, output.notebook, log[0],
                             gpu=resources.gpu)

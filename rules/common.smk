@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from repro import analysis, claims, estimate, grid, layout
+from repro import analysis, claims, estimate, grid, layout, slurm
 from repro.io import write_text
 from repro.report import notebooks as report_notebooks, write_report  # `report` is Snakemake's own
 from repro.settings import training_value
@@ -41,10 +41,22 @@ def cell_params(wildcards, threads, evaluate):
     return {**grid.cell_params(config, cell_of(wildcards), threads), "evaluate": evaluate}
 
 
-def cell_gpus(wildcards):
-    """GPUs a training job holds (its data-parallel processes); declared so that `--resources gpu=N` never
-    oversubscribes a machine's GPUs. CPU runs set no limit."""
+def cell_processes(wildcards):
+    """The data-parallel processes of a training job (training.processes of its run)."""
     return training_value(grid.cell_training(config, cell_of(wildcards)), "processes")
+
+
+def cell_gpus(wildcards, rulename):
+    """GPUs a training job holds: one per data-parallel process, declared so that `--resources gpu=N` never
+    oversubscribes a machine's GPUs (a CPU run sets no limit); none where the job runs without GPUs (a CPU
+    partition of a SLURM cluster: render.smk's gpu_request)."""
+    return slurm.job_gpus(workflow, rulename, cell_processes(wildcards))
+
+
+def cell_cpus(wildcards, threads):
+    """CPUs a training job asks of a cluster (sbatch --cpus-per-task): its threads for each of its processes, which
+    run side by side in the one allocation."""
+    return threads * cell_processes(wildcards)
 
 
 def cell_runtime(wildcards, step):

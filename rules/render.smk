@@ -3,7 +3,7 @@
 # defined first.
 import sys
 
-from repro import gpus, render
+from repro import gpus, render, slurm
 
 # Tools run with this interpreter (the project's environment), whatever PATH holds.
 PYTHON = sys.executable
@@ -16,6 +16,13 @@ wildcard_constraints:
 def source_notebook(name):
     """The runnable .ipynb of notebooks/<name>.py (made by rule convert_notebook)."""
     return f"{RESULTS}/.notebooks/{name}.ipynb"
+
+
+def gpu_request(count):
+    """The `gpu` resource of jobs that can use `count` GPUs: `count`, or 0 where the job runs without GPUs (a SLURM
+    partition without them, or an allocation that holds none: repro.slurm.job_gpus), so that a CPU partition is
+    never asked for --gpus."""
+    return lambda wildcards, rulename: slurm.job_gpus(workflow, rulename, count)
 
 
 def job_gpus(count, job):

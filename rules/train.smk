@@ -20,7 +20,7 @@ if TEACHER_STATE_PAIRS:
             f"{RESULTS}/benchmarks/cache_teacher/{{pair}}.tsv"
         threads: 1
         resources:
-            gpu=1,
+            gpu=gpu_request(1),
             runtime=lambda wildcards: cache_runtime(wildcards.pair),
         run:
             build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0], resources.gpu)
@@ -44,6 +44,7 @@ if SEPARATE_EVALUATION:
         threads: 1
         resources:
             gpu=cell_gpus,
+            cpus_per_task=cell_cpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train"),
         run:
             render_notebook("train", cell_params(wildcards, threads, evaluate=False), output.notebook, log[0],
@@ -64,7 +65,7 @@ if SEPARATE_EVALUATION:
             f"{RESULTS}/benchmarks/evaluate_cell/{{pair}}/{{cell}}/seed{{seed}}.tsv"
         threads: 1
         resources:
-            gpu=1,
+            gpu=gpu_request(1),
             runtime=lambda wildcards: cell_runtime(wildcards, "evaluate"),
         run:
             render_notebook("evaluate", grid.cell_params(config, cell_of(wildcards), threads), output.notebook, log[0],
@@ -89,6 +90,7 @@ else:
         threads: 1
         resources:
             gpu=cell_gpus,
+            cpus_per_task=cell_cpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train") + cell_runtime(wildcards, "evaluate"),
         run:
             render_notebook("train", cell_params(wildcards, threads, evaluate=True), output.notebook, log[0],
