@@ -372,12 +372,14 @@ class TrainJob:
     ``shard_optimizer`` as the training settings; ``teacher_cache``: the teacher's states come from the cache;
     ``student_ids``/``teacher_ids``: the tokenizers' ids (the logits are cut to them; ULD and CMA's teacher side
     keep the head's rows); ``dev``: the dev sampling; ``seqkd``: SeqKD's teacher sampling; ``stored_bytes``: the
-    dtype bytes of the checkpoints' files (a conversion on loading holds both); ``tokenizer_files``: the sizes of
+    dtype bytes of the student's checkpoint files (a conversion on loading holds both), ``teacher_stored_bytes`` the
+    teacher's (default: the same); ``tokenizer_files``: the sizes of
     the student's and teacher's tokenizer.json (host memory); ``moments``: AdamW's moments exist (a step after the
     first); ``earlier_gradients``: the micro batch finds the gradients of earlier ones (default: with gradient
     accumulation or several processes, the worst case); ``correct_share``: DSKD-CMA's share of rows whose
     projected teacher predicts the label (its divergence runs there); ``aligned_share``: MinED's rows aligned
-    one-to-one; ``vocab_map``: MinED's vocabulary map is computed in the job (not yet cached)."""
+    one-to-one; ``vocab_map``: MinED's vocabulary map is computed in the job (not yet cached), or how many teacher
+    tokens it compares by edit distance (those without an exact match)."""
     student: Dims
     batch: Batch
     method: str = "sft"
@@ -393,12 +395,13 @@ class TrainJob:
     dev: Sampling | None = None
     seqkd: Sampling | None = None
     stored_bytes: int = 4
+    teacher_stored_bytes: int | None = None
     tokenizer_files: tuple[int | None, int | None] = (None, None)
     moments: bool = True
     earlier_gradients: bool | None = None
     correct_share: float = 1.0
     aligned_share: float = 1.0
-    vocab_map: bool = True
+    vocab_map: bool | int = True
 
     def __post_init__(self):
         traits = names.method(self.method)
@@ -505,11 +508,14 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     Phases: ``forward`` and ``backward`` of a micro batch in a step after the first (AdamW's moments exist; with
     gradient accumulation the gradients of the step's earlier micro batches too), the ``optimiser step``, the
     ``dev sampling``; on a CPU also ``loading`` (each checkpoint converted from its stored dtype holds both copies
-    for a moment), SeqKD's ``teacher sampling`` (whose freed teacher the C allocator keeps resident through
-    training: 29-38 MB of a 41 MB teacher measured), MinED's ``vocabulary map`` and the ``LoRA merge``."""
+    for a moment), SeqKD's ``teacher sampling``, MinED's ``vocabulary map`` and the ``LoRA merge``. On a CPU the C
+    allocator keeps what a step's activations and the teacher's sampling freed (blocks below its mmap threshold)
+    for the later phases. A frozen model loaded in its files' dtype stays memory-mapped, and only the pages read
+    are resident (an input embedding apart from the head partly); counted whole here, an upper bound."""
     s, t, b = job.student, job.teacher, job.batch
     traits = names.method(job.method)
     frozen = 2 if job.bf16 else 4
+    teacher_stored = job.teacher_stored_bytes or job.stored_bytes
     lora_params = s.lora_parameters(*job.lora) if job.lora else 0
     projectors = _projectors(job.method, s.hidden, t.hidden if t is not None else 0)
     trained = (lora_params if job.lora else s.parameters) + projectors
@@ -517,7 +523,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     weights = {"student weights": student_bytes, "projectors": projectors * 4}
     teacher_parts = 0
     if t is not None and traits.needs_teacher and not traits.black_box:
-        if job.teacher_cache:
+        if job.teacher_cache:  # the head, and DSKD-CMA's input embeddings
             teacher_parts = t.rows * t.hidden * (2 if traits.teacher_embeddings and not t.tied else 1)
             weights["teacher head"] = teacher_parts * frozen
         else:
@@ -553,33 +559,40 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
                                   "sampling": generation_bytes(s, job.dev.batch, job.dev.prompt, job.dev.new,
                                                                2 if job.bf16 else 4)}
     if job.method == "seqkd" and t is not None and job.seqkd is not None:  # before training: the teacher samples
-        phases["teacher sampling"] = {"student weights": student_bytes, "teacher": t.parameters * frozen,
+        phases["teacher sampling"] = {"student weights": student_bytes,
+                                      "teacher": t.parameters * frozen,
                                       "sampling": generation_bytes(t, job.seqkd.batch, job.seqkd.prompt,
                                                                    job.seqkd.new, frozen)}
-        if device == "cpu" and job.stored_bytes != frozen:
+        if device == "cpu" and teacher_stored != frozen:
             phases["teacher loading"] = {"student weights": student_bytes, "teacher": t.parameters * frozen,
-                                         "stored copy": t.parameters * job.stored_bytes}
+                                         "stored copy": t.parameters * teacher_stored}
     extra = {}
     if device == "cpu":
         retained, loading = _tokenizers(job)
         extra = {"runtime": CPU_RUNTIME_BYTES, "tokenizers": retained}
-        if "teacher sampling" in phases:  # the sampled teacher's pages stay with the process when it is freed
-            for name in ("forward", "backward", "optimiser step", "dev sampling"):
-                phases[name]["freed teacher"] = t.parameters * frozen
+        # what the allocator keeps of freed blocks: the teacher's sampling (before training), a step's activations
+        sampled = phases["teacher sampling"]["sampling"] if "teacher sampling" in phases else 0
+        for name in ("forward", "backward"):
+            phases[name]["kept by the allocator"] = max(sampled - acts, 0)
+        for name in ("optimiser step", "dev sampling"):
+            if name in phases:
+                phases[name]["kept by the allocator"] = max(sampled, acts)
         held = frozen if job.lora else 4  # the student is loaded in fp32, a LoRA base in the frozen dtype
         phases["loading"] = {"student weights": s.parameters * held, "tokenizer loading": loading,
                              "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != held else 0}
         if teacher_parts:  # the teacher (or its head and embeddings, a matrix at a time) after the student
-            stored = job.stored_bytes if job.stored_bytes != frozen else 0
+            stored = teacher_stored if teacher_stored != frozen else 0
             piece = teacher_parts if "teacher" in weights else t.rows * t.hidden
             phases["teacher loading"] = {"student weights": student_bytes, **{k: v for k, v in weights.items()
                                                                                if k.startswith("teacher")},
                                          "stored copy": piece * stored}
         if job.method == "mined" and job.vocab_map and t is not None:
-            phases["vocabulary map"] = {**weights, "edit distances": MAP_CHUNK * (job.student_ids or s.rows) * 4}
+            chunk = MAP_CHUNK if job.vocab_map is True else min(job.vocab_map, MAP_CHUNK)
+            phases["vocabulary map"] = {**weights, "edit distances": chunk * (job.student_ids or s.rows) * 4}
         if job.lora:  # the merge, after training (AdamW freed): an fp32 copy of the base beside the trained model
             phases["LoRA merge"] = {**weights, "fp32 base": s.parameters * 4,
-                                    "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != 4 else 0}
+                                    "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != 4 else 0,
+                                    "kept by the allocator": max(sampled, acts)}
     return _peak(phases, extra)
 
 

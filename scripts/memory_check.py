@@ -374,10 +374,148 @@ def check(setup: Setup, selected: list[Job], rerun: bool = True) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# A finished rehearsal's jobs: the memory they recorded against the prediction
+
+
+def micro_batches(encoded: list, batch_size: int, micro: int, seed: int) -> list[tuple[int, int, memory.Batch]]:
+    """The micro batches of one epoch of ``encoded`` (``repro.data.Encoded``, with teacher encodings for a
+    cross-vocabulary pair) as ``repro.training.Trainer`` forms them: (step, micro batch in the step, its shape)."""
+    import torch
+
+    from repro.data import IGNORE
+
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
+    out = []
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        local = sorted((encoded[j] for j in order[start:start + batch_size]), key=lambda e: len(e.input_ids))
+        for k in range(0, len(local), micro):
+            part = local[k:k + micro]
+            counts = [sum(label != IGNORE for label in e.labels) for e in part]
+            t_part = [e.teacher for e in part] if part[0].teacher is not None else None
+            out.append((step, k // micro, memory.Batch(
+                len(part), max(len(e.input_ids) for e in part), sum(counts),
+                max(len(e.input_ids) for e in t_part) if t_part else None,
+                sum(label != IGNORE for e in t_part for label in e.labels) if t_part else None, max(counts))))
+    return out
+
+
+def _stored(folder: Path) -> int:
+    """Bytes per parameter of a checkpoint's files (its config.json's dtype)."""
+    fields = read_json(folder / "config.json")
+    return 2 if (fields.get("dtype") or fields.get("torch_dtype")) == "bfloat16" else 4
+
+
+def _map_tokens(teacher_tok, student_tok) -> int:
+    """The teacher tokens MinED's vocabulary map compares by edit distance (no exact match)."""
+    from repro.alignment import mapping_strings
+
+    t_strings, s_strings = mapping_strings(teacher_tok, student_tok, "convert")
+    exact = set(s_strings)
+    return sum(t not in exact for t in t_strings)
+
+
+def rehearsal_records(config_file: Path) -> list[dict]:
+    """Every job of a finished rehearsal (its config beside its ``results``) that recorded its memory: the growth of
+    its resident memory beside ``repro.memory``'s CPU prediction for the same models, batches and settings."""
+    from repro import grid, names
+    from repro.config import load_config
+    from repro.data import encode_dataset, load_examples
+
+    root = Path(config_file).resolve().parent
+    config = load_config(config_file)
+    out = []
+
+    def tok(folder: Path):
+        return _tokenizer(str(folder))
+
+    def dims_of(folder: Path) -> memory.Dims:
+        return memory.Dims.from_fields(read_json(folder / "config.json"))
+
+    def size(folder: Path) -> int:
+        return (folder / "tokenizer.json").stat().st_size
+
+    def sampling(folder: Path, files: list[Path], new: int) -> memory.Sampling:
+        t = tok(folder)
+        prompts = [min(len(t(r["prompt"], add_special_tokens=False)["input_ids"]), 256)
+                   for f in files for r in load_examples(f)]
+        return memory.Sampling(min(config["evaluation"]["batch_size"], max(len(load_examples(f)) for f in files)),
+                               max(prompts), new)
+
+    data = root / grid.data_dir(config)
+    new = config["evaluation"]["max_new_tokens"]
+    for pair, entry in grid.teacher_state_pairs(config).items():
+        info = root / grid.teacher_states_file(config, pair).with_suffix(".json")
+        if not info.is_file() or "memory" not in read_json(info):
+            continue
+        training = entry["training"]
+        teacher_dir = root / grid.checkpoint_dir(config, grid.teacher_run(config, grid.Cell(pair, "sft", "teacher")))
+        encoded = encode_dataset(load_examples(data / "train.jsonl"), tok(teacher_dir), training["max_length"],
+                                 training["max_prompt_length"])
+        ordered = sorted(encoded, key=lambda e: len(e.input_ids))
+        micro = training["micro_batch_size"]
+        chunks = [ordered[k:k + micro] for k in range(0, len(ordered), micro)]
+        widest = max(chunks, key=lambda c: len(c) * max(len(e.input_ids) for e in c))
+        rows = sum(sum(label != -100 for label in e.labels) for e in encoded)
+        bf16 = training.get("precision") == "bf16"
+        prediction = memory.cache_peak(dims_of(teacher_dir), memory.Batch(len(widest), max(
+            len(e.input_ids) for e in widest), 0), len(encoded), rows, bf16, "cpu",
+            training["max_length"] if entry["cma"] else None, _stored(teacher_dir), size(teacher_dir))
+        out.append({"job": f"{pair}/teacher_states", "measured": read_json(info)["memory"]["rss_increase"],
+                    "prediction": prediction})
+    for run in grid.runs(config):
+        params = grid.cell_params(config, run)
+        run_dir = root / params["out_dir"]
+        training = params["training"]
+        bf16 = training.get("precision") == "bf16"
+        checkpoint = run_dir / "model"
+        scores = run_dir / "scores.json"
+        if scores.is_file() and "memory" in read_json(scores):
+            tests = [data / "test" / f"{name}.jsonl" for name in names.TEST_SETS]
+            prediction = memory.evaluate_peak(dims_of(checkpoint), sampling(checkpoint, tests, new), bf16, "cpu",
+                                              _stored(checkpoint), size(checkpoint))
+            out.append({"job": f"{run.run_id} (evaluate)", "measured": read_json(scores)["memory"]["rss_increase"],
+                        "prediction": prediction})
+        summary_file = run_dir / "train_summary.json"
+        if not summary_file.is_file() or "memory" not in read_json(summary_file):
+            continue
+        student_dir = root / params["model"]
+        teacher_dir = root / params["teacher"] if params["teacher"] else None
+        traits = names.method(run.method)
+        s_tok = tok(student_dir)
+        t_tok = tok(teacher_dir) if teacher_dir is not None else None
+        rows = load_examples(run_dir / "seqkd_train.jsonl" if traits.black_box else data / "train.jsonl")
+        encoded = encode_dataset(rows, s_tok, training["max_length"], training["max_prompt_length"],
+                                 teacher_tokenizer=t_tok if traits.cross_vocab else None)
+        lora = training.get("lora")
+        map_tokens = _map_tokens(t_tok, s_tok) if run.method == "mined" else False
+        best = None
+        for step, micro, batch in micro_batches(encoded, training["batch_size"], training["micro_batch_size"],
+                                                training["seed"]):
+            prediction = memory.train_peak(memory.TrainJob(
+                dims_of(student_dir), batch, run.method, dims_of(teacher_dir) if teacher_dir else None,
+                (lora["rank"], list(lora["target_modules"])) if lora else None, bf16,
+                accumulation=training["batch_size"] // training["micro_batch_size"],
+                teacher_cache=params["teacher_states"] is not None, student_ids=len(s_tok),
+                teacher_ids=len(t_tok) if t_tok is not None else None,
+                dev=sampling(student_dir, [data / "dev.jsonl"], new),
+                seqkd=sampling(teacher_dir, [data / "train.jsonl"], new) if traits.black_box else None,
+                stored_bytes=_stored(student_dir),
+                teacher_stored_bytes=_stored(teacher_dir) if teacher_dir else None,
+                tokenizer_files=(size(student_dir), size(teacher_dir) if teacher_dir else None),
+                moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens), "cpu")
+            best = prediction if best is None or prediction.total > best.total else best
+        out.append({"job": f"{run.run_id} (train)", "measured": read_json(summary_file)["memory"]["rss_increase"],
+                    "prediction": best})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokenizers", required=True, help="folder with gpt2, llama2, mistral, qwen1.5 tokenizers")
-    parser.add_argument("--data", required=True, help="processed data folder (dolly/dev.jsonl, dolly/test.jsonl)")
+    parser.add_argument("--tokenizers", help="folder with gpt2, llama2, mistral, qwen1.5 tokenizers")
+    parser.add_argument("--data", help="processed data folder (dolly/dev.jsonl, dolly/test.jsonl)")
+    parser.add_argument("--rehearsal", help="instead: a finished rehearsal's config (DIR/rehearsal.yaml); compare "
+                        "the memory its jobs recorded with the prediction")
     parser.add_argument("--widths", choices=sorted(WIDTHS), default="small")
     parser.add_argument("--root", default="memory-check", help="working folder (models, data, job outputs)")
     parser.add_argument("--jobs", nargs="+", help="only these jobs (names as printed; their inputs run too)")
@@ -385,6 +523,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predict-only", action="store_true", help="compare with the records of a previous run "
                         "in the same --root (no job runs)")
     args = parser.parse_args(argv)
+    if args.rehearsal:
+        results = rehearsal_records(Path(args.rehearsal))
+        print(f"{'job':44} {'measured MB':>11} {'predicted MB':>12} {'ratio':>6}  phase")
+        for r in results:
+            p = r["prediction"]
+            print(f"{r['job']:44} {r['measured'] / 1e6:11.0f} {p.total / 1e6:12.0f} {p.total / r['measured']:6.2f}  "
+                  f"{p.phase}")
+        if args.out:
+            write_json(args.out, [{"job": r["job"], "measured": r["measured"], "predicted": r["prediction"].total,
+                                   "phase": r["prediction"].phase, "components": r["prediction"].components}
+                                  for r in results])
+        return
+    if not args.tokenizers or not args.data:
+        parser.error("--tokenizers and --data are needed (or --rehearsal)")
     setup = Setup(Path(args.root), Path(args.tokenizers), Path(args.data), args.widths)
     selected = list(setup.jobs.values())
     if args.jobs:
