@@ -1,5 +1,6 @@
-"""The workflow on a SLURM cluster (``--profile profiles/slurm``, snakemake-executor-plugin-slurm): what each job asks
-of the cluster, the checks before the first submission, and the watch that ends a run whose job can never start.
+"""The workflow on a SLURM cluster (``--workflow-profile profiles/slurm``, snakemake-executor-plugin-slurm): what
+each job asks of the cluster, the checks before the first submission, and the watch that ends a run whose job can
+never start.
 
 - **GPUs only where the job gets them.** A GPU rule declares its devices (``resources: gpu``), which the plugin
   turns into ``sbatch --gpus=N``. ``job_gpus`` keeps that count only where the job runs on GPUs: when submitting,
@@ -102,7 +103,7 @@ def gres_gpus(gres: str) -> int:
 
 
 def parse_partitions(text: str) -> dict[str, Partition]:
-    """Partitions from ``sinfo -h -a -o %P|%c|%m|%G`` (one line per partition and kind of node): each one's largest
+    """Partitions from ``sinfo -h -a -N -o %P|%c|%m|%G`` (one line per partition and node): each one's largest
     node."""
     found: dict[str, Partition] = {}
     for line in text.splitlines():
@@ -110,22 +111,25 @@ def parse_partitions(text: str) -> dict[str, Partition]:
         if len(fields) != 4 or not fields[0]:
             continue
         name, cpus, memory, gres = fields
-        default = name.endswith("*")
-        name = name.rstrip("*")
-        number = lambda s: int(re.match(r"\d*", s).group() or 0)  # noqa: E731  (sinfo marks ranges with "+")
-        node = Partition(name, number(cpus), number(memory), gres_gpus(gres), default)
-        old = found.get(name)
+        node = Partition(name.rstrip("*"), _leading_int(cpus), _leading_int(memory), gres_gpus(gres),
+                         name.endswith("*"))
+        old = found.get(node.name)
         if old is not None:
-            node = Partition(name, max(old.cpus, node.cpus), max(old.memory_mb, node.memory_mb),
-                             max(old.gpus, node.gpus), default)
-        found[name] = node
+            node = Partition(node.name, max(old.cpus, node.cpus), max(old.memory_mb, node.memory_mb),
+                             max(old.gpus, node.gpus), old.default or node.default)
+        found[node.name] = node
     return found
+
+
+def _leading_int(text: str) -> int:
+    # a line of sinfo without -N marks a range of sizes with "+" (``32+``): its smallest
+    return int(re.match(r"\d*", text).group() or 0)
 
 
 @lru_cache(maxsize=None)
 def partitions() -> dict[str, Partition]:
     """This cluster's partitions (``sinfo``), asked once per process."""
-    return parse_partitions(query("sinfo", "-h", "-a", "-o", "%P|%c|%m|%G"))
+    return parse_partitions(query("sinfo", "-h", "-a", "-N", "-o", "%P|%c|%m|%G"))
 
 
 def default_partition() -> str | None:
@@ -242,47 +246,59 @@ def preflight(workflow) -> list[str]:
     except SlurmError as error:
         return [f"the SLURM cluster does not answer: {error}"]
     accounting = config.get("AccountingStorageType", "accounting_storage/none") != "accounting_storage/none"
-    settings = workflow.executor_settings
-    sacct_installed = shutil.which("sacct") is not None
-    command = status_command(settings, config, sacct_installed)
-    if command == "sacct":
-        if not accounting:
-            problems.append("this cluster keeps no job accounting (AccountingStorageType=accounting_storage/none): "
-                            "the status command sacct would lose every job; run with --slurm-status-command squeue "
-                            "and --default-resources slurm_account='' (README, \"On a SLURM cluster\")")
-        else:
-            try:
-                query("sacct", "-X", "-n", "-j", "1", "-o", "JobID")
-            except SlurmError as error:
-                problems.append(f"the status command sacct does not answer ({error}): ask for the cluster's "
-                                "accounting (slurmdbd), or run with --slurm-status-command squeue")
-    else:
+    problems += _status_problems(workflow.executor_settings, config, accounting)
+    problems += _account_problems({str(job.resources.get("slurm_account") or "") for job in jobs}, accounting)
+    problems += _size_problems(jobs, known)
+    return problems
+
+
+def _status_problems(settings, config: dict[str, str], accounting: bool) -> list[str]:
+    """Whether the plugin's status command will see every job until it ends."""
+    if status_command(settings, config, shutil.which("sacct") is not None) == "squeue":
         age = seconds(config.get("MinJobAge"))
         if age is None or age < MAX_STATUS_INTERVAL + SQUEUE_MARGIN:
-            problems.append(f"the status command squeue needs the cluster's MinJobAge (now {age} s) to be at least "
-                            f"{MAX_STATUS_INTERVAL + SQUEUE_MARGIN} s, or a finished job can vanish between two "
-                            "status checks and the run would wait forever: use sacct (accounting) or ask for a "
-                            "longer MinJobAge")
-    accounts = {str(job.resources.get("slurm_account") or "") for job in jobs}
-    if PLACEHOLDER_ACCOUNT in accounts:
-        problems.append(f"{PROFILE}: default-resources slurm_account is still the placeholder "
-                        f"'{PLACEHOLDER_ACCOUNT}': put your SLURM account there (sbatch -A) or pass "
-                        "--default-resources slurm_account=NAME")
-    elif accounting and accounts - {""}:
-        try:
-            mine = _accounts()
-        except SlurmError as error:
-            mine = None
-            problems.append(f"the accounts of user {getpass.getuser()} cannot be read: {error}")
-        unknown = sorted(a for a in accounts - {""} if mine is not None and a.lower() not in mine)
-        if unknown:
-            problems.append(f"slurm_account {', '.join(unknown)} is not an account of user {getpass.getuser()} "
-                            f"on this cluster (theirs: {', '.join(sorted(mine)) or 'none'}): set slurm_account in "
-                            f"{PROFILE} or with --default-resources slurm_account=NAME")
-    elif not accounting and accounts - {""}:
-        problems.append(f"slurm_account {', '.join(sorted(accounts - {''}))} cannot be checked on a cluster without "
-                        "accounting (the plugin would refuse every job): pass --default-resources slurm_account=''")
-    seen = set()
+            return [f"the status command squeue needs the cluster's MinJobAge (now {age} s) to be at least "
+                    f"{MAX_STATUS_INTERVAL + SQUEUE_MARGIN} s, or a finished job can vanish between two status "
+                    "checks and the run would wait forever: use sacct (accounting) or ask for a longer MinJobAge"]
+        return []
+    if not accounting:
+        return ["this cluster keeps no job accounting (AccountingStorageType=accounting_storage/none): the status "
+                "command sacct would lose every job; set slurm-status-command: squeue (--slurm-status-command "
+                f"squeue) and slurm_account: '' in {PROFILE} (README, \"On a SLURM cluster\")"]
+    try:
+        query("sacct", "-X", "-n", "-j", "1", "-o", "JobID")
+    except SlurmError as error:
+        return [f"the status command sacct does not answer ({error}): ask for the cluster's accounting (slurmdbd), "
+                "or run with --slurm-status-command squeue"]
+    return []
+
+
+def _account_problems(accounts: set[str], accounting: bool) -> list[str]:
+    """Whether the accounts the jobs give (``slurm_account``, '' for none) can submit."""
+    given = sorted(accounts - {""})
+    if PLACEHOLDER_ACCOUNT in given:
+        return [f"{PROFILE}: default-resources slurm_account is still the placeholder '{PLACEHOLDER_ACCOUNT}': put "
+                "your SLURM account there (sbatch -A)"]
+    if given and not accounting:
+        return [f"slurm_account {', '.join(given)} cannot be checked on a cluster without accounting (the plugin "
+                f"would refuse every job): set slurm_account: '' in {PROFILE}"]
+    if not given:
+        return []
+    user = getpass.getuser()
+    try:
+        mine = _accounts()
+    except SlurmError as error:
+        return [f"the accounts of user {user} cannot be read: {error}"]
+    unknown = [a for a in given if a.lower() not in mine]
+    if unknown:
+        return [f"slurm_account {', '.join(unknown)} is not an account of user {user} on this cluster (theirs: "
+                f"{', '.join(sorted(mine)) or 'none'}): set slurm_account in {PROFILE}"]
+    return []
+
+
+def _size_problems(jobs, known: dict[str, Partition]) -> list[str]:
+    """Whether each rule's partition exists and a node of it has the CPUs, memory and GPUs its jobs ask for."""
+    problems, seen = [], set()
     for job in jobs:
         rule = job.rule.name
         if rule in seen:
@@ -316,12 +332,12 @@ def read_cancelled_jobs(workflow) -> bool:
     ``workflow`` submits with) so that every state it reads is the state's first word. Returns whether there was a
     query to wrap (another version of the plugin: nothing changed)."""
     plugin = sys.modules.get(getattr(getattr(workflow.executor_plugin, "executor", None), "__module__", ""))
-    query = getattr(plugin, "query_job_status", None)
-    if query is None or getattr(query, "first_words", False):
-        return query is not None
+    original = getattr(plugin, "query_job_status", None)
+    if original is None or getattr(original, "first_words", False):
+        return original is not None
 
     async def first_words(command, logger):
-        states, duration = await query(command, logger)
+        states, duration = await original(command, logger)
         if states:
             states = {job: (state.split() or [state])[0] for job, state in states.items()}
         return states, duration

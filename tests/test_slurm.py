@@ -1,6 +1,6 @@
 """The workflow on a real one-node SLURM cluster (tests/slurm.py) through the project's own profile, filled in as a
 user fills it in (the account and the partitions, nothing else): the micro configuration's smallest tables (a
-teacher, a KD and a DSKD student, each student in two data-parallel processes) end with the same scores, tables and
+teacher trained in two data-parallel processes, a KD and a DSKD student) end with the same scores, tables and
 checkpoints as the same targets run locally; a partition without GPUs is never asked for GPUs and one with (fake)
 GPUs is; and every fault (the account placeholder, a cluster without accounting, a failed job, a cancelled job, a
 drained node) ends the run within a bounded time, saying why and where the job's log is.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import snakemake_executor_plugin_slurm
+import torch
 import yaml
 from slurm import ACCOUNT, PARTITIONS, slurm_cluster  # noqa: F401  (slurm_cluster: the session's cluster)
 
@@ -64,17 +65,17 @@ def filled_profile(folder: Path, account: str | None = ACCOUNT, **settings) -> P
     return folder
 
 
-def small_config(path: Path, **teacher_training) -> Path:
-    """config/micro.yaml cut to the tables of one pair: its teacher, a KD and a DSKD student (each in two data-parallel
-    processes), one training seed, no pretraining."""
+def small_config(path: Path, **student_training) -> Path:
+    """config/micro.yaml cut to the tables of one pair: its teacher (in two data-parallel processes), a KD and a DSKD
+    student, one training seed, no pretraining; ``student_training``: changes to the students' settings."""
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     config["pretraining"]["enabled"] = False
     for key, name in (("pairs", "qwen_gpt2"), ("models", "qwen_teacher"), ("tokenizers", "qwen")):
         del config[key][name]
     config.update(methods=["kd", "dskd"], ablation=[])
     config["training"]["seeds"] = [10]
-    config["pairs"]["gpt2"]["student_training"]["processes"] = 2
-    config["pairs"]["gpt2"]["teacher_training"].update(teacher_training)
+    config["pairs"]["gpt2"]["teacher_training"]["processes"] = 2
+    config["pairs"]["gpt2"]["student_training"].update(student_training)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -175,18 +176,17 @@ def test_the_micro_tables_through_the_profile_equal_a_local_run(micro_runs, slur
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_data_parallel_cell_runs_its_two_processes_in_one_allocation(micro_runs, slurm_cluster):  # noqa: F811
-    """training.processes: 2 (the students of the small configuration): one cluster job per cell, with a CPU per
-    process, whose two processes (torchrun inside the allocation) end with the local run's weights (above)."""
+    """training.processes: 2 (the teacher of the small configuration): one cluster job, with a CPU per process,
+    whose two processes (torchrun inside the allocation) end with the local run's weights (above)."""
     assert micro_runs["slurm_code"] == 0, micro_runs["slurm_out"][-3000:]
     jobs = accounting(slurm_cluster, run_id(micro_runs["slurm_out"]))
-    for cell in ("kd-kl", "dskd-kl"):
+    for cell, cpus in (("teacher", "2"), ("kd-kl", "1"), ("dskd-kl", "1")):
         job = [j for j in jobs if j["Comment"].endswith(f"gpt2_{cell}_10")]
-        assert len(job) == 1 and job[0]["AllocCPUS"] == "2", jobs
+        assert len(job) == 1 and job[0]["AllocCPUS"] == cpus, jobs
         summary = json.loads((micro_runs["slurm"] / "results" / "runs" / "gpt2" / cell / "seed10" /
                               "train_summary.json").read_text())
-        assert summary["batching"]["processes"] == 2 and summary["batching"]["gradient_accumulation"] == 1
-    teacher = next(j for j in jobs if j["Comment"].endswith("gpt2_teacher_10"))
-    assert teacher["AllocCPUS"] == "1"
+        assert summary["batching"]["processes"] == int(cpus)
+        assert summary["batching"]["gradient_accumulation"] == 2 // int(cpus)
 
 
 @pytest.mark.slow
@@ -207,14 +207,14 @@ def test_the_account_placeholder_stops_before_any_submission(micro_runs, slurm_c
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_failing_job_ends_the_run_with_its_error_and_log(micro_runs, slurm_cluster, tmp_path):  # noqa: F811
-    """A teacher whose learning rate makes its loss non-finite: the run ends, and the console names the job's own
-    error (not only FAILED) and the job's log."""
+    """A KD student whose learning rate makes its loss non-finite: the run ends, and the console names the job's
+    own error (not only FAILED) and the job's log."""
     config = small_config(tmp_path / "failing.yaml", lr=1.0e30)
     workdir = copy_results(micro_runs["slurm"], tmp_path / "run")
-    shutil.rmtree(workdir / "results" / "runs" / "gpt2" / "teacher")
+    shutil.rmtree(workdir / "results" / "runs" / "gpt2" / "kd-kl")
     start = time.monotonic()
     result = snakemake(micro_runs["checkout"], workdir, micro_runs["profile"], config,
-                       ["results/runs/gpt2/teacher/seed10/scores.json"], slurm_cluster.env, 360)
+                       ["results/runs/gpt2/kd-kl/seed10/scores.json"], slurm_cluster.env, 360)
     assert result.returncode != 0
     console = result.stdout
     line = next((x for x in console.splitlines() if "notebook train failed: FloatingPointError" in x), None)
@@ -313,8 +313,12 @@ def test_a_gpu_partition_is_asked_for_gpus(micro_runs, slurm_cluster, tmp_path):
         assert len(jobs) == 1 and "gres/gpu=1" in jobs[0]["AllocTRES"] and jobs[0]["Partition"] == GPU, jobs
         claims = workdir / "results" / ".gpus" / f"{slurm_cluster.node}-slurm{jobs[0]['JobID']}"
         assert [p.name for p in claims.iterdir()] == ["0.lock"]  # CUDA_VISIBLE_DEVICES=0, set by SLURM
-        states = "results/teacher_states/gpt2/states.pt"
-        assert (workdir / states).read_bytes() == (micro_runs["slurm"] / states).read_bytes()
+        states = [torch.load(folder / "results" / "teacher_states" / "gpt2" / "states.pt", weights_only=True)
+                  for folder in (workdir, micro_runs["slurm"])]
+        assert states[0].keys() == states[1].keys() and states[0]["seconds"] > 0
+        for key in ("hidden", "offsets"):
+            assert torch.equal(states[0][key], states[1][key]), key
+        assert states[0]["fingerprint"] == states[1]["fingerprint"] and states[0]["cma_sums"] == states[1]["cma_sums"]
     finally:
         slurm_cluster.restart_slurm(gpus=0)
 
@@ -425,3 +429,33 @@ def test_a_cancelled_job_is_seen_failed_by_the_plugin(monkeypatch):
     states, _ = asyncio.run(plugin.query_job_status("sacct ...", None))
     assert states == {"8": "CANCELLED", "9": "RUNNING", "10": "COMPLETED"}
     assert not slurm.read_cancelled_jobs(types.SimpleNamespace(executor_plugin=None))
+
+
+def test_a_job_larger_than_its_partitions_nodes_is_named_before_submission(monkeypatch):
+    known = slurm.parse_partitions("batch*|2|24000|(null)\naccel|8|64000|gpu:1")
+    monkeypatch.setattr(slurm, "partitions", lambda: known)
+
+    def job(rule, threads=1, **resources):
+        return types.SimpleNamespace(rule=types.SimpleNamespace(name=rule), threads=threads, resources=resources)
+
+    jobs = [job("prepare_data", threads=4, mem_mb=8000), job("prepare_data", threads=4),
+            job("run_cell", slurm_partition="accel", cpus_per_task=2, gpu=2, mem_mb=120000),
+            job("make_tables", slurm_partition="gpu"), job("cache_teacher", slurm_partition="accel", gpu=1)]
+    assert slurm._size_problems(jobs, known) == [
+        "rule prepare_data asks 4 CPUs and a node of partition batch has 2: lower set-threads prepare_data "
+        "(profiles/slurm/config.yaml) or choose another partition",
+        "rule run_cell asks 120000 MB of memory and a node of partition accel has 64000: lower mem_mb of run_cell "
+        "(profiles/slurm/config.yaml) or choose another partition",
+        "rule run_cell asks 2 GPUs and a node of partition accel has 1: lower gpu of run_cell "
+        "(profiles/slurm/config.yaml) or choose another partition",
+        "rule make_tables: partition 'gpu' does not exist on this cluster (partitions: accel, batch): set "
+        "slurm_partition in profiles/slurm/config.yaml"]
+    assert slurm._account_problems({"CHANGE-ME"}, accounting=True)[0].startswith(
+        "profiles/slurm/config.yaml: default-resources slurm_account is still the placeholder 'CHANGE-ME'")
+    assert "cluster without accounting" in slurm._account_problems({"abc"}, accounting=False)[0]
+    assert slurm._account_problems({""}, accounting=False) == []
+    monkeypatch.setattr(slurm, "_accounts", lambda: {"dskd", "root"})
+    assert slurm._account_problems({"dskd", ""}, accounting=True) == []
+    assert slurm._account_problems({"other"}, accounting=True) == [
+        f"slurm_account other is not an account of user {slurm.getpass.getuser()} on this cluster (theirs: dskd, "
+        "root): set slurm_account in profiles/slurm/config.yaml"]
