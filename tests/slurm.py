@@ -3,7 +3,7 @@
 Debian's slurm-wlm 22.05 (slurmctld, slurmd, slurmdbd), munge and MariaDB, installed by scripts/install_slurm.sh
 (which `make test` runs first). ``Cluster`` starts munged, mariadbd, slurmdbd, slurmctld and slurmd with their own
 slurm.conf, munge key and socket, database and free ports; the node has this machine's real CPUs and memory
-(``slurmd -C``) and no GPUs, or fake ones declared in gres.conf (``reconfigure(gpus=N)``). Nothing of the machine's
+(``slurmd -C``) and no GPUs, or fake ones declared in gres.conf (``restart_slurm(gpus=N)``). Nothing of the machine's
 own configuration (/etc/slurm, /etc/munge, /run/munge) is read or touched: client commands find the cluster through
 ``SLURM_CONF`` in ``Cluster.env``.
 
@@ -32,11 +32,10 @@ DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmctld", "slurmd", "s
 ACCOUNT = "dskd"  # the account the tests submit with (a real association, as on a cluster with accounting)
 PARTITIONS = ("batch", "accel")  # both on the one node; "batch" is the default. Not the profile's names (cpu, gpu):
 # the tests fill in the profile as a user of this cluster would
-START_TIMEOUT = 120.0  # seconds for the whole cluster to come up, the database's first start included
 
 
 class ClusterError(RuntimeError):
-    """The cluster did not start (the message says which daemon, and where its log is)."""
+    """The cluster did not start, or a command of it failed (the message says which, and where the logs are)."""
 
 
 def missing_programs() -> list[str]:
@@ -126,7 +125,7 @@ class Cluster:
             time.sleep(poll)
 
     def wait_idle(self, timeout: float = 60) -> None:
-        """Until the node takes jobs (idle, no job left) and, with accounting, slurmctld is registered with slurmdbd."""
+        """Wait (at most ``timeout`` seconds) until the node takes jobs: idle, no job left."""
         self.wait_for(lambda: self.node_state() == "idle" and not self.live_jobs(), timeout, "an idle node")
 
     def cancel_all(self, timeout: float = 60) -> None:
