@@ -204,7 +204,7 @@ def evaluate_cell(cfg: CellConfig) -> dict:
               "avg": {**mean_std(per_seed_avg), "mean": sum(results[t]["mean"] for t in cfg.test_sets)
                       / len(cfg.test_sets)},
               "best_epoch": train_summary["best_epoch"], "best_dev_rougeL": train_summary["best_dev_rougeL"]}
-    scores["memory"] = memory.finish_measure(measure, _gpu_peak())
+    write_json(layout.evaluation_memory_file(out), memory.finish_measure(measure, _gpu_peak()))
     write_json(layout.scores_file(out), scores)
     return scores
 

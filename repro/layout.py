@@ -9,6 +9,7 @@ A run (one table cell trained with one training seed) owns ``<results>/runs/<pai
     seqkd_train.jsonl       SeqKD's teacher-generated training targets
     generations/<set>_seed<seed>.jsonl   test generations with their Rouge-L, per test set and sampling seed
     scores.json             test Rouge-L per set and seed; written last, it marks an evaluated run
+    evaluate_memory.json    the evaluation job's measured memory (repro.memory)
     train.ipynb/.html, evaluate.ipynb/.html, *.params.yaml   the rendered notebooks
 
 ``repro.grid`` places the folder (``grid.run_dir``); the rules take their patterns from ``run_pattern``. No other
@@ -27,6 +28,7 @@ RESUME_STATE = "resume/state.pt"
 SEQKD_TARGETS = "seqkd_train.jsonl"
 GENERATIONS = "generations"
 SCORES = "scores.json"
+EVALUATION_MEMORY = "evaluate_memory.json"
 
 Folder = str | os.PathLike
 
@@ -87,6 +89,12 @@ def generation_files(run: Folder, test_set: str) -> list[Path]:
 
 def scores_file(run: Folder) -> Path:
     return Path(run) / SCORES
+
+
+def evaluation_memory_file(run: Folder) -> Path:
+    """What the evaluation job measured of its own memory (``repro.memory``): beside the scores, not in them, so
+    that the scores of a run are the same bytes whenever it is evaluated."""
+    return Path(run) / EVALUATION_MEMORY
 
 
 def notebook_file(run: Folder, kind: str, suffix: str = ".ipynb") -> Path:

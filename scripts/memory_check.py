@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from repro import memory  # noqa: E402
+from repro import layout, memory  # noqa: E402
 from repro.io import read_json, write_json  # noqa: E402
 
 
@@ -220,7 +220,9 @@ def _run_job(setup: Setup, job: Job) -> None:
 def record_of(setup: Setup, job: Job) -> dict:
     """The memory record the job wrote."""
     out = setup.out_dir(job)
-    file = {"cache": out / "states.json", "train": out / "train_summary.json", "evaluate": out / "scores.json"}
+    if job.kind == "evaluate":
+        return read_json(layout.evaluation_memory_file(out))
+    file = {"cache": out / "states.json", "train": out / "train_summary.json"}
     return read_json(file[job.kind])["memory"]
 
 
@@ -469,12 +471,12 @@ def rehearsal_records(config_file: Path) -> list[dict]:
         training = params["training"]
         bf16 = training.get("precision") == "bf16"
         checkpoint = run_dir / "model"
-        scores = run_dir / "scores.json"
-        if scores.is_file() and "memory" in read_json(scores):
+        measured = layout.evaluation_memory_file(run_dir)
+        if measured.is_file():
             tests = [data / "test" / f"{name}.jsonl" for name in names.TEST_SETS]
             prediction = memory.evaluate_peak(dims_of(checkpoint), sampling(checkpoint, tests, new), bf16, "cpu",
                                               _stored(checkpoint), size(checkpoint))
-            out.append({"job": f"{run.run_id} (evaluate)", "measured": read_json(scores)["memory"]["rss_increase"],
+            out.append({"job": f"{run.run_id} (evaluate)", "measured": read_json(measured)["rss_increase"],
                         "prediction": prediction})
         summary_file = run_dir / "train_summary.json"
         if not summary_file.is_file() or "memory" not in read_json(summary_file):
