@@ -88,3 +88,15 @@ def trained_tokenizers(tmp_path_factory, small_splits):
     for name, (kind, size, split) in specs.items():
         train_tokenizer(kind, size, corpus_texts(small_splits["train"]), root / name, split_digits=split)
     return {name: root / name for name in specs}
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct folder (tests/real_model.py, built once and cached), or a skip saying why it
+    cannot be had."""
+    from real_model import Unavailable, smollm2_folder
+
+    try:
+        return smollm2_folder()
+    except Unavailable as e:
+        pytest.skip(str(e))

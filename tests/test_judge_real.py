@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from real_model import Unavailable, group_processes, judge_server, smollm2_folder
+from real_model import Unavailable, group_processes, judge_server
 from repro.judge import parse_verdict, summarize
 from test_workflow import _job_counts, _run
 
@@ -20,14 +20,6 @@ SECRET = "sk-real-judge-0123456789-do-not-leak"
 FIGURE2 = "results/analysis/figure2_judge.json"
 # the two students Figure 2 compares, each from its first training run, with their generations
 STUDENTS = ["results/runs/gpt2/kd-kl/seed10/scores.json", "results/runs/gpt2/dskd-kl/seed10/scores.json"]
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    try:
-        return smollm2_folder()
-    except Unavailable as e:
-        pytest.skip(str(e))
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO, SHARED, make_context
-from real_model import EOS, Unavailable, smollm2_folder
+from real_model import EOS
 from repro import grid
 from repro.config import load_config
 from repro.data import IGNORE, collate, encode_dataset, load_examples
@@ -27,14 +27,6 @@ from test_workflow import _run
 DATA = SHARED / "data" / "minillm"
 ROWS = {"train": 24, "dev": 4, "dolly": 4, "selfinst": 4, "vicuna": 4, "sni": 4, "unni": 4}
 CELLS = ("teacher", "sft", "kd-kl", "dskd-kl")
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    try:
-        return smollm2_folder()
-    except Unavailable as e:
-        pytest.skip(str(e))
 
 
 def real_config(teacher, data) -> dict:
