@@ -138,6 +138,14 @@ TEST_WIDTHS = {"gpt2_teacher": ("gpt2", "gpt2", 192, 4, None, None),
                "tinyllama_student": ("llama", "llama2", 128, 4, 2, 352)}
 
 
+# What the C allocator may keep of freed buffers beyond the model: glibc serves blocks under its dynamic mmap
+# threshold (which rises to at most 32 MiB on 64-bit) from its heap and need not hand them back, so the same job's
+# peak moves by tens of MB between runs and machines. Measured: "lora kd live (bf16)" 266-281 MB over four runs here
+# (predicted 263), 313 MB on the CI machine; at these widths the jobs are 100-1,400 MB, so the slack matters only
+# for the small ones.
+ALLOCATOR_SLACK = 32 * 2**20
+
+
 @pytest.mark.skipif(not (SHARED / "tokenizers" / "gpt2").is_dir() or not (SHARED / "data" / "minillm").is_dir(),
                     reason="needs the real tokenizers and data in ../shared")
 def test_every_job_kind_peaks_within_15_percent_of_the_prediction(tmp_path, monkeypatch):
@@ -147,7 +155,7 @@ def test_every_job_kind_peaks_within_15_percent_of_the_prediction(tmp_path, monk
     again, so the baseline is a fresh process's), on one-layer models with the real GPT-2 and LLaMA-2 tokenizers
     and 8 Dolly rows (two optimiser steps of two micro batches; 32 sampled tokens): the growth of its resident memory
     over its baseline, recorded by the job itself, is within 15% of ``repro.memory``'s prediction for the same
-    batches."""
+    batches, plus the allocator's slack."""
     from memory_check import Setup, check
 
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
@@ -156,7 +164,8 @@ def test_every_job_kind_peaks_within_15_percent_of_the_prediction(tmp_path, monk
                   max_new_tokens=32, jobs=jobs)
     results = check(setup, jobs)
     off = {r["job"]: f"measured {r['measured'] / 1e6:.0f} MB, predicted {r['predicted'] / 1e6:.0f} MB "
-                     f"({r['phase']})" for r in results if abs(r["ratio"] - 1) > 0.15}
+                     f"({r['phase']})" for r in results
+           if abs(r["measured"] - r["predicted"]) > 0.15 * r["predicted"] + ALLOCATOR_SLACK}
     assert not off, off
     for r in results:  # every job recorded its memory (the record the workflow's jobs write)
         assert r["record"]["peak_reset"] and r["record"]["rss_baseline"] > 0

@@ -103,6 +103,12 @@ def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
                            "--configfile", str(out / "rehearsal.yaml"), "--directory", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-4000:]
+    check_rehearsal_outputs(out, config)
+
+
+def check_rehearsal_outputs(out, config):
+    """What a finished rehearsal in ``out`` (its workflow directory) must hold; the paths the grid names are
+    relative to that directory."""
     results = out / "results"
     kinds = {p.relative_to(results / "benchmarks").parts[0] for p in (results / "benchmarks").rglob("*.tsv")}
     assert {"prepare_data", "train_cell", "evaluate_cell", "cache_teacher", "make_tables", "make_figure1",
@@ -111,11 +117,11 @@ def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
     runs = grid.runs(config)
     assert len(runs) == 26
     for run in runs:
-        summary = json.loads((grid.run_dir(config, run) / "train_summary.json").read_text())
-        scores = json.loads((grid.run_dir(config, run) / "scores.json").read_text())
+        summary = json.loads((out / grid.run_dir(config, run) / "train_summary.json").read_text())
+        scores = json.loads((out / grid.run_dir(config, run) / "scores.json").read_text())
         assert scores["cell"] == run.run_id and all(0 <= s["mean"] <= 100 for s in scores["test_sets"].values())
         assert summary["batching"]["mixed_precision"] == ("bf16" if run.pair == "llama" else "no"), run.run_id
-        assert not (grid.run_dir(config, run) / "resume").exists()
+        assert not (out / grid.run_dir(config, run) / "resume").exists()
         teacher = config["models"][config["pairs"][run.pair]["teacher"]]
         if grid.uses_teacher_states(config, run):  # the head alone, with the input embeddings for DSKD-CMA
             rows = teacher["vocab_size"] * teacher["hidden"]
@@ -123,7 +129,7 @@ def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
     # the LoRA teachers merged in the dtype their students read them in
     for pair, dtype in (("llama", "bfloat16"), ("mistral_tinyllama", "float32")):
         teacher_run = grid.teacher_run(config, grid.find_cell(config, pair, "sft" if pair == "llama" else "seqkd"))
-        merged = json.loads((grid.checkpoint_dir(config, teacher_run) / "config.json").read_text())
+        merged = json.loads((out / grid.checkpoint_dir(config, teacher_run) / "config.json").read_text())
         assert merged.get("dtype", merged.get("torch_dtype")) == dtype, pair
     for table in (1, 2, 3):
         assert (results / "tables" / f"table{table}.md").read_text().count("\n") > 3
