@@ -494,15 +494,17 @@ def _sampling(config: dict, training: dict) -> Sampling:
                     evaluation["max_new_tokens"])
 
 
-def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu") -> memory.Prediction:
+def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
+               precision_device: str | None = None) -> memory.Prediction:
     """The predicted peak memory of a cell's ``train`` or ``evaluate`` job per process (``repro.memory``), at its
     largest micro batch: ``micro_batch_size`` sequences as long as the data's longest example (max_length without
-    data), each with the data's most response positions."""
+    data), each with the data's most response positions; in the dtypes the precision gives on ``precision_device``
+    (default: ``device``; precision ``auto`` is bf16 on a GPU)."""
     pair = config["pairs"][cell.pair]
     training = grid.cell_training(config, cell)
     student_name = pair[cell.role]
     student = dims(config, student_name)
-    bf16 = _bf16(training, device)
+    bf16 = _bf16(training, precision_device or device)
     if step == "evaluate":
         return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4)
     micro = training_value(training, "micro_batch_size")
@@ -524,18 +526,33 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu") ->
     return memory.train_peak(job, device)
 
 
-def cache_memory(config: dict, pair: str, device: str = "gpu") -> memory.Prediction:
-    """The predicted peak memory of a pair's teacher-state cache job."""
+def cache_memory(config: dict, pair: str, device: str = "gpu", precision_device: str | None = None) \
+        -> memory.Prediction:
+    """The predicted peak memory of a pair's teacher-state cache job (``precision_device`` as in ``job_memory``)."""
     entry = grid.teacher_state_pairs(config)[pair]
     training = entry["training"]
     name = config["pairs"][pair]["teacher"]
     stats = data_stats(config, name, training)
     micro = training_value(training, "micro_batch_size")
     official = entry["cma"] and training_value(training, "cma_normalisation") == "official"
-    bf16 = _bf16(training, device)
+    bf16 = _bf16(training, precision_device or device)
     return memory.cache_peak(dims(config, name), Batch(micro, stats.longest, micro * stats.longest_rows),
                              stats.examples, round(stats.examples * stats.rows), bf16, device,
                              training_value(training, "max_length") if official else None, 2 if bf16 else 4)
+
+
+def job_host_mb(config: dict, cell: grid.Cell, step: str, gpu: bool) -> int:
+    """``mem_mb`` of a cell's ``train`` or ``evaluate`` job on a cluster (``repro.memory.host_mb``): on a GPU node
+    (``gpu``) what the host holds of the job's CPU model (loading, the LoRA merge, ...) and the CUDA runtime; on a
+    CPU node the job's CPU prediction; each with the process's baseline and a margin, times its processes."""
+    processes = training_value(grid.cell_training(config, cell), "processes") if step == "train" else 1
+    where = "gpu" if gpu else "cpu"
+    return memory.host_mb(job_memory(config, cell, step, device="cpu", precision_device=where), gpu, processes)
+
+
+def cache_host_mb(config: dict, pair: str, gpu: bool) -> int:
+    """``mem_mb`` of a pair's teacher-state cache job (as ``job_host_mb``)."""
+    return memory.host_mb(cache_memory(config, pair, device="cpu", precision_device="gpu" if gpu else "cpu"), gpu)
 
 
 def memory_problems(config: dict) -> list[str]:
@@ -551,21 +568,23 @@ def memory_problems(config: dict) -> list[str]:
 def estimate(config: dict, rates: Rates = Rates()) -> list[dict]:
     """One row per job: run (or ``{pair}/teacher_states``), step (``train``, ``evaluate``, ``cache``), estimated
     GPU-hours, the minutes a cluster job would request, its predicted peak GPU memory (``memory_gb``, with its
-    phase and largest components in ``memory``) and the smallest common GPU it fits (``fits``, GB, or None)."""
+    phase and largest components in ``memory``), the smallest common GPU it fits (``fits``, GB, or None) and the
+    host memory it asks of a GPU node (``host_gb``: its ``mem_mb``)."""
     rows = []
 
-    def row(cell: str, step: str, seconds: float, minutes: int, peak: memory.Prediction) -> dict:
+    def row(cell: str, step: str, seconds: float, minutes: int, peak: memory.Prediction, host_mb: int) -> dict:
         return {"cell": cell, "step": step, "gpu_hours": seconds / 3600, "request_minutes": minutes,
-                "memory_gb": peak.gb, "fits": peak.smallest_gpu(), "memory": memory.describe(peak)}
+                "memory_gb": peak.gb, "fits": peak.smallest_gpu(), "memory": memory.describe(peak),
+                "host_gb": host_mb / 1e3}
 
     for pair in grid.teacher_state_pairs(config):
         rows.append(row(f"{pair}/teacher_states", "cache", cache_seconds(config, pair, rates),
-                        cache_minutes(config, pair), cache_memory(config, pair)))
+                        cache_minutes(config, pair), cache_memory(config, pair), cache_host_mb(config, pair, True)))
     for run in grid.runs(config):
         seconds = job_seconds(config, run, rates)
         for step in ("train", "evaluate"):
             rows.append(row(run.run_id, step, seconds[step], job_minutes(config, run, step),
-                            job_memory(config, run, step)))
+                            job_memory(config, run, step), job_host_mb(config, run, step, True)))
     return rows
 
 
@@ -580,8 +599,8 @@ def without_teacher_cache(config: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.estimate",
-                                     description="Estimated GPU-hours and peak GPU memory of every job of a "
-                                                 "configuration.")
+                                     description="Estimated GPU-hours, peak GPU memory and host memory (a "
+                                                 "cluster job's mem_mb) of every job of a configuration.")
     parser.add_argument("config", help="workflow configuration YAML, e.g. config/paper.yaml")
     parser.add_argument("--peak-tflops", type=float, default=Rates.peak_tflops, help="GPU peak bf16 TFLOP/s")
     parser.add_argument("--train-mfu", type=float, default=Rates.train_mfu, help="sustained share when training")
@@ -596,11 +615,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{stats.examples:,} examples: {stats.source}")
     rows = estimate(config, rates)
     width = max(len(r["cell"]) for r in rows)
-    print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}  {'peak GB':>7}  {'fits':>6}")
+    print(f"{'cell':{width}}  {'job':8}  {'GPU-hours':>9}  {'requested minutes':>17}  {'peak GB':>7}  {'fits':>6}  "
+          f"{'host GB':>7}")
     for r in rows:
         fits = f"{r['fits']} GB" if r["fits"] else "none"
         print(f"{r['cell']:{width}}  {r['step']:8}  {r['gpu_hours']:9.2f}  {r['request_minutes']:17d}  "
-              f"{r['memory_gb']:7.1f}  {fits:>6}" + (f"  {r['memory']}" if args.components else ""))
+              f"{r['memory_gb']:7.1f}  {fits:>6}  {r['host_gb']:7.1f}" + (f"  {r['memory']}" if args.components
+                                                                         else ""))
     total = sum(r["gpu_hours"] for r in rows)
     print(f"{'total':{width}}  {'':8}  {total:9.1f}")
     live = sum(r["gpu_hours"] for r in estimate(without_teacher_cache(config), rates))

@@ -319,6 +319,7 @@ class Prediction:
     phase: str
     components: dict[str, float]
     phases: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # each phase's components
 
     @property
     def gb(self) -> float:
@@ -336,7 +337,7 @@ def _peak(phases: dict[str, dict[str, float]], extra: dict[str, float]) -> Predi
             for name, parts in phases.items()}
     totals = {name: sum(parts.values()) for name, parts in full.items()}
     phase = max(totals, key=totals.get)
-    return Prediction(totals[phase], phase, full[phase], totals)
+    return Prediction(totals[phase], phase, full[phase], totals, full)
 
 
 # Host memory of the tokenizers a job loads (the ``tokenizers`` library's objects), from the sizes of their
@@ -609,9 +610,8 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     if device == "cpu":
         extra = {"runtime": CPU_RUNTIME_BYTES,
                  "tokenizers": tokenizer_bytes([tokenizer_file or tokenizer_file_bytes(model.rows)])}
-        if stored_bytes != weight_bytes:
-            phases["loading"] = {"weights": model.parameters * weight_bytes,
-                                 "stored copy": model.parameters * stored_bytes}
+        phases["loading"] = {"weights": model.parameters * weight_bytes,
+                             "stored copy": model.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
     return _peak(phases, extra)
 
 
@@ -633,10 +633,46 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
         phases["forward"]["states"] = response_rows * teacher.hidden * weight_bytes
         phases["concatenation"] = {"teacher": teacher.parameters * weight_bytes,
                                    "states": 2 * response_rows * teacher.hidden * weight_bytes}
-        if stored_bytes != weight_bytes:
-            phases["loading"] = {"teacher": teacher.parameters * weight_bytes,
-                                 "stored copy": teacher.parameters * stored_bytes}
+        phases["loading"] = {"teacher": teacher.parameters * weight_bytes,
+                             "stored copy": teacher.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
     return _peak(phases, extra)
+
+
+# Host memory: what a cluster job asks for (Snakemake's ``mem_mb``, sbatch --mem). A job's process holds, besides
+# what the model above counts, its baseline after the imports (python, torch, transformers: 456-548 MB measured here,
+# ``rss_baseline`` of the jobs' memory records); on a GPU node also the CUDA runtime's host side (its libraries and
+# the context's host buffers), an allowance not measured here (no GPU: scripts/gpu_smoke.py records it).
+PROCESS_BASELINE_BYTES = 0.6e9
+CUDA_HOST_BYTES = 2.5e9
+# The Snakemake process that runs the job's rule on its node beside the job's own (its imports: 168 MB measured here).
+WORKFLOW_PROCESS_BYTES = 0.3e9
+HOST_MARGIN = 1.25
+# The components of the CPU model that live on the host when the job computes on a GPU (models are loaded on the
+# host and then moved; a LoRA adapter is merged into an fp32 copy of its base on the host; the cache job's states
+# and MinED's edit distances are gathered there): in a loading phase every component, elsewhere these.
+HOST_COMPONENTS = ("tokenizers", "tokenizer loading", "stored copy", "fp32 base", "edit distances", "states")
+
+
+def host_bytes(cpu: Prediction, gpu: bool) -> float:
+    """The host memory of one process of a job whose CPU prediction is ``cpu`` (``device="cpu"``): on a CPU the
+    prediction itself; on a GPU node the largest of its phases as far as the host holds it (``HOST_COMPONENTS``,
+    every component of a loading phase, where the model sits on the host before it moves). With the process's
+    baseline (and the CUDA runtime's host side on a GPU node); no margin."""
+    if not gpu:
+        return cpu.total + PROCESS_BASELINE_BYTES
+    def on_host(phase: str, component: str) -> bool:
+        if phase == "teacher loading":  # the student is on the GPU by then
+            return component != "student weights"
+        return "loading" in phase or component in HOST_COMPONENTS
+
+    held = max(sum(v for k, v in parts.items() if on_host(phase, k)) for phase, parts in cpu.breakdown.items())
+    return held + PROCESS_BASELINE_BYTES + CUDA_HOST_BYTES
+
+
+def host_mb(cpu: Prediction, gpu: bool, processes: int = 1) -> int:
+    """``mem_mb`` of a job of ``processes`` data-parallel processes: their ``host_bytes`` and the workflow's process
+    that runs them, with ``HOST_MARGIN``."""
+    return ceil_mb(HOST_MARGIN * (processes * host_bytes(cpu, gpu) + WORKFLOW_PROCESS_BYTES))
 
 
 def describe(prediction: Prediction, top: int = 4) -> str:

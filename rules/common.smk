@@ -1,10 +1,11 @@
 # Helpers shared by the rules of the grid (no rules here): the table cells and their runs, what each job is given.
+import functools
 import json
 import os
 import subprocess
 from pathlib import Path
 
-from repro import analysis, claims, estimate, grid, layout, slurm
+from repro import analysis, claims, estimate, gpus, grid, layout, slurm
 from repro.io import write_text
 from repro.report import notebooks as report_notebooks, write_report  # `report` is Snakemake's own
 from repro.settings import training_value
@@ -57,6 +58,36 @@ def cell_cpus(wildcards, threads):
     """CPUs a training job asks of a cluster (sbatch --cpus-per-task): its threads for each of its processes, which
     run side by side in the one allocation."""
     return threads * cell_processes(wildcards)
+
+
+@functools.cache
+def machine_has_gpus():
+    """Whether this machine has GPUs (repro.gpus.machine_gpus, asked once per workflow); no when nvidia-smi hangs."""
+    try:
+        return bool(gpus.machine_gpus())
+    except gpus.GPUClaimError:
+        return False
+
+
+def runs_on_gpus(rulename, count):
+    """Whether a job of `rulename` that can use `count` GPUs computes on GPUs: it asks for some (slurm.job_gpus)
+    and, on a local run, this machine has some."""
+    if slurm.job_gpus(workflow, rulename, count) == 0:
+        return False
+    return True if slurm.submitting(workflow) or os.environ.get("SLURM_JOB_ID") else machine_has_gpus()
+
+
+def cell_mem_mb(wildcards, rulename, steps):
+    """Host memory (MB) to request for a cell's job doing `steps` ("train", "evaluate"; a run_cell job both): the
+    largest of repro.estimate.job_host_mb's, for a GPU node or a CPU one as the job runs (runs_on_gpus)."""
+    cell = cell_of(wildcards)
+    gpu = runs_on_gpus(rulename, cell_processes(wildcards))
+    return max(estimate.job_host_mb(config, cell, step, gpu) for step in steps)
+
+
+def cache_mem_mb(wildcards, rulename):
+    """Host memory (MB) to request for a pair's teacher-state cache job (repro.estimate.cache_host_mb)."""
+    return estimate.cache_host_mb(config, wildcards.pair, runs_on_gpus(rulename, 1))
 
 
 def cell_runtime(wildcards, step):

@@ -22,6 +22,7 @@ if TEACHER_STATE_PAIRS:
         resources:
             gpu=gpu_request(1),
             runtime=lambda wildcards: cache_runtime(wildcards.pair),
+            mem_mb=cache_mem_mb,
         run:
             build_teacher_states(wildcards.pair, input.train, output.states, threads, log[0], resources.gpu)
 
@@ -46,6 +47,7 @@ if SEPARATE_EVALUATION:
             gpu=cell_gpus,
             cpus_per_task=cell_cpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train"),
+            mem_mb=lambda wildcards, rulename: cell_mem_mb(wildcards, rulename, ["train"]),
         run:
             render_notebook("train", cell_params(wildcards, threads, evaluate=False), output.notebook, log[0],
                             gpu=resources.gpu)
@@ -67,6 +69,7 @@ if SEPARATE_EVALUATION:
         resources:
             gpu=gpu_request(1),
             runtime=lambda wildcards: cell_runtime(wildcards, "evaluate"),
+            mem_mb=lambda wildcards, rulename: cell_mem_mb(wildcards, rulename, ["evaluate"]),
         run:
             render_notebook("evaluate", grid.cell_params(config, cell_of(wildcards), threads), output.notebook, log[0],
                             gpu=resources.gpu)
@@ -92,6 +95,7 @@ else:
             gpu=cell_gpus,
             cpus_per_task=cell_cpus,
             runtime=lambda wildcards: cell_runtime(wildcards, "train") + cell_runtime(wildcards, "evaluate"),
+            mem_mb=lambda wildcards, rulename: cell_mem_mb(wildcards, rulename, ["train", "evaluate"]),
         run:
             render_notebook("train", cell_params(wildcards, threads, evaluate=True), output.notebook, log[0],
                             gpu=resources.gpu)

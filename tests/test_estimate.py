@@ -215,9 +215,41 @@ def test_the_table_names_each_jobs_peak_gpu_memory_and_the_smallest_gpu_it_fits(
     estimate.main([str(REPO / "config" / "paper.yaml")])
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("cell"))
-    assert "peak GB" in header and "fits" in header
+    assert "peak GB" in header and "fits" in header and header.rstrip().endswith("host GB")
     kd_line = next(line for line in lines if line.startswith("llama/kd-kl/seed10") and " train " in line)
-    assert kd_line.rstrip().endswith("24 GB") and f"{llama_kd['memory_gb']:.1f}" in kd_line
+    assert kd_line.split()[-3:] == ["24", "GB", f"{llama_kd['host_gb']:.1f}"]
+    assert f"{llama_kd['memory_gb']:.1f}" in kd_line
+
+
+def test_a_cluster_job_asks_for_the_host_memory_its_phases_on_the_host_hold():
+    """``mem_mb``: on a GPU node what the host holds of the job (a 7B LoRA teacher's merge into an fp32 copy of its
+    base beside the checkpoint read in its stored dtype; a cached student's loading in fp32), with the process's
+    baseline, the CUDA runtime, the workflow's process and the margin; on a CPU node the CPU prediction."""
+    from repro import memory
+
+    config = load_config(REPO / "config" / "paper.yaml")
+    teacher = grid.teacher_run(config, grid.Cell("llama", "sft", role="teacher"))
+    cpu = estimate.job_memory(config, teacher, "train", device="cpu", precision_device="gpu")
+    merge = cpu.breakdown["LoRA merge"]
+    params = estimate.dims(config, "llama2_teacher").parameters
+    assert merge["fp32 base"] == 4 * params and merge["stored copy"] == 2 * params  # the hub's fp16 files
+    held = merge["fp32 base"] + merge["stored copy"] + merge["tokenizers"]
+    overhead = memory.PROCESS_BASELINE_BYTES + memory.CUDA_HOST_BYTES
+    assert estimate.job_host_mb(config, teacher, "train", gpu=True) == \
+        memory.ceil_mb(memory.HOST_MARGIN * (held + overhead + memory.WORKFLOW_PROCESS_BYTES))
+    assert estimate.job_host_mb(config, teacher, "train", gpu=True) < 60_000  # fits a common 64 GB request
+    # a cached LoRA student on a GPU node: its bf16 base while it loads, far below what the CPU would hold
+    kd = grid.find_run(config, "llama", "kd-kl", 10)
+    on_gpu, on_cpu = (estimate.job_host_mb(config, kd, "train", gpu) for gpu in (True, False))
+    student = estimate.dims(config, "tinyllama_student").parameters
+    assert 2 * student * memory.HOST_MARGIN / 1e6 < on_gpu < on_cpu
+    cpu_kd = estimate.job_memory(config, kd, "train", device="cpu")
+    assert on_cpu == memory.ceil_mb(memory.HOST_MARGIN * (cpu_kd.total + memory.PROCESS_BASELINE_BYTES
+                                                          + memory.WORKFLOW_PROCESS_BYTES))
+    # the cache job gathers its states on the host: twice their size while they are concatenated
+    cache = estimate.cache_memory(config, "llama", device="cpu", precision_device="gpu")
+    states = cache.breakdown["concatenation"]["states"]
+    assert estimate.cache_host_mb(config, "llama", gpu=True) >= memory.ceil_mb(memory.HOST_MARGIN * states)
 
 
 def test_a_declared_gpu_memory_names_each_job_that_cannot_fit_in_one_line(tmp_path):

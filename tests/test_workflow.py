@@ -102,6 +102,21 @@ def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
     assert runtime > int(re.search(r"runtime=(\d+)", student).group(1)) >= 10
     tables = next(j for j in jobs if j.startswith("make_tables"))
     assert "slurm_partition=cpu" in tables and "gpu=" not in tables
+    # host memory: the estimate's for each cell and cache job (the profile no longer overrides it), for this machine
+    from repro import estimate, gpus, grid
+    from repro.config import load_config
+
+    config = load_config(REPO / "config" / "paper.yaml")
+    on_gpus = bool(gpus.machine_gpus())
+    for j, run, step in ((teacher, grid.teacher_run(config, grid.Cell("llama", "sft", role="teacher")), "train"),
+                         (student, grid.find_run(config, "gpt2", "kd-kl", 10), "train")):
+        assert f"mem_mb={estimate.job_host_mb(config, run, step, on_gpus)}," in j, j
+    evaluation = next(j for j in jobs if j.startswith("evaluate_cell") and "pair=qwen_gpt2, cell=dskd_cma-kl" in j)
+    run = grid.find_run(config, "qwen_gpt2", "dskd_cma-kl", 10)
+    assert f"mem_mb={estimate.job_host_mb(config, run, 'evaluate', on_gpus)}," in evaluation
+    cache = next(j for j in jobs if j.startswith("cache_teacher") and "pair=mistral_tinyllama" in j)
+    assert f"mem_mb={estimate.cache_host_mb(config, 'mistral_tinyllama', on_gpus)}," in cache
+    assert "mem_mb=8000," in tables  # the profile's default
 
 
 @pytest.mark.parametrize("teacher", ["unknown hub id", "local folder"])
