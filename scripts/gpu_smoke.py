@@ -54,7 +54,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from repro import architecture, teacher_states  # noqa: E402
+from repro import architecture, memory, teacher_states  # noqa: E402
 from repro.config import load_config, role_training  # noqa: E402
 from repro.data import IGNORE, Encoded, collate  # noqa: E402
 from repro.device import make_accelerator  # noqa: E402
@@ -471,7 +471,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             report["skipped"].append({"pair": pair_name, "method": name, "cached": cached})
             continue
         if accelerator is None:  # made at the first run: its autocast is the run's (bf16 under bf16)
+            before = memory.rss_bytes()
             accelerator = make_accelerator(next(iter(pairs.values())).settings)
+            torch.ones(1, device=device).sum().item()  # the runtime's host side (repro.memory.CUDA_HOST_BYTES)
+            report["host_rss"] = {"after_imports": before, "after_device_init": memory.rss_bytes()}
+            print(f"host resident memory: {size(before or 0)} after the imports, "
+                  f"{size(report['host_rss']['after_device_init'] or 0)} after the device's first operation",
+                  flush=True)
             dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
             teachers = Teachers(pairs, plan, accelerator, dtype)
         started = time.perf_counter()

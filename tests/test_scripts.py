@@ -22,6 +22,8 @@ def test_gpu_smoke_script_runs_every_pair_method_and_cache_at_tiny_shapes(tmp_pa
     assert done.returncode == 0, done.stderr
     report = read_json(out)
     assert report["complete"] and report["skipped"] == [] and report["device"] == "cpu"
+    # the host's resident memory around the device's first operation (on a GPU: the CUDA runtime's host side)
+    assert 0 < report["host_rss"]["after_imports"] <= report["host_rss"]["after_device_init"]
     runs = report["runs"]
     keys = [(r["pair"], r["method"], r["cached"]) for r in runs]
     assert set(keys) == SMOKE_RUNS and len(keys) == 12
@@ -144,6 +146,49 @@ def test_readme_results_script_quotes_the_tables(tmp_path):
     assert "| KD | 27.80 ± 1.50 |" in done.stdout and "| KD w/ DSKD | 25.00 ± 0.50 (2 of 3 runs) |" in done.stdout
     assert "| KD w/ DSKD - KD [95% interval] | -2.80 [-4.50, -1.25] |" in done.stdout
     assert done.stdout.rstrip().endswith("| Claim | ... |") and "## The paper's claims" not in done.stdout
+
+
+def test_readme_results_script_writes_and_checks_the_documentations_blocks(tmp_path):
+    """--write puts the summary between README.md's markers and the claims between docs/results.md's, touching nothing
+    outside them; --check fails, naming each stale page, until they match; a page without its markers is refused
+    before either page is written."""
+    import csv
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    with (tables / "table1.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["table", "pair", "row", "method", "divergence", "status", "avg"])
+        writer.writerow((1, "gpt2", "SFT", "sft", "", "done", 25.5))
+        writer.writerow((1, "gpt2", "KD (KL)", "kd", "kl", "done", 27.804))
+    (tables / "claims.md").write_text("## The paper's claims in this run\n\n**2 comparisons: 1 hold, 1 do not hold, 0 "
+                                      "undecided.**\n\n- KD above SFT: holds.\n\n| Claim | ... |\n")
+    readme, results = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text("# Title\n\n<!-- readme_results.py: summary -->\nold\n<!-- /readme_results.py -->\n\nAfter.\n")
+    results.write_text("Before.\n<!-- readme_results.py: claims -->\n<!-- /readme_results.py -->\n")
+
+    def run(*flags):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "readme_results.py"), str(tables), *flags,
+                               "--readme", str(readme), "--results-page", str(results)],
+                              capture_output=True, text=True, timeout=60)
+
+    stale = run("--check")
+    assert stale.returncode != 0 and str(readme) in stale.stderr and str(results) in stale.stderr
+    assert run("--write").returncode == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\n<!-- readme_results.py: summary -->\n\n| Table 1: gpt2 pair | KL |")
+    assert text.endswith("SFT rows: gpt2: SFT 25.50.\n\nThe paper's claims in this run: 2 comparisons: 1 hold, 1 do "
+                         "not hold, 0 undecided.\n\n<!-- /readme_results.py -->\n\nAfter.\n")
+    assert results.read_text() == ("Before.\n<!-- readme_results.py: claims -->\n\n**2 comparisons: 1 hold, 1 do not "
+                                   "hold, 0 undecided.**\n\n- KD above SFT: holds.\n\n| Claim | ... |\n\n"
+                                   "<!-- /readme_results.py -->\n")
+    fresh = run("--check")
+    assert fresh.returncode == 0 and "up to date" in fresh.stdout
+    results.write_text("Before.\n")  # the markers gone: refused, README.md left as it was
+    readme.write_text(text.replace("25.50", "0.00"))
+    refused = run("--write")
+    assert refused.returncode != 0 and str(results) in refused.stderr and "readme_results.py: claims" in refused.stderr
+    assert "0.00" in readme.read_text()
 
 
 def test_step_benchmark_script_runs_every_method(tmp_path):
