@@ -8,6 +8,8 @@ machine-readable is written here (JSON/JSONL), atomically.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -148,11 +150,22 @@ def train_cell(cfg: CellConfig) -> dict:
                     "teacher_parameters": count_parameters(teacher) if teacher is not None else None})
     if not accelerator.is_main_process:
         return summary
-    if settings.lora:  # the evaluation, and a KD run that uses this model as its teacher, read the merged weights
+    if settings.lora and cfg.role == "teacher":  # its students and the cache read the merged weights, many times
         merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer, dtype)
+    elif settings.lora:  # a student's model is its adapter (megabytes): its readers merge it on loading
+        summary["checkpoint"] = str(_keep_adapter(Path(summary["checkpoint"]), layout.model_dir(cfg.out_dir)))
     summary["memory"] = memory.finish_measure(measure, _gpu_peak())
     write_json(layout.train_summary_file(cfg.out_dir), summary)
     return summary
+
+
+def _keep_adapter(adapter: Path, model_dir: Path) -> Path:
+    """Make the best adapter the run's model folder (``repro.models.load_model`` reads it as base and adapter,
+    merged); a model folder an interrupted earlier run left is replaced."""
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(adapter, model_dir)
+    return model_dir
 
 
 def _frozen_teacher(cfg: CellConfig, method, dtype: str, cached: bool) -> torch.nn.Module:

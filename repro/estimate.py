@@ -506,7 +506,10 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
     student = dims(config, student_name)
     bf16 = _bf16(training, precision_device or device)
     if step == "evaluate":
-        return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4)
+        # a LoRA student's model is its adapter, merged on loading into its base (stored in the config's dtype)
+        lora_student = _lora(training) is not None and cell.role == "student"
+        return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4,
+                                    adapter=lora_student)
     micro = training_value(training, "micro_batch_size")
     stats = data_stats(config, student_name, training)
     traits = names.method(cell.method)
@@ -522,7 +525,7 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
                           training_value(training, "shard_optimizer"), grid.uses_teacher_states(config, cell),
                           _ids(config, student_name), _ids(config, pair["teacher"]) if teacher else None,
                           _sampling(config, training), _sampling(config, training) if cell.method == "seqkd" else None,
-                          stored_bytes=2 if bf16 else 4)
+                          stored_bytes=2 if bf16 else 4, merge=cell.role == "teacher")
     return memory.train_peak(job, device)
 
 

@@ -380,7 +380,9 @@ class TrainJob:
     accumulation or several processes, the worst case); ``correct_share``: DSKD-CMA's share of rows whose
     projected teacher predicts the label (its divergence runs there); ``aligned_share``: MinED's rows aligned
     one-to-one; ``vocab_map``: MinED's vocabulary map is computed in the job (not yet cached), or how many teacher
-    tokens it compares by edit distance (those without an exact match)."""
+    tokens it compares by edit distance (those without an exact match); ``merge``: a LoRA job merges its adapter
+    into its base after training (a teacher, whose students read the merged weights; a LoRA student keeps its
+    adapter, merged by its readers: ``evaluate_peak(adapter=True)``)."""
     student: Dims
     batch: Batch
     method: str = "sft"
@@ -403,6 +405,7 @@ class TrainJob:
     correct_share: float = 1.0
     aligned_share: float = 1.0
     vocab_map: bool | int = True
+    merge: bool = True
 
     def __post_init__(self):
         traits = names.method(self.method)
@@ -590,7 +593,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
         if job.method == "mined" and job.vocab_map and t is not None:
             chunk = MAP_CHUNK if job.vocab_map is True else min(job.vocab_map, MAP_CHUNK)
             phases["vocabulary map"] = {**weights, "edit distances": chunk * (job.student_ids or s.rows) * 4}
-        if job.lora:  # the merge, after training (AdamW freed): an fp32 copy of the base beside the trained model
+        if job.lora and job.merge:  # after training (AdamW freed): an fp32 copy of the base beside the trained model
             phases["LoRA merge"] = {**weights, "fp32 base": s.parameters * 4,
                                     "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != 4 else 0,
                                     "kept by the allocator": max(sampled, acts)}
@@ -598,10 +601,12 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
 
 
 def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stored_bytes: int = 4,
-                  tokenizer_file: int | None = None) -> Prediction:
+                  tokenizer_file: int | None = None, adapter: bool = False) -> Prediction:
     """The predicted peak of an evaluation job (``repro.cells.evaluate_cell``): the model in the precision's dtype
     and its sampling buffers; on a CPU, loading a checkpoint stored in another dtype holds both for a moment, and
-    the tokenizer is held."""
+    the tokenizer is held. ``adapter``: the model is a LoRA student's adapter, merged on loading
+    (``repro.models.load_model``): its base loaded in fp32 (``stored_bytes``: the base's files), merged, then cast
+    to the precision's dtype, so the loading holds the fp32 base beside the larger of its stored and cast copies."""
     weight_bytes = 2 if bf16 else 4
     phases = {"sampling": {"weights": model.parameters * weight_bytes,
                            "sampling": generation_bytes(model, sampling.batch, sampling.prompt, sampling.new,
@@ -610,8 +615,12 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     if device == "cpu":
         extra = {"runtime": CPU_RUNTIME_BYTES,
                  "tokenizers": tokenizer_bytes([tokenizer_file or tokenizer_file_bytes(model.rows)])}
-        phases["loading"] = {"weights": model.parameters * weight_bytes,
-                             "stored copy": model.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
+        if adapter:
+            copy = max(stored_bytes if stored_bytes != 4 else 0, weight_bytes if weight_bytes != 4 else 0)
+            phases["loading"] = {"fp32 base": model.parameters * 4, "stored copy": model.parameters * copy}
+        else:
+            phases["loading"] = {"weights": model.parameters * weight_bytes,
+                                 "stored copy": model.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
     return _peak(phases, extra)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import transformers
@@ -94,8 +95,23 @@ def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the dtypes a checkpoint is loaded or saved in
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes beside the adapter's weights
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a local folder holding a LoRA adapter (peft's ``adapter_config.json``) and no model of its
+    own (no ``config.json``): a LoRA student's trained model."""
+    folder = Path(path)
+    return (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+
+
 def load_model(name_or_path: str | os.PathLike, dtype: str = "float32"):
-    """Load a causal LM by hub id or local path, in ``dtype`` (``float32`` or ``bfloat16``)."""
+    """Load a causal LM by hub id or local path, in ``dtype`` (``float32`` or ``bfloat16``). A folder holding a
+    LoRA adapter (``is_adapter``: a LoRA student's trained model) is loaded as its base with the adapter merged, in
+    fp32 and then cast once to ``dtype``: the weights ``merge_lora`` would have saved."""
+    if is_adapter(name_or_path):
+        base = json.loads((Path(name_or_path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
+        return merged_model(base, name_or_path, dtype)
     return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=DTYPES[dtype])
 
 
@@ -140,11 +156,17 @@ def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str
     model (with ``tokenizer``) to ``out_dir`` in ``dtype``, atomically: a LoRA teacher is merged before
     distillation. The merge is computed in fp32 (base and fp32 adapter), then cast once to ``dtype``, the dtype the
     model's readers load it in (``bfloat16`` under bf16: half the bytes of fp32, about 13.5 GB for a 7B teacher)."""
-    with _quiet_peft():
-        merged = PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().to(DTYPES[dtype])
+    merged = merged_model(base, adapter, dtype)
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+def merged_model(base: str | os.PathLike, adapter: str | os.PathLike, dtype: str = "float32"):
+    """``base`` (loaded in fp32) with the LoRA adapter saved in ``adapter`` merged into its weights, cast once to
+    ``dtype``."""
+    with _quiet_peft():
+        return PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().to(DTYPES[dtype])
 
 
 class TeacherParts(torch.nn.Module):

@@ -133,6 +133,7 @@ def default_jobs() -> list[Job]:
         Job("lora kd cached (bf16)", "train", "tinyllama_student", "kd", "llama_teacher", "kl", bf16=True, lora=True,
             cache="cache llama (bf16)"),
         Job("evaluate", "evaluate", "gpt2_student", needs=["sft"]),
+        Job("evaluate lora (bf16)", "evaluate", "tinyllama_student", bf16=True, lora=True, needs=["lora sft (bf16)"]),
     ]
 
 
@@ -326,10 +327,11 @@ def predict(setup: Setup, job: Job) -> memory.Prediction:
 
     if job.kind == "evaluate":
         trained = setup.out_dir(job) / "model"
-        return memory.evaluate_peak(dims(setup, job.model, trained),
+        # a LoRA student's model is its adapter, merged on loading into the built base (stored in bf16)
+        return memory.evaluate_peak(dims(setup, job.model, None if job.lora else trained),
                                     _sampling(setup, job.model, setup.data / "test" / "dolly.jsonl"), job.bf16, "cpu",
-                                    stored_bytes=2 if job.bf16 else 4,
-                                    tokenizer_file=(trained / "tokenizer.json").stat().st_size)
+                                    stored_bytes=2 if job.bf16 or job.lora else 4,
+                                    tokenizer_file=(trained / "tokenizer.json").stat().st_size, adapter=job.lora)
     rows = load_examples(setup.data / "train.jsonl")
     if job.kind == "cache":
         batches = [b for _, _, b in _batches(setup, Job("", "train", job.model), rows)]
@@ -354,7 +356,8 @@ def predict(setup: Setup, job: Job) -> memory.Prediction:
             tokenizer_files=(tokenizer_file(setup, job.model),
                              tokenizer_file(setup, job.teacher) if job.teacher else None),
             moments=step > 0, earlier_gradients=micro > 0,
-            correct_share=0.0, vocab_map=job.vocab_map), "cpu")  # random weights: no projected label is right
+            correct_share=0.0, vocab_map=job.vocab_map, merge=job.role == "teacher"),
+            "cpu")  # random weights: no projected label is right
         best = prediction if best is None or prediction.total > best.total else best
     return best
 
@@ -423,6 +426,7 @@ def rehearsal_records(config_file: Path) -> list[dict]:
     from repro import grid, names
     from repro.config import load_config
     from repro.data import encode_dataset, load_examples
+    from repro.models import is_adapter
 
     root = Path(config_file).resolve().parent
     config = load_config(config_file)
@@ -474,8 +478,10 @@ def rehearsal_records(config_file: Path) -> list[dict]:
         measured = layout.evaluation_memory_file(run_dir)
         if measured.is_file():
             tests = [data / "test" / f"{name}.jsonl" for name in names.TEST_SETS]
-            prediction = memory.evaluate_peak(dims_of(checkpoint), sampling(checkpoint, tests, new), bf16, "cpu",
-                                              _stored(checkpoint), size(checkpoint))
+            adapter = is_adapter(checkpoint)  # a LoRA student's: its base, merged with it on loading
+            base = root / params["model"] if adapter else checkpoint
+            prediction = memory.evaluate_peak(dims_of(base), sampling(checkpoint, tests, new), bf16, "cpu",
+                                              _stored(base), size(checkpoint), adapter=adapter)
             out.append({"job": f"{run.run_id} (evaluate)", "measured": read_json(measured)["rss_increase"],
                         "prediction": prediction})
         summary_file = run_dir / "train_summary.json"
@@ -505,7 +511,8 @@ def rehearsal_records(config_file: Path) -> list[dict]:
                 stored_bytes=_stored(student_dir),
                 teacher_stored_bytes=_stored(teacher_dir) if teacher_dir else None,
                 tokenizer_files=(size(student_dir), size(teacher_dir) if teacher_dir else None),
-                moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens), "cpu")
+                moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens,
+                merge=run.role == "teacher"), "cpu")
             best = prediction if best is None or prediction.total > best.total else best
         out.append({"job": f"{run.run_id} (train)", "measured": read_json(summary_file)["memory"]["rss_increase"],
                     "prediction": best})

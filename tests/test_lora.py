@@ -42,7 +42,8 @@ def setup(tmp_path_factory, trained_tokenizers, small_splits):
 def _cell(root, name, method, model, lora=None, teacher=None, divergence=None):
     training = {"lr": 5e-3, "epochs": 2, "batch_size": 16, "micro_batch_size": 16, "max_length": 256,
                 "max_prompt_length": 128, "dev_seeds": [10], **({"lora": lora} if lora else {})}
-    return CellConfig(cell_id=f"p/{name}", pair="p", method=method, role="teacher" if name == "teacher" else "student",
+    role = "teacher" if name.startswith("teacher") else "student"
+    return CellConfig(cell_id=f"p/{name}", pair="p", method=method, role=role,
                       model=str(model), teacher=str(teacher) if teacher else None, divergence=divergence,
                       data_dir=str(root / "data"),
                       out_dir=str(root / "runs" / name), training=training,
@@ -88,10 +89,36 @@ def test_lora_teacher_is_merged_and_serves_distillation(setup):
     # The merged teacher drives DSKD for a LoRA student (hidden states are read through the peft wrapper).
     cfg = _cell(setup, "dskd-kl", "dskd", setup / "student", lora=LORA, teacher=run / "model", divergence="kl")
     student = train_cell(cfg)
-    assert student["steps"] == 2 * 3 and (setup / "runs" / "dskd-kl" / "model" / "config.json").exists()
+    assert student["steps"] == 2 * 3
     scores = evaluate_cell(cfg)
     assert 0 <= scores["avg"]["mean"] <= 100
     assert read_json(setup / "runs" / "dskd-kl" / "train_summary.json")["config"]["training"]["lora"] == LORA
+
+
+def test_a_lora_students_model_is_its_adapter_and_loads_as_the_merge(setup, tmp_path):
+    """A LoRA student (read by its evaluation and Figure 3 only) keeps its best adapter as its model folder, a few
+    hundred kB here instead of a merged copy of its base; ``load_model`` reads it as the base with the adapter merged,
+    the same weights ``merge_lora`` saves, in fp32 and in bf16."""
+    from safetensors.torch import load_file
+
+    from repro.models import is_adapter
+
+    cfg = _cell(setup, "kd-kl", "kd", setup / "student", lora=LORA, teacher=setup / "teacher", divergence="kl")
+    cfg = replace(cfg, training={**cfg.training, "epochs": 1})
+    summary = train_cell(cfg)
+    run = setup / "runs" / "kd-kl"
+    assert summary["checkpoint"] == str(run / "model") and is_adapter(run / "model")
+    assert not (run / "adapter").exists() and not (run / "model" / "config.json").exists()
+    stored = sum(f.stat().st_size for f in (run / "model").iterdir())
+    assert stored < 0.5 * (setup / "student" / "model.safetensors").stat().st_size
+    tok = load_tokenizer(run / "model")
+    for dtype in ("float32", "bfloat16"):
+        merge_lora(setup / "student", run / "model", tmp_path / dtype, tok, dtype)
+        expected = load_file(tmp_path / dtype / "model.safetensors")
+        loaded = load_model(run / "model", dtype).state_dict()
+        assert {k: v for k, v in loaded.items() if k in expected}.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    assert 0 <= evaluate_cell(cfg)["avg"]["mean"] <= 100
 
 
 def test_lora_on_gpt2_conv1d_merges_exactly(tmp_path, trained_tokenizers):

@@ -129,6 +129,7 @@ def _test_jobs():
         Job("lora sft (bf16)", "train", "tinyllama_student", bf16=True, lora=True),
         Job("lora kd live (bf16)", "train", "tinyllama_student", "kd", "llama_teacher", "kl", bf16=True, lora=True),
         Job("evaluate", "evaluate", "gpt2_student", needs=["sft"]),
+        Job("evaluate lora (bf16)", "evaluate", "tinyllama_student", bf16=True, lora=True, needs=["lora sft (bf16)"]),
     ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO, SHARED
 from repro import grid, rehearsal
 from repro.config import ConfigError, load_config, validate_config, vocabulary_problems
+from repro.models import is_adapter
 
 TOKENIZERS = SHARED / "tokenizers"
 DATA = SHARED / "data" / "minillm"
@@ -122,6 +123,9 @@ def check_rehearsal_outputs(out, config):
         assert scores["cell"] == run.run_id and all(0 <= s["mean"] <= 100 for s in scores["test_sets"].values())
         assert summary["batching"]["mixed_precision"] == ("bf16" if run.pair == "llama" else "no"), run.run_id
         assert not (out / grid.run_dir(config, run) / "resume").exists()
+        # a LoRA student's model is its adapter alone (its readers merge it into the base on loading)
+        lora_student = run.role == "student" and "lora" in grid.cell_training(config, run)
+        assert is_adapter(out / grid.run_dir(config, run) / "model") == lora_student, run.run_id
         teacher = config["models"][config["pairs"][run.pair]["teacher"]]
         if grid.uses_teacher_states(config, run):  # the head alone, with the input embeddings for DSKD-CMA
             rows = teacher["vocab_size"] * teacher["hidden"]
@@ -134,5 +138,5 @@ def check_rehearsal_outputs(out, config):
     for table in (1, 2, 3):
         assert (results / "tables" / f"table{table}.md").read_text().count("\n") > 3
     assert (results / "report" / "index.html").is_file()
-    # 18 GB measured with 16 rows (the checkpoints at the real widths dominate; README "The rehearsal")
+    # 18 GB measured with 16 rows (the checkpoints at the real widths dominate; docs/paper-scale.md, "The rehearsal")
     assert sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) < 20e9
