@@ -57,14 +57,17 @@ def test_only_repro_layout_spells_the_run_folder_layout():
     assert offenders == []
 
 
-def test_the_readme_how_to_names_what_exists():
-    """Every module, symbol, file and test that the README's "How to add ..." section names exists, so its steps
-    stay true when code moves."""
+def test_the_documentations_how_to_names_what_exists():
+    """Every module, symbol, file and test that the "How to add ..." section of the documentation (README.md and
+    docs/*.md) names exists, so its steps stay true when code moves."""
     import importlib
     import re
 
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## How to add a method, a divergence, a model pair or a figure", 1)[1].split("\n## ", 1)[0]
+    heading = "## How to add a method, a divergence, a model pair or a figure"
+    holders = [p.read_text(encoding="utf-8") for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]]
+    holders = [text for text in holders if heading in text]
+    assert len(holders) == 1, f"{heading!r} is in {len(holders)} documents, expected one"
+    section = holders[0].split(heading, 1)[1].split("\n## ", 1)[0]
     quoted = re.findall(r"`([^`]+)`", section)
     symbols = [q for q in quoted if re.fullmatch(r"repro(\.\w+)+", q)]
     path = r"(repro|tests|config|rules|notebooks)/[\w/.]+(::\w+)?"
