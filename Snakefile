@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from repro import slurm
-from repro.config import ConfigError, check_workflow_config, run_check
+from repro.config import check_workflow_config, run_check
 from repro.estimate import memory_problems
+from repro.schema import ConfigError
 
 # Jobs run this checkout's code: the notebook kernels and `python -m repro.*` that jobs start import `repro` from
 # beside this Snakefile, not from wherever the environment's editable install points (a second clone, a cluster job).

@@ -28,8 +28,8 @@ threads: int = 1  # CPU threads for torch
 from IPython.display import Markdown, display
 
 from repro.analysis import make_figure1
-from repro.config import load_config, validate_config
 from repro.render import show_messages
+from repro.validation import load_config, validate_config
 
 show_messages()  # a warning prints here, not to stderr
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")

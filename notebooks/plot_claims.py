@@ -27,9 +27,9 @@ workflow_config: dict = {}  # the workflow configuration; empty: read config/con
 from IPython.display import Markdown, display
 
 from repro import claims, figures, grid
-from repro.config import load_config, validate_config
 from repro.io import read_csv
 from repro.render import show_messages
+from repro.validation import load_config, validate_config
 
 show_messages()  # a warning prints here, not to stderr
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")

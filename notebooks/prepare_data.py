@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from repro import grid, names, prepare
-from repro.config import load_config, validate_config
 from repro.io import read_json, read_jsonl
 from repro.render import show_messages
+from repro.validation import load_config, validate_config
 
 show_messages()  # a warning prints here, not to stderr
 torch.set_num_threads(threads)

@@ -27,9 +27,9 @@ study_config: dict = {}  # the study configuration; empty: read config/study.yam
 from IPython.display import Markdown, display
 
 from repro import figures, study
-from repro.config import load_yaml
 from repro.io import write_text
 from repro.render import show_messages
+from repro.schema import load_yaml
 
 show_messages()  # a warning prints here, not to stderr
 config = study.validate_study(study_config or load_yaml("config/study.yaml"))

@@ -26,8 +26,8 @@ shown: int = 4  # how many of the figures to show in this notebook
 from IPython.display import Image, display
 
 from repro.analysis import make_training_curves
-from repro.config import load_config, validate_config
 from repro.render import show_messages
+from repro.validation import load_config, validate_config
 
 show_messages()  # a warning prints here, not to stderr
 config = validate_config(workflow_config) if workflow_config else load_config("config/config.yaml")

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from . import grid, layout, names
 from .io import read_jsonl, write_json, write_jsonl, write_text
-from .judge import JudgeSettings, build_items, judge_status, run_judge, summarize
+from .judge import build_items, judge_status, run_judge, summarize
 from .metrics import mean_sample_std
+from .settings import JudgeSettings, ToySettings
 from .tables import to_csv
-from .toy import ToySettings, distance_rows, run_toy
+from .toy import distance_rows, run_toy
 
 
 def figure1_outputs(config: dict) -> dict[str, Path]:

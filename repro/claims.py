@@ -31,10 +31,11 @@ import io
 import statistics
 from pathlib import Path
 
-from . import grid, names, tables
+from . import grid, layout, names, tables
 from .analysis import figure1_outputs, figure3_outputs
-from .config import load_config
 from .io import read_json, write_text
+from .validation import load_config
+from .verdicts import VERDICTS, verdict, verdict_class
 
 # What PAPER.md section 5 reports for each kind of comparison, as (low, high) bounds of the difference: a single
 # number where low == high, a range over divergences, or a lower bound where high is None.
@@ -46,30 +47,7 @@ HEADER = ["Claim", "Where", "Comparison", "Paper", "Miniature: Δ Avg [95% inter
 FIELDS = ["group", "label", "claim", "where", "comparison", "a", "b", "paper", "paper_low", "paper_high", "unit",
           "threshold", "delta", "low", "high", "runs", "verdict"]
 NUMBERS = ("paper_low", "paper_high", "threshold", "delta", "low", "high")  # the CSV's numeric columns
-VERDICTS = ("holds", "does not hold", "undecided", "not measured")
 UNIT_TABLES = "Δ Avg Rouge-L"
-# One colour per verdict for the forest plot and the report's labels (Okabe-Ito colours, apart for colour-blind
-# readers; both also tell the verdicts apart without colour: markers in the plot, words and borders in the report).
-VERDICT_COLORS = {"holds": "#009E73", "does not hold": "#D55E00", "undecided": "#6E6E6E", "not measured": "#B0B0B0"}
-
-
-def verdict(low: float | None, high: float | None, threshold: float = 0.0) -> str:
-    """``holds`` when the interval lies above ``threshold``, ``does not hold`` when it lies below, else
-    ``undecided``; ``not measured`` without an interval."""
-    if low is None or high is None:
-        return "not measured"
-    if low > threshold:
-        return "holds"
-    if high < threshold:
-        return "does not hold"
-    return "undecided"
-
-
-def verdict_class(text: str) -> str:
-    """The verdict a row's text starts with (``holds (2 of 2 repetitions)`` is ``holds``)."""
-    return next(v for v in VERDICTS if text.startswith(v)) if text.startswith(VERDICTS) else "not measured"
-
-
 def paper_text(bounds: tuple[float, float | None], note: str = "") -> str:
     """How the claims table prints the paper's difference: ``+0.56``, ``+0.43 to +1.39`` or ``> +5``."""
     low, high = bounds
@@ -350,8 +328,7 @@ def read_claims(path: str | Path) -> list[dict]:
 
 
 def claims_files(config: dict) -> dict:
-    d = grid.results_dir(config) / "tables"
-    return {"md": d / "claims.md", "csv": d / "claims.csv"}
+    return layout.claims_files(grid.results_dir(config))
 
 
 def write_claims(config: dict) -> list:

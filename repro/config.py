@@ -1,285 +1,31 @@
-"""Load and validate workflow configurations (no torch import: the Snakefile imports this while building the DAG).
+"""The workflow's checks of a config before it plans or runs a job (no torch import: the Snakefile imports this while
+building the DAG), and ``python -m repro.config FILE...``, which runs them as the Snakefile does.
 
-``validate_config`` checks a config against ``config/schema.yaml`` and then checks the cross-references the schema
-cannot express (a pair's models exist, a built model's tokenizer exists). Every problem is reported in one
-``ConfigError`` whose lines name the key at fault and what was expected.
+``check_workflow_config`` checks a config file as the Snakefile reads it: a study config (``repro.study``) or a grid
+config (``repro.validation``: the schema and its cross-checks), then the model ids and the results folder;
+``run_check`` what a real run needs before its first job (models in the cache, the data, the vocabularies). Every
+problem is reported in one ``ConfigError`` (or list) whose lines name the key or file at fault and what was expected.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 
-import jsonschema
-import yaml
 from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tokenizers import Tokenizer
 
-from . import architecture, names
 from .io import file_problem
-from .names import ABLATION_METHODS, CROSS_VOCAB_METHODS, TEST_SETS, names_list
+from .names import TEST_SETS
 from .rows import count, data_warnings, file_message, processed_files, scan_examples
-from .settings import training_value
-from .synthetic import check_sizes
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
-
-
-def _traits(method: str) -> names.Method:
-    """The registry's traits of ``method``; a name the schema already rejected counts as an SFT-like row here."""
-    return names.METHODS.get(method, names.METHODS["sft"])
-
-
-def role_training(config: dict, pair: str, role: str) -> dict:
-    """The training settings of a pair's ``role`` ("teacher" or "student"): the global ``training`` block with the
-    pair's ``{role}_training`` overrides (the one place they are merged; ``repro.grid.cell_training`` adds a run's
-    seed)."""
-    return {**config["training"], **config["pairs"][pair][f"{role}_training"]}
-
-
-class ConfigError(ValueError):
-    """A configuration does not match the schema; the message lists every problem, one per line."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML itself keeps the last)."""
-
-
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice (first at line {seen[key] + 1}); YAML would keep only the last",
-                key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def load_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from ``path``; a syntax error, a key given twice, an empty file or another top level raise
-    ``ConfigError`` naming the file (and the line and column)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot be read: {e}") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = e.problem or str(e)
-        if "\\t" in what or "tab" in what:
-            what += " (YAML indents with spaces, never tabs)"
-        if not what.startswith("key "):  # a key given twice is valid YAML, refused here
-            what = f"not valid YAML: {what}"
-        raise ConfigError(f"{p}{where}: {what}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if data is None:
-        raise ConfigError(f"{p}: the file is empty; expected a mapping of config keys")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of config keys at the top level, got a {type(data).__name__}")
-    return data
-
-
-def non_finite(value, path=()) -> list[tuple[str, float]]:
-    """``(key, number)`` of every NaN or infinite number in ``value`` (nested mappings and lists)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [(_key(path), value)]
-    if isinstance(value, dict):
-        return [found for key, v in value.items() for found in non_finite(v, (*path, key))]
-    if isinstance(value, list):
-        return [found for i, v in enumerate(value) for found in non_finite(v, (*path, i))]
-    return []
-
-
-@lru_cache(maxsize=4)
-def _schema(path: str) -> dict:
-    return load_yaml(path)
-
-
-def _key(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
-
-def _describe(error) -> list[str]:
-    """Turn one jsonschema error into readable lines naming the key."""
-    where = _key(error.absolute_path)
-    if where.endswith("api_key_env"):  # never echo what may be a key pasted by mistake (terminal, Snakemake's log)
-        return [f"config key '{where}': expected the NAME of an environment variable (letters, digits and _, not "
-                f"starting with a digit), such as OPENAI_API_KEY; the value given is not shown, as it may be a key "
-                f"itself: put the key into that environment variable instead"]
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        return [f"config key '{where}.{u}' is unknown" + (f" (allowed keys: {', '.join(allowed)})" if allowed else "")
-                if where != "<top level>" else f"config key '{u}' is unknown (allowed keys: {', '.join(allowed)})"
-                for u in unknown]
-    if error.validator == "required":
-        return [f"config key '{where}': {error.message}"]
-    if error.validator == "pattern" and "description" in error.schema:  # the schema says what the pattern means
-        what = "the name" if "propertyNames" in error.absolute_schema_path else "the value"
-        return [f"config key '{where}': {what} {error.instance!r} is not allowed: {error.schema['description']}"]
-    if error.validator == "oneOf" and error.context:
-        # Report the alternative the user evidently meant (the one with the fewest problems).
-        by_branch: dict[int, list] = {}
-        for sub in error.context:
-            by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
-        best = min(by_branch.values(), key=len)
-        return [line for sub in best for line in _describe(sub)]
-    return [f"config key '{where}': {error.message}"]
-
-
-def _schema_problems(instance: dict, schema: dict) -> list[str]:
-    """Every way ``instance`` breaks ``schema`` (and every non-finite number in it), one readable line each."""
-    # JSON Schema counts 32.0 as an integer; Python's range() and the batch arithmetic do not
-    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
-    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)(schema)
-    problems: list[str] = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
-        problems += _describe(error)
-    return problems + [f"config key '{key}': expected a finite number, got {'NaN' if math.isnan(v) else v}"
-                       for key, v in non_finite(instance)]
-
-
-def _section_schema(section: str, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
-    schema = _schema(str(schema_path))
-    for key in section.split("."):
-        schema = schema["properties"][key]
-    return schema
-
-
-def section_keys(section: str) -> frozenset[str]:
-    """The keys the schema allows under the config key ``section`` (dotted, e.g. ``figures.toy``)."""
-    return frozenset(_section_schema(section)["properties"])
-
-
-def check_section(values: dict, section: str, what: str) -> None:
-    """Check the settings ``values`` against the schema's entry for the config key ``section`` (dotted, e.g.
-    ``figures.judge``), so that settings built from Python obey the same bounds as the config file: the schema is
-    their one owner. Keys the section requires may be left out of ``values`` (``pretraining.enabled`` is the
-    workflow's, not a setting). Raise ``ConfigError`` naming ``what`` and listing every problem under its config key."""
-    schema, instance = {k: v for k, v in _section_schema(section).items() if k != "required"}, values
-    for key in reversed(section.split(".")):
-        schema, instance = {"type": "object", "properties": {key: schema}}, {key: instance}
-    problems = _schema_problems(instance, {**schema, "$defs": _schema(str(SCHEMA_PATH)).get("$defs", {})})
-    if problems:
-        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems))
-
-
-# Training keys of earlier versions of the config and what replaced them (the schema alone would call them unknown).
-RENAMED = {
-    "seed": "'training.seeds', a list of training seeds (one run of every student row per seed), e.g. seeds: [10]",
-    "temperature": "'training.kd_temperature' (the KD temperature tau; 'evaluation.temperature' is the sampling one)",
-}
-
-
-def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
-    """Validate ``config`` in place and return it; raise ``ConfigError`` listing every problem."""
-    problems = _schema_problems(config, _schema(str(schema_path)))
-    if isinstance(config.get("training"), dict):
-        problems += [f"config key 'training.{old}' was replaced by {hint}" for old, hint in RENAMED.items()
-                     if old in config["training"]]
-    if not problems:
-        problems = _check_references(config)
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    return config
-
-
-def _check_references(config: dict) -> list[str]:
-    problems = []
-    for name, spec in config["models"].items():
-        if "tokenizer" in spec and spec["tokenizer"] not in config["tokenizers"]:
-            problems.append(f"config key 'models.{name}.tokenizer': {spec['tokenizer']!r} is not a key of "
-                            f"'tokenizers' ({', '.join(sorted(config['tokenizers'])) or 'none defined'})")
-    for name, pair in config["pairs"].items():
-        missing = [role for role in ("teacher", "student") if pair[role] not in config["models"]]
-        for role in missing:
-            problems.append(f"config key 'pairs.{name}.{role}': {pair[role]!r} is not a key of 'models' "
-                            f"({', '.join(sorted(config['models']))})")
-        if missing:
-            continue
-        teacher, student = (config["models"][pair[role]] for role in ("teacher", "student"))
-        if "tokenizer" in teacher and "tokenizer" in student and teacher["tokenizer"] != student["tokenizer"]:
-            key = f"pairs.{name}.methods" if "methods" in pair else "methods"
-            white_box = sorted(m for m in set(pair.get("methods", config["methods"])) if _traits(m).same_vocab)
-            if white_box:
-                problems.append(f"config key '{key}': {white_box} need a shared vocabulary, but pair {name!r} "
-                                f"has tokenizers {teacher['tokenizer']!r} and {student['tokenizer']!r}; use "
-                                f"{names_list(CROSS_VOCAB_METHODS)} for it")
-    used = set(config["methods"]).union(*(p.get("methods", []) for p in config["pairs"].values()))
-    with_divergence = sorted(m for m in used if _traits(m).needs_divergence)
-    if with_divergence and not config["divergences"]:
-        problems.append(f"config key 'divergences': methods {with_divergence} need at "
-                        f"least one divergence")
-    for name in config.get("ablation", []):
-        if name not in config["pairs"]:
-            problems.append(f"config key 'ablation': {name!r} is not a key of 'pairs'")
-            continue
-        missing = [m for m in ABLATION_METHODS if m not in config["pairs"][name].get("methods", config["methods"])]
-        if missing:
-            problems.append(f"config key 'ablation': pair {name!r} lacks the Table 3 methods {missing} (it needs "
-                            f"{list(ABLATION_METHODS)} in its methods)")
-    data = config["data"]
-    if data.get("source") == "synthetic" and all(k in data for k in ("n_people", "n_train", "n_dev", "n_test")):
-        if (size_problem := check_sizes(data["n_people"], data["n_train"], data["n_dev"], data["n_test"])):
-            problems.append(f"config key 'data.n_train': {size_problem}")
-    for name, spec in config["models"].items():
-        if "arch" in spec:
-            problems += architecture.problems(spec, f"models.{name}")
-        if "architecture" in spec:
-            problems += architecture.problems(spec["architecture"], f"models.{name}.architecture")
-    training = config["training"]
-    if training["max_prompt_length"] > training["max_length"]:
-        problems.append(f"config key 'training.max_prompt_length': {training['max_prompt_length']} is more than "
-                        f"training.max_length ({training['max_length']}), which includes the prompt")
-    for name, spec in config["models"].items():
-        if "id" not in spec and spec.get("max_positions", 512) < training["max_length"]:
-            problems.append(f"config key 'models.{name}.max_positions': {spec.get('max_positions', 512)} positions "
-                            f"(512 when not given) are fewer than training.max_length ({training['max_length']})")
-    problems += _check_figures(config)
-    for name, pair in config["pairs"].items():
-        for role in ("teacher", "student"):
-            merged = role_training(config, name, role)
-            processes = training_value(merged, "processes")
-            if merged["batch_size"] % (merged["micro_batch_size"] * processes):
-                problems.append(f"config key 'pairs.{name}.{role}_training': micro_batch_size x processes "
-                                f"({merged['micro_batch_size']} x {processes}) must divide "
-                                f"training.batch_size ({merged['batch_size']})")
-    return problems
-
-
-def _check_figures(config: dict) -> list[str]:
-    """Figure settings that refer to the rest of the config: the judge compares generations of an evaluation seed,
-    and Figure 3 compares students of a divergence that the grid trains."""
-    from .grid import FIGURE_DEFAULTS
-
-    figures = config.get("figures") or {}
-    problems = []
-    seed = {**FIGURE_DEFAULTS["judge"], **(figures.get("judge") or {})}["generation_seed"]
-    if seed not in config["evaluation"]["seeds"]:
-        problems.append(f"config key 'figures.judge.generation_seed': {seed} is not one of evaluation.seeds "
-                        f"{config['evaluation']['seeds']}, so it has no generations to compare")
-    divergence = {**FIGURE_DEFAULTS["representation"], **(figures.get("representation") or {})}["divergence"]
-    if divergence not in config["divergences"] and any(
-            {"kd", "dskd"} <= set(p.get("methods", config["methods"])) for p in config["pairs"].values()):
-        problems.append(f"config key 'figures.representation.divergence': {divergence!r} is not one of "
-                        f"divergences {config['divergences']}, so Figure 3 would have no students to compare")
-    return problems
+from .schema import ConfigError, load_schema, load_yaml
+from .settings import role_training, training_value
+from .study import validate_study
+from .validation import validate_config
 
 
 def _inside(folder: str | os.PathLike, path: str | os.PathLike) -> bool:
@@ -353,7 +99,7 @@ def id_problems(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
 
 def _plain_names(config: dict) -> list[str]:
     """Names of a study config that become folders, against the schema's pattern of names."""
-    rule = _schema(str(SCHEMA_PATH))["$defs"]["name"]
+    rule = load_schema()["$defs"]["name"]
     conditions = config["study"].get("conditions") if isinstance(config["study"], dict) else None
     return [f"config key 'study.conditions': the name {name!r} is not allowed: {rule['description']}"
             for name in (conditions if isinstance(conditions, dict) else ())
@@ -373,8 +119,6 @@ def check_workflow_config(config: dict, files: list) -> None:
     where = f"{files[0]}: " if len(files) == 1 else ""
     try:
         if "study" in config:
-            from .study import validate_study
-
             if (problems := _plain_names(config)):
                 raise ConfigError("\n  ".join(problems))
             validate_study(config)
@@ -528,15 +272,6 @@ def _tokenizer_ids(ref: str, workdir: str | os.PathLike) -> int | None:
         return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
     except Exception:  # an unreadable tokenizer.json fails its job with the library's own message
         return None
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """Read a YAML config and validate it; errors name the file."""
-    config = load_yaml(path)
-    try:
-        return validate_config(config)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

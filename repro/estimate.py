@@ -43,10 +43,11 @@ from huggingface_hub import hf_hub_download
 from tokenizers import Tokenizer
 
 from . import architecture, grid, memory, names
-from .config import _local_file, _tokenizer_ids, load_config
+from .config import _local_file, _tokenizer_ids
 from .memory import Batch, Dims, Sampling
 from .rows import processed_files, read_examples, references
 from .settings import training_value
+from .validation import load_config
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no architecture
 # (LLaMA-shaped, about 1.1B parameters); a warning says so.

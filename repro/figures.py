@@ -18,9 +18,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .claims import VERDICT_COLORS, verdict, verdict_class
 from .io import atomic_path
 from .names import DIVERGENCE_TITLES
+from .verdicts import VERDICT_COLORS, verdict, verdict_class
 
 if not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")  # no screen needed; inline display in notebooks still works through the kernel

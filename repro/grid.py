@@ -14,15 +14,12 @@ the paper: one teacher per pair). Every run has its own folder, ``runs/{pair}/{r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout, names
-from .config import role_training
-from .judge import JudgeSettings
 from .names import ABLATION_METHODS, DIVERGENCE_TITLES, TEST_SETS
-from .settings import training_value
-from .toy import ToySettings
+from .settings import FIGURE_DEFAULTS, role_training, training_value
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ def _folder_name(name: str, key: str) -> str:
 
 
 def data_dir(config: dict) -> Path:
-    return results_dir(config) / "data"
+    return layout.data_dir(results_dir(config))
 
 
 def data_files(config: dict) -> list[Path]:
@@ -154,11 +151,11 @@ def data_files(config: dict) -> list[Path]:
 
 
 def tokenizer_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "tokenizers" / _folder_name(name, f"tokenizers.{name}")
+    return layout.tokenizer_dir(results_dir(config), _folder_name(name, f"tokenizers.{name}"))
 
 
 def base_model_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "models" / "base" / _folder_name(name, f"models.{name}")
+    return layout.base_model_dir(results_dir(config), _folder_name(name, f"models.{name}"))
 
 
 def built_models(config: dict) -> list[str]:
@@ -174,11 +171,11 @@ def pretraining(config: dict) -> dict | None:
 
 
 def pretrained_model_dir(config: dict, name: str) -> Path:
-    return results_dir(config) / "models" / "pretrained" / _folder_name(name, f"models.{name}")
+    return layout.pretrained_model_dir(results_dir(config), _folder_name(name, f"models.{name}"))
 
 
 def pretraining_corpus_file(config: dict) -> Path:
-    return data_dir(config) / "pretraining_corpus.jsonl"
+    return layout.pretraining_corpus_file(results_dir(config))
 
 
 def start_model_dir(config: dict, name: str) -> Path:
@@ -223,7 +220,7 @@ def train_summary_file(config: dict, cell: Cell) -> Path:
 
 def teacher_states_file(config: dict, pair: str) -> Path:
     """The teacher-state cache of a pair's teacher (``repro.teacher_states``)."""
-    return results_dir(config) / "teacher_states" / _folder_name(pair, f"pairs.{pair}") / "states.pt"
+    return layout.teacher_states_file(results_dir(config), _folder_name(pair, f"pairs.{pair}"))
 
 
 def uses_teacher_states(config: dict, cell: Cell) -> bool:
@@ -285,7 +282,7 @@ def sft_cell(config: dict, pair: str) -> Cell | None:
 
 def table_file(config: dict, table: int, ext: str) -> Path:
     """``results/tables/table{n}.{ext}`` (ext: md, tex or csv)."""
-    return results_dir(config) / "tables" / f"table{table}.{ext}"
+    return layout.table_file(results_dir(config), table, ext)
 
 
 def table_files(config: dict) -> list[Path]:
@@ -332,32 +329,24 @@ def cell_params(config: dict, cell: Cell, threads: int = 1) -> dict:
 # Figures (PAPER.md sections 2 and 4): Figure 1 the toy simulation, Figure 2 the LLM judge, Figure 3 the
 # representation distance; file stems under results/figures, named after the paper's numbering.
 FIGURE_STEMS = {1: "figure1_toy_simulation", 2: "figure2_judge_win_rates", 3: "figure3_representation_distance"}
-# The figures' settings where the config leaves a key out: the paper's, as the settings classes of Figures 1 and 2
-# define them (``repro.toy.ToySettings``, ``repro.judge.JudgeSettings``; ``threads`` is the job's), and Figure 3's.
-FIGURE_DEFAULTS = {
-    "toy": {f.name: f.default for f in fields(ToySettings) if f.name != "threads"},
-    "representation": {"divergence": "kl", "n_examples": 1000, "max_chars": 256},
-    "judge": {f.name: f.default for f in fields(JudgeSettings)},
-}
 
 
 def figure_settings(config: dict, name: str) -> dict:
-    """``figures.<name>`` of the config over the paper's defaults (``FIGURE_DEFAULTS``)."""
+    """``figures.<name>`` of the config over the paper's defaults (``repro.settings.FIGURE_DEFAULTS``)."""
     return {**FIGURE_DEFAULTS[name], **config.get("figures", {}).get(name, {})}
 
 
 def figures_dir(config: dict) -> Path:
-    return results_dir(config) / "figures"
+    return layout.figures_dir(results_dir(config))
 
 
 def analysis_dir(config: dict) -> Path:
     """Machine-readable results behind the figures (JSON, CSV, Markdown)."""
-    return results_dir(config) / "analysis"
+    return layout.analysis_dir(results_dir(config))
 
 
 def figure_files(config: dict, number: int) -> list[Path]:
-    stem = figures_dir(config) / FIGURE_STEMS[number]
-    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    return layout.figure_files(results_dir(config), FIGURE_STEMS[number])
 
 
 def has_cell(config: dict, cell: Cell) -> bool:
@@ -399,8 +388,7 @@ def figure_numbers(config: dict) -> list[int]:
 
 def claims_figure_files(config: dict) -> list[Path]:
     """The forest plot of the paper's claims (``repro.figures.plot_claims``), PNG and PDF."""
-    stem = figures_dir(config) / "claims"
-    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    return layout.figure_files(results_dir(config), "claims")
 
 
 def difference_tables(config: dict) -> list[int]:
@@ -410,8 +398,7 @@ def difference_tables(config: dict) -> list[int]:
 
 
 def difference_figure_files(config: dict, table: int) -> list[Path]:
-    stem = figures_dir(config) / f"table{table}_dskd_minus_kd"
-    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    return layout.figure_files(results_dir(config), f"table{table}_dskd_minus_kd")
 
 
 def claims_plot_files(config: dict) -> list[Path]:
@@ -422,8 +409,8 @@ def claims_plot_files(config: dict) -> list[Path]:
 
 def training_curve_file(config: dict, cell: Cell) -> Path:
     """The training curves of row ``cell``, every training run of it in one PNG."""
-    return figures_dir(config) / "training" / _folder_name(cell.pair, f"pairs.{cell.pair}") / f"{cell.name}.png"
+    return layout.training_curve_file(results_dir(config), _folder_name(cell.pair, f"pairs.{cell.pair}"), cell.name)
 
 
 def report_file(config: dict) -> Path:
-    return results_dir(config) / "report" / "index.html"
+    return layout.report_file(results_dir(config))

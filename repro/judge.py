@@ -25,12 +25,11 @@ import os
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .config import check_section
 from .io import read_json, write_json
+from .settings import JudgeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,30 +51,6 @@ ITEM_KEYS = ("comparison", "index", "order", "instruction", "input", "answer_a",
 ROW_KEYS = ("prompt", "instruction", "input", "prediction")
 # Statuses the client retries (with its backoff and the server's Retry-After): timeout, conflict, rate limit, 5xx.
 RETRY_STATUSES = (408, 409, 429)
-
-
-@dataclass(frozen=True)
-class JudgeSettings:
-    """Who judges, how, and on which prompts; the defaults are the paper's setting."""
-
-    model: str = "gpt-4-turbo"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.1
-    n_prompts: int = 100
-    test_set: str = "dolly"
-    generation_seed: int = 10
-    sample_seed: int = 1
-    concurrency: int = 4
-    max_retries: int = 6
-    timeout_s: float = 120.0
-    max_tokens: int = 1024
-    both_orders: bool = False
-    prompt: str = "reasoned"
-
-    def __post_init__(self):
-        # The schema's ``figures.judge`` entry is the one owner of these bounds (a config file and Python alike).
-        check_section(asdict(self), "figures.judge", "judge settings")
 
 
 # ---------------------------------------------------------------------------------------------- configuration

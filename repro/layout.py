@@ -1,4 +1,17 @@
-"""The layout of a run's folder, in one place: every path a training run writes or another step reads is built here.
+"""The layout of the results folder and of a run's folder, in one place: every path a step writes or another step
+reads is spelled here.
+
+The results folder (the config's ``results_dir``; ``repro.grid`` places it and chooses what is in it) holds:
+
+    data/                   the splits (``repro.rows``' layout) and the pretraining corpus
+    tokenizers/<name>/      miniature tokenizers
+    models/base/<name>/, models/pretrained/<name>/   built base models, before and after pretraining
+    teacher_states/<pair>/states.pt, states.json     a pair's teacher-state cache and its record
+    runs/...                the runs (below)
+    tables/                 table{n}.{md,tex,csv}, claims.{md,csv}
+    figures/                each figure's .png and .pdf; training/<pair>/<row>.png, the training curves
+    analysis/               the numbers behind the figures
+    report/index.html       the report
 
 A run (one table cell trained with one training seed) owns ``<results>/runs/<pair>/<cell>/seed<seed>/``:
 
@@ -13,7 +26,7 @@ A run (one table cell trained with one training seed) owns ``<results>/runs/<pai
     train.ipynb/.html, evaluate.ipynb/.html, *.params.yaml   the rendered notebooks
 
 ``repro.grid`` places the folder (``grid.run_dir``); the rules take their patterns from ``run_pattern``. No other
-module spells these names (a test checks it). Torch-free.
+module spells these names (a test checks it). Torch-free; imports nothing of the package.
 """
 from __future__ import annotations
 
@@ -31,6 +44,92 @@ SCORES = "scores.json"
 EVALUATION_MEMORY = "evaluate_memory.json"
 
 Folder = str | os.PathLike
+
+# The results folder
+DATA = "data"
+PRETRAINING_CORPUS = "pretraining_corpus.jsonl"
+TOKENIZERS = "tokenizers"
+BASE_MODELS = "models/base"
+PRETRAINED_MODELS = "models/pretrained"
+TEACHER_STATES = "teacher_states"
+STATES = "states.pt"
+STATES_INFO = "states.json"
+TABLES = "tables"
+CLAIMS = "claims"
+FIGURES = "figures"
+TRAINING_CURVES = "training"
+ANALYSIS = "analysis"
+REPORT = "report/index.html"
+
+
+def data_dir(results: Folder) -> Path:
+    return Path(results) / DATA
+
+
+def pretraining_corpus_file(results: Folder) -> Path:
+    return data_dir(results) / PRETRAINING_CORPUS
+
+
+def tokenizer_dir(results: Folder, name: str) -> Path:
+    return Path(results) / TOKENIZERS / name
+
+
+def base_model_dir(results: Folder, name: str) -> Path:
+    return Path(results) / BASE_MODELS / name
+
+
+def pretrained_model_dir(results: Folder, name: str) -> Path:
+    return Path(results) / PRETRAINED_MODELS / name
+
+
+def teacher_states_file(results: Folder, pair: str) -> Path:
+    """The teacher-state cache of a pair's teacher (``repro.teacher_states``)."""
+    return Path(results) / TEACHER_STATES / pair / STATES
+
+
+def teacher_states_info(states: Folder) -> Path:
+    """The record beside a teacher-state cache ``states`` (its size, time, fingerprint and memory)."""
+    return Path(states).with_name(STATES_INFO)
+
+
+def tables_dir(results: Folder) -> Path:
+    return Path(results) / TABLES
+
+
+def table_file(results: Folder, table: int, ext: str) -> Path:
+    """``tables/table{n}.{ext}`` (ext: md, tex or csv)."""
+    return tables_dir(results) / f"table{table}.{ext}"
+
+
+def claims_files(results: Folder) -> dict[str, Path]:
+    """The claims table as Markdown and CSV (``repro.claims``)."""
+    return {ext: tables_dir(results) / f"{CLAIMS}.{ext}" for ext in ("md", "csv")}
+
+
+def figures_dir(results: Folder) -> Path:
+    return Path(results) / FIGURES
+
+
+def figure_files(results: Folder, stem: str) -> list[Path]:
+    """A figure's PNG and PDF."""
+    path = figures_dir(results) / stem
+    return [path.with_suffix(".png"), path.with_suffix(".pdf")]
+
+
+def training_curve_file(results: Folder, pair: str, row: str) -> Path:
+    """The training curves of a row, every training run of it in one PNG."""
+    return figures_dir(results) / TRAINING_CURVES / pair / f"{row}.png"
+
+
+def analysis_dir(results: Folder) -> Path:
+    """Machine-readable results behind the figures (JSON, CSV, Markdown)."""
+    return Path(results) / ANALYSIS
+
+
+def report_file(results: Folder) -> Path:
+    return Path(results) / REPORT
+
+# A run's folder
 
 
 def run_dir(results: Folder, pair: str, cell: str, seed: int | str) -> Path:

@@ -15,32 +15,17 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .config import check_section
 from .data import IGNORE
 from .io import atomic_path, read_jsonl, write_json
 from .models import load_model
+from .settings import PretrainSettings
 from .training import param_groups
 from .vocab import load_tokenizer
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    epochs: int = 2
-    lr: float = 2e-3
-    batch_size: int = 16
-    max_length: int = 256
-    min_lr: float = 1e-7
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        check_section(asdict(self), "pretraining", "pretraining settings")  # the schema owns the bounds
 
 
 def encode_texts(texts: list[str], tokenizer, max_length: int) -> list[list[int]]:

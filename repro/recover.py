@@ -19,7 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import load_yaml, results_dir_problem
+from .config import results_dir_problem
+from .schema import load_yaml
 
 LOCKS = Path(".snakemake") / "locks"
 

@@ -27,9 +27,9 @@ import yaml
 from huggingface_hub import hf_hub_download
 from tokenizers import Tokenizer
 
-from .config import load_config, validate_config
 from .io import write_text
 from .sources import PROCESSED_LAYOUT
+from .validation import load_config, validate_config
 
 
 def _splits_source(data_dir: Path) -> dict[str, tuple[Path, int]]:

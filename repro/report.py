@@ -22,8 +22,9 @@ from markdown_it import MarkdownIt
 
 from . import claims, grid, layout, names, tables
 from .analysis import figure1_outputs, figure2_outputs, figure3_outputs
-from .config import load_config
 from .io import read_csv, read_json, write_text
+from .validation import load_config
+from .verdicts import VERDICT_COLORS, verdict_class
 
 STYLE = """
 * { box-sizing: border-box; }
@@ -79,7 +80,7 @@ figure.flagged { border: 3px double #D55E00; }
 details { margin: 0.3em 0; border: 1px solid #e3e3e3; padding: 0.2em 0.6em; }
 details > summary { cursor: pointer; font-weight: 600; }
 """
-# How a verdict reads without colour too: a sign, the word, a border style (the colour is repro.claims')
+# How a verdict reads without colour too: a sign, the word, a border style (the colour is repro.verdicts')
 VERDICT_SIGNS = {"holds": "✔", "does not hold": "✘", "undecided": "?", "not measured": "–"}
 VERDICT_BORDERS = {"holds": "solid", "does not hold": "double", "undecided": "dashed", "not measured": "dotted"}
 VERDICT_PLURALS = {"holds": "hold", "does not hold": "do not hold", "undecided": "undecided",
@@ -181,11 +182,11 @@ def notebooks(config: dict) -> list[tuple[str, Path]]:
 
 
 def verdict_label(text: str) -> dict:
-    """A verdict for the template: its class (``repro.claims.VERDICTS``), sign, words and CSS style."""
-    kind = claims.verdict_class(text)
+    """A verdict for the template: its class (``repro.verdicts.VERDICTS``), sign, words and CSS style."""
+    kind = verdict_class(text)
     return {"text": text, "sign": VERDICT_SIGNS[kind], "kind": kind, "plural": VERDICT_PLURALS[kind],
-            "style": f"border-color: {claims.VERDICT_COLORS[kind]}; border-style: {VERDICT_BORDERS[kind]}; "
-                     f"background: {claims.VERDICT_COLORS[kind]}1f"}
+            "style": f"border-color: {VERDICT_COLORS[kind]}; border-style: {VERDICT_BORDERS[kind]}; "
+                     f"background: {VERDICT_COLORS[kind]}1f"}
 
 
 def _claims(page: _Page, config: dict) -> None:

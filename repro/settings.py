@@ -1,13 +1,17 @@
-"""A run's training settings (the config's ``training`` block, merged per pair and role by
-``repro.config.role_training``) and their defaults: ``TrainSettings`` is the one place where a training key's default
-is written; torch-free code reads it through ``training_value``.
+"""Every settings class and its defaults, in one torch-free place: a run's training settings (``TrainSettings``,
+the config's ``training`` block merged per pair and role by ``role_training``), the pretraining of built bases
+(``PretrainSettings``), the figures' (``ToySettings`` for Figure 1, ``JudgeSettings`` for Figure 2,
+``FIGURE_DEFAULTS`` for all three). A default is written once, here (or in the schema); torch-free code reads a
+training key through ``training_value``. The classes that a config section fills check their values against that
+section of the schema (``repro.schema.check_section``), so that Python and the config file obey the same bounds.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .names import CHOICES
+from .schema import check_section, section_keys
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,8 @@ class TrainSettings:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.batch_size % (self.micro_batch_size * self.processes):
-            raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size x processes = "
-                             f"{self.micro_batch_size} x {self.processes}")
+        if (problem := batch_problem(vars(self))) is not None:
+            raise ValueError(problem)
         if self.epochs < 1 or self.lr <= 0 or self.projector_lr <= 0:
             raise ValueError(f"need epochs >= 1 and positive learning rates, got epochs={self.epochs}, "
                              f"lr={self.lr}, projector_lr={self.projector_lr}")
@@ -92,3 +95,95 @@ def training_value(training: dict, key: str):
     """``training[key]``, or the key's default (``TrainSettings``; a copy, so a list default is never shared) when
     the block does not set it."""
     return training[key] if key in training else copy.deepcopy(TRAINING_DEFAULTS[key])
+
+
+def batch_problem(training: dict) -> str | None:
+    """Why the training settings ``training`` cannot split their global batch (None when they can): each optimiser
+    step accumulates whole micro batches on every data-parallel process, so micro_batch_size x processes must
+    divide batch_size. The one owner of the rule: ``TrainSettings`` and the config check ask it."""
+    batch, micro, processes = (training_value(training, key) for key in ("batch_size", "micro_batch_size", "processes"))
+    if batch % (micro * processes):
+        return f"micro_batch_size x processes ({micro} x {processes}) must divide training.batch_size ({batch})"
+    return None
+
+
+def role_training(config: dict, pair: str, role: str) -> dict:
+    """The training settings of a pair's ``role`` ("teacher" or "student"): the global ``training`` block with the
+    pair's ``{role}_training`` overrides (the one place they are merged; ``repro.grid.cell_training`` adds a run's
+    seed)."""
+    return {**config["training"], **config["pairs"][pair][f"{role}_training"]}
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """The pretraining of every built base model (``repro.pretrain``; the config's ``pretraining`` section)."""
+    epochs: int = 2
+    lr: float = 2e-3
+    batch_size: int = 16
+    max_length: int = 256
+    min_lr: float = 1e-7
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_section(asdict(self), "pretraining", "pretraining settings")  # the schema owns the bounds
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    """Sizes of the toy simulation of Figure 1 (``repro.toy``); the defaults are the paper's (PAPER.md section 2)."""
+    n_vectors: int = 100
+    n_classes: int = 10_000
+    dim: int = 2
+    steps: int = 1000
+    lr: float = 1.0
+    repetitions: int = 100
+    chunk: int = 10          # repetitions per batch (peak memory about 300 bytes x chunk x n_vectors x n_classes)
+    seed: int = 10
+    teacher_scale: float = 2.0
+    student_shift: float = 3.0
+    threads: int = 1
+
+    def __post_init__(self):
+        # The schema's ``figures.toy`` entry owns the bounds of the keys a config may set; the others are checked here.
+        values = asdict(self)
+        config_keys = section_keys("figures.toy")
+        check_section({k: v for k, v in values.items() if k in config_keys}, "figures.toy", "toy settings")
+        for key in ("dim", "threads"):
+            if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
+                raise ValueError(f"toy settings: {key} must be a positive integer, got {values[key]!r}")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Who judges the pairs of Figure 2 (``repro.judge``), how, and on which prompts; the defaults are the paper's
+    setting."""
+
+    model: str = "gpt-4-turbo"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.1
+    n_prompts: int = 100
+    test_set: str = "dolly"
+    generation_seed: int = 10
+    sample_seed: int = 1
+    concurrency: int = 4
+    max_retries: int = 6
+    timeout_s: float = 120.0
+    max_tokens: int = 1024
+    both_orders: bool = False
+    prompt: str = "reasoned"
+
+    def __post_init__(self):
+        # The schema's ``figures.judge`` entry is the one owner of these bounds (a config file and Python alike).
+        check_section(asdict(self), "figures.judge", "judge settings")
+
+
+# The figures' settings where the config leaves a key out: the paper's, as the settings classes of Figures 1 and 2
+# define them (``threads`` is the job's), and Figure 3's (``repro.grid.figure_settings`` merges the config's over them).
+FIGURE_DEFAULTS = {
+    "toy": {f.name: f.default for f in fields(ToySettings) if f.name != "threads"},
+    "representation": {"divergence": "kl", "n_examples": 1000, "max_chars": 256},
+    "judge": {f.name: f.default for f in fields(JudgeSettings)},
+}

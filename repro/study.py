@@ -20,8 +20,9 @@ from pathlib import Path
 import yaml
 
 from . import grid, tables
-from .config import ConfigError, load_yaml, validate_config
 from .io import read_json, write_json, write_text
+from .schema import ConfigError, load_yaml
+from .validation import validate_config
 
 STUDY_KEYS = {"base", "results_dir", "pairs", "divergences", "seeds", "conditions"}
 COMPARISONS = (("DSKD - KD", "dskd", "kd"), ("KD - SFT", "kd", "sft"), ("DSKD - SFT", "dskd", "sft"))

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from . import grid, layout, names
-from .config import load_config
 from .io import read_json, read_jsonl, write_text
 from .metrics import mean_sample_std
+from .validation import load_config
 
 # Avg Rouge-L that PAPER.md section 5 reports, keyed by (pair, method, divergence); pair keys as in config/*.yaml.
 PAPER_AVG = {
@@ -383,7 +383,7 @@ def write_tables(config: dict) -> list[Path]:
     """Write ``table{n}.md``, ``.tex`` and ``.csv`` for every table of the config; return the paths. Teacher
     quality and training warnings go into the Markdown table and to the ``repro`` logger (the make_tables notebook
     shows them, ``python -m repro.tables`` prints them to stderr)."""
-    out = grid.results_dir(config) / "tables"
+    out = layout.tables_dir(grid.results_dir(config))
     written = []
     for n in grid.tables(config):
         rows = collect(config, n)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import memory
+from . import layout, memory
 from .data import IGNORE, Encoded, collate, encode_dataset, load_examples
 from .device import make_accelerator
 from .io import atomic_path, write_json
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": round(states.seconds, 2), "cma": sorted(states.cma_sums), "fingerprint": expected}
     info["memory"] = memory.finish_measure(measure, torch.cuda.max_memory_allocated()
                                            if torch.cuda.is_available() else None)
-    write_json(Path(args.out).with_suffix(".json"), info)
+    write_json(layout.teacher_states_info(args.out), info)
     print(json.dumps(info))
 
 

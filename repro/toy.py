@@ -12,36 +12,11 @@ its vectors, so each repetition's gradient is its own). No temperature; logits a
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from .config import check_section, section_keys
+from .settings import ToySettings
 
 SETTINGS = ("different", "shared")
-
-
-@dataclass(frozen=True)
-class ToySettings:
-    """Sizes of the simulation; the defaults are the paper's (PAPER.md section 2)."""
-    n_vectors: int = 100
-    n_classes: int = 10_000
-    dim: int = 2
-    steps: int = 1000
-    lr: float = 1.0
-    repetitions: int = 100
-    chunk: int = 10          # repetitions per batch (peak memory about 300 bytes x chunk x n_vectors x n_classes)
-    seed: int = 10
-    teacher_scale: float = 2.0
-    student_shift: float = 3.0
-    threads: int = 1
-
-    def __post_init__(self):
-        # The schema's ``figures.toy`` entry owns the bounds of the keys a config may set; the others are checked here.
-        values = asdict(self)
-        config_keys = section_keys("figures.toy")
-        check_section({k: v for k, v in values.items() if k in config_keys}, "figures.toy", "toy settings")
-        for key in ("dim", "threads"):
-            if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
-                raise ValueError(f"toy settings: {key} must be a positive integer, got {values[key]!r}")
 
 
 def initial_state(settings: ToySettings, repetitions: int, generator):

@@ -12,8 +12,8 @@ if TEACHER_STATE_PAIRS:
                 config, grid.Cell(wildcards.pair, "sft", role="teacher")))),
             train=str(grid.data_dir(config) / "train.jsonl"),
         output:
-            states=f"{RESULTS}/teacher_states/{{pair}}/states.pt",
-            info=f"{RESULTS}/teacher_states/{{pair}}/states.json",
+            states=str(layout.teacher_states_file(RESULTS, "{pair}")),
+            info=str(layout.teacher_states_info(layout.teacher_states_file(RESULTS, "{pair}"))),
         log:
             f"{RESULTS}/logs/cache_teacher/{{pair}}.log",
         benchmark:

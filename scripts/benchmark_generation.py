@@ -39,10 +39,10 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from repro.config import load_config
     from repro.data import load_examples
     from repro.generation import DecodeSettings, generate, left_padded
     from repro.models import load_model
+    from repro.validation import load_config
     from repro.vocab import load_tokenizer
 
     torch.set_num_threads(1)

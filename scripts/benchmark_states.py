@@ -97,8 +97,8 @@ def _paper_shapes(config_file: Path) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from repro.config import load_config
     from repro.models import add_lora, build_config
+    from repro.validation import load_config
 
     config = load_config(config_file)
     wanted = {}

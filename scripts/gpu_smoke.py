@@ -9,7 +9,7 @@ writes what ran):
 
 Shapes come from ``config/paper.yaml`` (``--config``): the pairs ``llama`` (LLaMA2-7B -> TinyLLaMA) and ``gpt2``
 (GPT2-1.5B -> GPT2-120M), each model at its published ``models.<name>.architecture`` (real depth, widths and
-vocabulary; random weights), the pair's student training settings (``repro.config.role_training``: the TinyLLaMA
+vocabulary; random weights), the pair's student training settings (``repro.settings.role_training``: the TinyLLaMA
 students train LoRA r 256 on q/v, the GPT-2 student in full; bf16), ``training.micro_batch_size`` sequences per
 micro batch and ``batch_size / micro_batch_size`` micro batches per optimiser step, every sequence
 ``training.max_length`` positions long with its first half a prompt (the longest the data allows: the memory
@@ -55,7 +55,6 @@ import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from repro import architecture, memory, teacher_states  # noqa: E402
-from repro.config import load_config, role_training  # noqa: E402
 from repro.data import IGNORE, Encoded, collate  # noqa: E402
 from repro.device import make_accelerator  # noqa: E402
 from repro.estimate import Work, train_flops  # noqa: E402
@@ -63,8 +62,9 @@ from repro.io import write_json  # noqa: E402
 from repro.memory import GB, Batch, Dims, TrainJob, train_peak  # noqa: E402
 from repro.methods import get_method  # noqa: E402
 from repro.models import TeacherParts, add_lora, build_config, count_parameters  # noqa: E402
-from repro.settings import TrainSettings  # noqa: E402
+from repro.settings import TrainSettings, role_training  # noqa: E402
 from repro.training import build_context, param_groups  # noqa: E402
+from repro.validation import load_config  # noqa: E402
 
 DIVERGENCE = "kl"
 # Most informative first: the 7B pair as the paper configuration runs it (teacher_cache: true), then GPT-2, then

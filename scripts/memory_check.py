@@ -424,9 +424,9 @@ def rehearsal_records(config_file: Path) -> list[dict]:
     """Every job of a finished rehearsal (its config beside its ``results``) that recorded its memory: the growth of
     its resident memory beside ``repro.memory``'s CPU prediction for the same models, batches and settings."""
     from repro import grid, names
-    from repro.config import load_config
     from repro.data import encode_dataset, load_examples
     from repro.models import is_adapter
+    from repro.validation import load_config
 
     root = Path(config_file).resolve().parent
     config = load_config(config_file)
@@ -451,7 +451,7 @@ def rehearsal_records(config_file: Path) -> list[dict]:
     data = root / grid.data_dir(config)
     new = config["evaluation"]["max_new_tokens"]
     for pair, entry in grid.teacher_state_pairs(config).items():
-        info = root / grid.teacher_states_file(config, pair).with_suffix(".json")
+        info = layout.teacher_states_info(root / grid.teacher_states_file(config, pair))
         if not info.is_file() or "memory" not in read_json(info):
             continue
         training = entry["training"]

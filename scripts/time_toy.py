@@ -12,8 +12,9 @@ import argparse
 import time
 
 from repro import grid
-from repro.config import load_config
-from repro.toy import ToySettings, run_toy
+from repro.settings import ToySettings
+from repro.toy import run_toy
+from repro.validation import load_config
 
 
 def main(argv: list[str] | None = None) -> None:

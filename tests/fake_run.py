@@ -14,9 +14,9 @@ from test_tables import PROMPTS, _write_run
 
 from conftest import REPO
 from repro import analysis, claims, figures, grid, tables
-from repro.config import load_config
 from repro.io import read_csv, write_json, write_text
 from repro.report import notebooks
+from repro.validation import load_config
 
 
 def fake_default_run(tmp_path, divergences: list[str] | None = None) -> dict:

@@ -2,7 +2,7 @@
 import pytest
 from test_tables import _write_cell, small_grid
 
-from repro import claims, grid, tables
+from repro import claims, grid, tables, verdicts
 
 
 @pytest.fixture
@@ -11,11 +11,12 @@ def config(tmp_path):
 
 
 def test_verdicts_follow_the_interval():
-    assert claims.verdict(0.1, 2.0) == "holds"
-    assert claims.verdict(-2.0, -0.1) == "does not hold"
-    assert claims.verdict(-0.1, 2.0) == "undecided"
-    assert claims.verdict(4.0, 9.0, threshold=5.0) == "undecided" and claims.verdict(5.5, 9.0, threshold=5.0) == "holds"
-    assert claims.verdict(None, None) == "not measured"
+    assert verdicts.verdict(0.1, 2.0) == "holds"
+    assert verdicts.verdict(-2.0, -0.1) == "does not hold"
+    assert verdicts.verdict(-0.1, 2.0) == "undecided"
+    assert verdicts.verdict(4.0, 9.0, threshold=5.0) == "undecided"
+    assert verdicts.verdict(5.5, 9.0, threshold=5.0) == "holds"
+    assert verdicts.verdict(None, None) == "not measured"
 
 
 def test_table_claims_on_synthetic_runs(config):

@@ -4,7 +4,8 @@ import re
 import pytest
 
 from conftest import DAG_MODULES, REPO
-from repro.config import ConfigError, load_config, load_yaml, validate_config
+from repro.schema import ConfigError, load_yaml
+from repro.validation import load_config, validate_config
 
 
 @pytest.fixture()
@@ -229,10 +230,10 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
 
 
 @pytest.mark.parametrize("owner, section, key, bad", [
-    ("repro.judge:JudgeSettings", "figures.judge", "temperature", 2.5),
-    ("repro.judge:JudgeSettings", "figures.judge", "base_url", "localhost:8000"),
-    ("repro.toy:ToySettings", "figures.toy", "n_classes", 1),
-    ("repro.pretrain:PretrainSettings", "pretraining", "clip", 0.0),
+    ("repro.settings:JudgeSettings", "figures.judge", "temperature", 2.5),
+    ("repro.settings:JudgeSettings", "figures.judge", "base_url", "localhost:8000"),
+    ("repro.settings:ToySettings", "figures.toy", "n_classes", 1),
+    ("repro.settings:PretrainSettings", "pretraining", "clip", 0.0),
 ])
 def test_settings_classes_take_their_bounds_from_the_schema(config, owner, section, key, bad):
     """The settings classes that a config section fills (and that Python builds directly too) check their values
@@ -241,7 +242,7 @@ def test_settings_classes_take_their_bounds_from_the_schema(config, owner, secti
     import dataclasses
     import importlib
 
-    from repro.config import section_keys
+    from repro.schema import section_keys
 
     module, name = owner.split(":")
     cls = getattr(importlib.import_module(module), name)
@@ -286,7 +287,8 @@ def test_fidelity_options_match_the_code():
 
 
 def test_the_old_single_training_seed_gets_a_hint():
-    from repro.config import ConfigError, load_config, validate_config
+    from repro.schema import ConfigError
+    from repro.validation import load_config, validate_config
 
     config = load_config(REPO / "config" / "config.yaml")
     config["training"].pop("seeds")

@@ -1,7 +1,7 @@
 """GPU-hour estimates of the paper configuration, before anything runs."""
 from conftest import REPO
 from repro import estimate, grid
-from repro.config import load_config
+from repro.validation import load_config
 
 
 def test_paper_estimates_cover_every_job_and_scale_with_the_models(capsys):

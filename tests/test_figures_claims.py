@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.colors import to_hex
 
-from repro import claims, figures, tables
+from repro import claims, figures, tables, verdicts
 from repro.io import read_csv
 
 
@@ -46,14 +46,14 @@ def test_forest_plot_draws_every_claim_of_the_csv_at_its_values(tmp_path):
     fig = figures.plot_claims(rows)
     drawn = _artists(fig)
     for n, row in enumerate(rows):
-        kind = claims.verdict_class(row["verdict"])
+        kind = verdicts.verdict_class(row["verdict"])
         if row["delta"] is None:  # not measured: said so, nothing drawn
             assert f"claim{n}:estimate" not in drawn and f"claim{n}:interval" not in drawn
             continue
         estimate, interval = drawn[f"claim{n}:estimate"], drawn[f"claim{n}:interval"]
         assert list(estimate.get_xdata()) == [row["delta"]]
         assert list(interval.get_xdata()) == [row["low"], row["high"]]
-        assert to_hex(estimate.get_color()) == to_hex(claims.VERDICT_COLORS[kind])
+        assert to_hex(estimate.get_color()) == to_hex(verdicts.VERDICT_COLORS[kind])
         assert estimate.get_marker() == figures.VERDICT_MARKERS[kind][0]
         filled = to_hex(estimate.get_markerfacecolor()) != "#ffffff"
         assert filled == figures.VERDICT_MARKERS[kind][1]
@@ -113,7 +113,7 @@ def test_table_difference_plot_reads_the_tables_csv(tmp_path):
                                          ("tiny/dskd-kl", 0.1, -0.5, 0.7, "undecided")):
         assert list(drawn[f"{cell}:estimate"].get_ydata()) == [delta]
         assert list(drawn[f"{cell}:interval"].get_ydata()) == [low, high]
-        assert to_hex(drawn[f"{cell}:estimate"].get_color()) == to_hex(claims.VERDICT_COLORS[kind])
+        assert to_hex(drawn[f"{cell}:estimate"].get_color()) == to_hex(verdicts.VERDICT_COLORS[kind])
     # the paper's difference where the CSV gives both rows' paper Avg (18.37 - 16.98), nowhere else
     assert list(drawn["gpt2/dskd-js:paper"].get_ydata()) == [pytest.approx(1.39)]
     assert "gpt2/dskd-kl:paper" not in drawn and "tiny/dskd-kl:paper" not in drawn

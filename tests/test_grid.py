@@ -2,7 +2,7 @@ import pytest
 
 from conftest import REPO
 from repro import grid
-from repro.config import load_config
+from repro.validation import load_config
 
 
 def test_default_grid_cells():

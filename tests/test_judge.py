@@ -11,7 +11,6 @@ import pytest
 
 from fake_openai import fake_openai_server
 from repro.judge import (
-    JudgeSettings,
     build_items,
     judge_messages,
     judge_status,
@@ -20,6 +19,7 @@ from repro.judge import (
     summarize,
     verdict_source,
 )
+from repro.settings import JudgeSettings
 
 KEY = "sk-test-SECRET-1234"
 ENV = {"OPENAI_API_KEY": KEY}

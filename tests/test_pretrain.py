@@ -6,8 +6,8 @@ import pytest
 
 from conftest import REPO, SMALL_SIZES
 from repro import grid
-from repro.config import load_config
 from repro.synthetic import generate, invent_world, pretraining_corpus
+from repro.validation import load_config
 
 
 def test_corpus_is_disjoint_from_the_task_data():
@@ -37,7 +37,8 @@ def test_pretraining_lowers_the_loss_and_is_deterministic(tmp_path, trained_toke
 
     from repro.io import read_json, write_jsonl
     from repro.models import init_model, load_model
-    from repro.pretrain import PretrainSettings, pretrain_base
+    from repro.pretrain import pretrain_base
+    from repro.settings import PretrainSettings
     from repro.vocab import load_tokenizer
 
     texts, _ = pretraining_corpus(SMALL_SIZES["seed"], SMALL_SIZES["n_people"], SMALL_SIZES["n_train"],

@@ -15,12 +15,12 @@ import yaml
 from conftest import REPO, SHARED, make_context
 from real_model import EOS
 from repro import grid
-from repro.config import load_config
 from repro.data import IGNORE, collate, encode_dataset, load_examples
 from repro.generation import DecodeSettings, decode_batch, generate, left_padded
 from repro.methods import get_method
 from repro.models import load_model
 from repro.rehearsal import make_data
+from repro.validation import load_config
 from repro.vocab import load_tokenizer
 from test_workflow import _run
 

@@ -10,8 +10,10 @@ import pytest
 
 from conftest import REPO, SHARED
 from repro import grid, rehearsal
-from repro.config import ConfigError, load_config, validate_config, vocabulary_problems
+from repro.config import vocabulary_problems
 from repro.models import is_adapter
+from repro.schema import ConfigError
+from repro.validation import load_config, validate_config
 
 TOKENIZERS = SHARED / "tokenizers"
 DATA = SHARED / "data" / "minillm"

@@ -10,12 +10,13 @@ from fake_run import fake_default_run
 
 from conftest import REPO
 from fake_openai import fake_openai_server
-from repro import analysis, claims, grid
-from repro.config import load_config
+from repro import analysis, claims, grid, verdicts
 from repro.figures import plot_judge, plot_representation, plot_toy, plot_training_curves, save_figure
 from repro.io import read_csv, read_json, write_json, write_jsonl
 from repro.report import build_report, markdown_to_html, write_report
-from repro.toy import ToySettings, run_toy
+from repro.settings import ToySettings
+from repro.toy import run_toy
+from repro.validation import load_config
 
 SECRET = "sk-test-SECRET-report-5678"
 
@@ -188,7 +189,7 @@ def test_report_of_a_full_run_opens_on_the_summary_and_shows_every_kind_of_conte
     for (comparison, verdict), row in zip(body_rows, rows):
         assert _text(comparison) == row["comparison"]
         sign = {"holds": "✔", "does not hold": "✘", "undecided": "?", "not measured": "–"}
-        assert _text(verdict) == f"{sign[claims.verdict_class(row['verdict'])]} {row['verdict']}"
+        assert _text(verdict) == f"{sign[verdicts.verdict_class(row['verdict'])]} {row['verdict']}"
     # the paper beside the miniature: the DSKD (JS) row of the GPT-2 pair against KD (JS)
     csv_rows = {r["cell"]: r for n in (1, 2, 3) for r in read_csv(grid.table_file(config, n, "csv"))}
     mine = float(csv_rows["gpt2/dskd-js"]["avg"]) - float(csv_rows["gpt2/kd-js"]["avg"])

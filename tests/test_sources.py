@@ -6,10 +6,12 @@ from corpus import DATA_CASES, build_data_case, data_config
 
 from conftest import REPO, SHARED
 from repro import grid
-from repro.config import ConfigError, run_check, validate_config
+from repro.config import run_check
 from repro.data import load_examples, read_examples, references
 from repro.io import read_json
+from repro.schema import ConfigError
 from repro.sources import PROCESSED_LAYOUT, import_real_data, process_dolly
+from repro.validation import validate_config
 
 MINILLM = SHARED / "data" / "minillm"
 # Rows of each real file, as ../shared/data/README.md lists them.
@@ -33,7 +35,7 @@ def _processed_folder(root, n=5, bad_line=None):
 
 
 def _config(tmp_path, data: dict) -> dict:
-    from repro.config import load_yaml
+    from repro.schema import load_yaml
 
     config = load_yaml(REPO / "config" / "micro.yaml")
     config["results_dir"] = str(tmp_path / "results")

@@ -9,7 +9,7 @@ from test_tables import _write_cell
 
 from conftest import REPO
 from repro import grid, study
-from repro.config import ConfigError, load_yaml
+from repro.schema import ConfigError, load_yaml
 
 
 def test_merge_replaces_only_what_the_overlay_names():

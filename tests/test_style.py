@@ -12,14 +12,16 @@ def test_ruff_is_clean():
 
 
 def test_only_repro_layout_spells_the_run_folder_layout():
-    """The names inside a run's folder (repro.layout) are written in no other module's code, rule or notebook (the
-    docs may name them; a notebook's parameters cell holds example defaults): a rename is one edit."""
+    """The names inside a run's folder and the results folder's file names (repro.layout) are written in no other
+    module's code, rule or notebook (the docs may name them; a notebook's parameters cell holds example defaults): a
+    rename is one edit."""
     import ast
     import re
 
     from repro import layout
 
-    names = [layout.TRAIN_SUMMARY, layout.SCORES, layout.TRAIN_LOG, layout.SEQKD_TARGETS, layout.RESUME_STATE]
+    names = [layout.TRAIN_SUMMARY, layout.SCORES, layout.TRAIN_LOG, layout.SEQKD_TARGETS, layout.RESUME_STATE,
+             layout.STATES, layout.STATES_INFO, layout.PRETRAINING_CORPUS]
     spelled = re.compile("(?<![a-z_])(" + "|".join(re.escape(n) for n in names) + ")"
                          r'|^(train|evaluate)\.(html|ipynb)$|_seed\{seed\}\.jsonl|/runs/'
                          r'|^/ (model|adapter|generations)$|/(model|adapter|generations|resume)/')
@@ -179,3 +181,60 @@ def test_a_training_default_is_written_only_in_train_settings():
     offenders = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in files + [REPO / "Snakefile"]
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+# The torch-free bottom layer: every other module may import these, and they import only each other (and no heavy
+# package): the config's schema and reading, every settings class with its defaults, the names, the run folder's
+# layout, the verdicts' words, the atomic writes.
+BOTTOM = ("repro.schema", "repro.settings", "repro.names", "repro.layout", "repro.verdicts", "repro.io")
+
+
+def _edges():
+    """Every import of one package module by another, at the top or inside a function: ``{module: {target}}``."""
+    top, inner = _package_imports()
+    modules = set(top)
+    return {m: {t for t in top[m] | {t for _, t in inner[m]} if t in modules and t != m} for m in modules}
+
+
+def _cycle(edges) -> list[str] | None:
+    """One import circle of ``edges`` (its modules in order, the first again at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_package_has_no_import_circle():
+    """No module of the package imports, at its top or inside a function, one that imports it back (directly or
+    through others): the modules form layers, and no import runs upward."""
+    assert _cycle(_edges()) is None, " -> ".join(_cycle(_edges()))
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_bottom_layer_imports_only_itself_and_no_heavy_package():
+    """The bottom layer (``BOTTOM``: schema, settings, names, layout, verdicts, io) imports no other module of the
+    package and none of the heavy packages, at its top or inside a function."""
+    top, inner = _package_imports()
+    offenders = {m: sorted(t for t in top[m] | {t for _, t in inner[m]}
+                           if (t.startswith("repro.") and t not in BOTTOM) or t.split(".")[0] in HEAVY_PACKAGES)
+                 for m in BOTTOM}
+    assert {m: found for m, found in offenders.items() if found} == {}

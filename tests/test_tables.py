@@ -7,8 +7,8 @@ import pytest
 
 from conftest import REPO
 from repro import grid, tables
-from repro.config import load_config
 from repro.io import write_json, write_jsonl
+from repro.validation import load_config
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
 
@@ -182,7 +182,7 @@ def test_teacher_gate_uses_the_student_sft_of_the_same_student(config, caplog):
 
 def test_tables_by_hand_from_partial_results(config, tmp_path):
     """``python -m repro.tables`` builds tables from whatever has finished."""
-    from repro.config import load_yaml
+    from repro.schema import load_yaml
 
     _write_run(config, grid.find_run(config, "gpt2", "sft", 10), 20.0)
     path = tmp_path / "c.yaml"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from repro.losses import DIVERGENCES, get_divergence
-from repro.toy import SETTINGS, ToySettings, distance, distance_rows, initial_state, run_toy, simulate
+from repro.settings import ToySettings
+from repro.toy import SETTINGS, distance, distance_rows, initial_state, run_toy, simulate
 
 SMALL = ToySettings(n_vectors=6, n_classes=40, steps=5, repetitions=3, chunk=3, seed=1)
 

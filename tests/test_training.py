@@ -22,7 +22,7 @@ def test_cosine_schedule():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+    with pytest.raises(ValueError, match=r"\(5 x 1\) must divide training.batch_size \(32\)"):
         TrainSettings(lr=1e-3, epochs=1, batch_size=32, micro_batch_size=5)
     with pytest.raises(TypeError):
         TrainSettings(lr=1e-3, epochs=1, learning_rate=3)

@@ -69,7 +69,7 @@ def test_without_the_teacher_cache_no_cache_jobs(tmp_path):
 def test_paper_configuration_lists_every_cell_offline(tmp_path):
     """The paper grid: Tables 1-3 as 54 training and 54 evaluation jobs, built without the hub."""
     from repro import grid
-    from repro.config import load_config
+    from repro.validation import load_config
 
     # the command of the issue's acceptance, flag included (harmless: a --configfile is never merged here)
     result = _run(["-n", "--configfile", str(REPO / "config" / "paper.yaml"), "--replace-workflow-config",
@@ -104,7 +104,7 @@ def test_slurm_profile_requests_gpus_and_runtimes(tmp_path):
     assert "slurm_partition=cpu" in tables and "gpu=" not in tables
     # host memory: the estimate's for each cell and cache job (the profile no longer overrides it), for this machine
     from repro import estimate, gpus, grid
-    from repro.config import load_config
+    from repro.validation import load_config
 
     config = load_config(REPO / "config" / "paper.yaml")
     on_gpus = bool(gpus.machine_gpus())
@@ -468,8 +468,8 @@ def test_separate_evaluation_jobs_run(tmp_path):
 def test_a_config_without_kd_and_dskd_cells_has_no_figures_2_and_3(tmp_path):
     """Figures 2 and 3 compare KD and DSKD students: a grid without them plans Figure 1, the curves and the
     report only, and the report says why the other two are absent."""
-    from repro.config import validate_config
     from repro.report import build_report
+    from repro.validation import validate_config
 
     config = yaml.safe_load((REPO / "config" / "micro.yaml").read_text())
     config["methods"] = ["sft", "seqkd"]
