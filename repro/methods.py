@@ -520,11 +520,13 @@ class DSKDCrossModelAttention(SFT):
         scores = queries @ keys.transpose(-1, -2) / (2 * hidden_size(ctx.teacher)) ** 0.5
         scores = scores + (~(s_mask.unsqueeze(-1) & t_mask.unsqueeze(1))).float() * -1e5
         t_values = _project(ctx.modules["t2s"], t_values_in).float()
-        terms = {"ce": cross_entropy_sum(z_s, y),
-                 **self._student_space(student, ctx, z_s, y, scores, t_values, s_mask)}
+        ce = cross_entropy_sum(z_s, y)
+        student_space = self._student_space(student, ctx, z_s, y, scores, t_values, s_mask)
         s_values = _project(ctx.modules["s2t"], h_s).float()
-        terms["s2t_kd"] = self._teacher_space(ctx, scores, s_values, t_mask, teacher_head, z_t)
-        return terms
+        s2t_kd = self._teacher_space(ctx, scores, s_values, t_mask, teacher_head, z_t)
+        # the terms in the order of the train log's columns (and of the training curves' legend)
+        return {"ce": ce, "t2s_ce": student_space["t2s_ce"], "t2s_kd": student_space["t2s_kd"], "s2t_kd": s2t_kd,
+                "t2s_acc": student_space["t2s_acc"], "attention_entropy": student_space["attention_entropy"]}
 
     @staticmethod
     def _teacher_side(batch: dict, ctx: Context, t_mask: torch.Tensor):
