@@ -224,14 +224,14 @@ def vocabulary_problems(config: dict, workdir: str | os.PathLike = ".") -> list[
         rows = spec.get("vocab_size")
         if "arch" in spec and rows and spec["tokenizer"] in config["tokenizers"]:
             entry = config["tokenizers"][spec["tokenizer"]]
-            ids = entry.get("vocab_size") or _tokenizer_ids(entry["id"], workdir)
+            ids = entry.get("vocab_size") or tokenizer_ids(entry["id"], workdir)
             if ids and ids > rows:
                 problems.append(f"config key 'models.{name}.vocab_size': {rows} embedding rows are fewer than the "
                                 f"{ids} token ids of tokenizer {spec['tokenizer']!r}")
         if "id" in spec:
             model_config = _read_json_file(spec["id"], "config.json", workdir)
             rows = (model_config or {}).get("vocab_size")
-            ids = _tokenizer_ids(spec["id"], workdir)
+            ids = tokenizer_ids(spec["id"], workdir)
             if rows and ids and ids > rows:
                 problems.append(f"config key 'models.{name}.id': the tokenizer of {spec['id']!r} has {ids} token "
                                 f"ids but its config.json only {rows} embedding rows (vocab_size)")
@@ -242,7 +242,7 @@ def vocabulary_problems(config: dict, workdir: str | os.PathLike = ".") -> list[
     return problems
 
 
-def _local_file(ref: str, filename: str, workdir: str | os.PathLike) -> Path | None:
+def local_file(ref: str, filename: str, workdir: str | os.PathLike) -> Path | None:
     """``filename`` of a model or tokenizer given by local folder or hub id: the folder's, or the Hugging Face
     cache's (never downloaded here); None when neither has it."""
     folder = (Path(workdir) / ref).expanduser()
@@ -256,16 +256,16 @@ def _local_file(ref: str, filename: str, workdir: str | os.PathLike) -> Path | N
 
 
 def _read_json_file(ref: str, filename: str, workdir: str | os.PathLike) -> dict | None:
-    path = _local_file(ref, filename, workdir)
+    path = local_file(ref, filename, workdir)
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path else None
     except (OSError, ValueError):
         return None
 
 
-def _tokenizer_ids(ref: str, workdir: str | os.PathLike) -> int | None:
+def tokenizer_ids(ref: str, workdir: str | os.PathLike) -> int | None:
     """How many token ids the tokenizer of ``ref`` has (its tokenizer.json, added tokens included), or None."""
-    path = _local_file(ref, "tokenizer.json", workdir)
+    path = local_file(ref, "tokenizer.json", workdir)
     if path is None:
         return None
     try:

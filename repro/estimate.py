@@ -43,7 +43,7 @@ from huggingface_hub import hf_hub_download
 from tokenizers import Tokenizer
 
 from . import architecture, grid, memory, names
-from .config import _local_file, _tokenizer_ids
+from .config import local_file, tokenizer_ids
 from .memory import Batch, Dims, Sampling
 from .rows import processed_files, read_examples, references
 from .settings import training_value
@@ -84,7 +84,7 @@ def hf_config(config: dict, model: str) -> dict | None:
             return found
         return architecture.published_fields(spec["architecture"]) if "architecture" in spec else None
     tokenizer = config["tokenizers"][spec["tokenizer"]]
-    rows = spec.get("vocab_size") or tokenizer.get("vocab_size") or _tokenizer_ids(tokenizer["id"], ".")
+    rows = spec.get("vocab_size") or tokenizer.get("vocab_size") or tokenizer_ids(tokenizer["id"], ".")
     if rows is None:
         return None
     multiple = spec.get("pad_vocab_to_multiple_of")
@@ -207,10 +207,10 @@ def tokenizer_file(config: dict, model: str) -> Path | None:
     cache's (``id``), a tokenizer folder's or id's, or the workflow's trained miniature tokenizer."""
     spec = config["models"][model]
     if "id" in spec:
-        return _local_file(spec["id"], "tokenizer.json", ".")
+        return local_file(spec["id"], "tokenizer.json", ".")
     entry = config["tokenizers"][spec["tokenizer"]]
     if "id" in entry:
-        return _local_file(entry["id"], "tokenizer.json", ".")
+        return local_file(entry["id"], "tokenizer.json", ".")
     trained = grid.tokenizer_dir(config, spec["tokenizer"]) / "tokenizer.json"
     return trained if trained.is_file() else None
 
@@ -400,7 +400,7 @@ def _ids(config: dict, model: str) -> int | None:
 @functools.lru_cache(maxsize=None)
 def _file_ids(path: str, mtime: int) -> int | None:
     """(Read once per file version: the workflow asks for every job while it plans.)"""
-    return _tokenizer_ids(str(Path(path).parent), ".")
+    return tokenizer_ids(str(Path(path).parent), ".")
 
 
 def cell_work(config: dict, cell: grid.Cell) -> tuple[Work, DataStats]:
