@@ -47,7 +47,7 @@ Cell In[2], line 1
 ValueError: data.n_train is too small: 3
 """
     assert failure_cause(log) == "ValueError: data.n_train is too small: 3"
-    assert failure_cause("repro.config.ConfigError: bad\n  more") == "repro.config.ConfigError: bad"
+    assert failure_cause("repro.schema.ConfigError: bad\n  more") == "repro.schema.ConfigError: bad"
     assert failure_cause("Killed\n") is None
 
 
