@@ -15,7 +15,8 @@ The results folder (the config's ``results_dir``; ``repro.grid`` places it and c
 
 A run (one table cell trained with one training seed) owns ``<results>/runs/<pair>/<cell>/seed<seed>/``:
 
-    model/ or adapter/      the best checkpoint (LoRA runs: the adapter; ``model/`` then holds the merged model)
+    model/ or adapter/      the best checkpoint (a LoRA teacher: the adapter, and ``model/`` the merged model; a
+                            LoRA student: the adapter, moved to ``model/`` when training ends)
     train_summary.json      what training did (best epoch, dev Rouge-L per epoch, warnings); marks a trained run
     train_log.jsonl         every optimiser step and epoch end
     resume/state.pt         the state to resume an interrupted run from (removed when training ends)
