@@ -28,7 +28,7 @@ from .methods import get_method
 from .metrics import mean_std
 from .models import add_lora, count_parameters, load_model, load_teacher_parts, merge_lora
 from .names import CROSS_VOCAB_METHODS, TEST_SETS, names_list
-from .settings import TrainSettings
+from .settings import TrainSettings, merges_lora
 from .training import build_context, train
 from .vocab import load_tokenizer
 
@@ -150,7 +150,7 @@ def train_cell(cfg: CellConfig) -> dict:
                     "teacher_parameters": count_parameters(teacher) if teacher is not None else None})
     if not accelerator.is_main_process:
         return summary
-    if settings.lora and cfg.role == "teacher":  # its students and the cache read the merged weights, many times
+    if settings.lora and merges_lora(cfg.role):
         merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer, dtype)
     elif settings.lora:  # a student's model is its adapter (megabytes): its readers merge it on loading
         summary["checkpoint"] = str(_keep_adapter(Path(summary["checkpoint"]), layout.model_dir(cfg.out_dir)))

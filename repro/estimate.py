@@ -46,7 +46,7 @@ from . import architecture, grid, memory, names
 from .config import local_file, tokenizer_ids
 from .memory import Batch, Dims, Sampling
 from .rows import processed_files, read_examples, references
-from .settings import training_value
+from .settings import merges_lora, training_value
 from .validation import load_config
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no architecture
@@ -508,9 +508,9 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
     bf16 = _bf16(training, precision_device or device)
     if step == "evaluate":
         # a LoRA student's model is its adapter, merged on loading into its base (stored in the config's dtype)
-        lora_student = _lora(training) is not None and cell.role == "student"
+        adapter = _lora(training) is not None and not merges_lora(cell.role)
         return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4,
-                                    adapter=lora_student)
+                                    adapter=adapter)
     micro = training_value(training, "micro_batch_size")
     stats = data_stats(config, student_name, training)
     traits = names.method(cell.method)
@@ -526,7 +526,7 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
                           training_value(training, "shard_optimizer"), grid.uses_teacher_states(config, cell),
                           _ids(config, student_name), _ids(config, pair["teacher"]) if teacher else None,
                           _sampling(config, training), _sampling(config, training) if cell.method == "seqkd" else None,
-                          stored_bytes=2 if bf16 else 4, merge=cell.role == "teacher")
+                          stored_bytes=2 if bf16 else 4, merge=merges_lora(cell.role))
     return memory.train_peak(job, device)
 
 

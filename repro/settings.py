@@ -107,6 +107,13 @@ def batch_problem(training: dict) -> str | None:
     return None
 
 
+def merges_lora(role: str) -> bool:
+    """Whether a LoRA run of ``role`` merges its adapter into its base when training ends: a teacher does (its
+    students and the teacher-state cache read the merged weights, many times); a student keeps the adapter alone as
+    its model, which its readers (its evaluation, Figure 3) merge on loading (``repro.models.load_model``)."""
+    return role == "teacher"
+
+
 def role_training(config: dict, pair: str, role: str) -> dict:
     """The training settings of a pair's ``role`` ("teacher" or "student"): the global ``training`` block with the
     pair's ``{role}_training`` overrides (the one place they are merged; ``repro.grid.cell_training`` adds a run's

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro import layout, memory  # noqa: E402
 from repro.io import read_json, write_json  # noqa: E402
+from repro.settings import merges_lora  # noqa: E402
 
 
 def resident_file_pages() -> list[int]:
@@ -356,7 +357,7 @@ def predict(setup: Setup, job: Job) -> memory.Prediction:
             tokenizer_files=(tokenizer_file(setup, job.model),
                              tokenizer_file(setup, job.teacher) if job.teacher else None),
             moments=step > 0, earlier_gradients=micro > 0,
-            correct_share=0.0, vocab_map=job.vocab_map, merge=job.role == "teacher"),
+            correct_share=0.0, vocab_map=job.vocab_map, merge=merges_lora(job.role)),
             "cpu")  # random weights: no projected label is right
         best = prediction if best is None or prediction.total > best.total else best
     return best
@@ -512,7 +513,7 @@ def rehearsal_records(config_file: Path) -> list[dict]:
                 teacher_stored_bytes=_stored(teacher_dir) if teacher_dir else None,
                 tokenizer_files=(size(student_dir), size(teacher_dir) if teacher_dir else None),
                 moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens,
-                merge=run.role == "teacher"), "cpu")
+                merge=merges_lora(run.role)), "cpu")
             best = prediction if best is None or prediction.total > best.total else best
         out.append({"job": f"{run.run_id} (train)", "measured": read_json(summary_file)["memory"]["rss_increase"],
                     "prediction": best})
