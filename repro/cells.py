@@ -151,7 +151,8 @@ def train_cell(cfg: CellConfig) -> dict:
     if not accelerator.is_main_process:
         return summary
     if settings.lora and merges_lora(cfg.role):
-        merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer, dtype)
+        merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer,
+                   settings.saved_dtype(accelerator.device.type == "cuda"))
     elif settings.lora:  # a student's model is its adapter (megabytes): its readers merge it on loading
         summary["checkpoint"] = str(_keep_adapter(Path(summary["checkpoint"]), layout.model_dir(cfg.out_dir)))
     summary["memory"] = memory.finish_measure(measure, _gpu_peak())

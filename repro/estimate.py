@@ -46,7 +46,7 @@ from . import architecture, grid, memory, names
 from .config import local_file, tokenizer_ids
 from .memory import Batch, Dims, Sampling
 from .rows import processed_files, read_examples, references
-from .settings import merges_lora, training_value
+from .settings import TrainSettings, merges_lora, training_value
 from .validation import load_config
 
 # What the estimate assumes for a model whose config.json cannot be read and whose config gives no architecture
@@ -488,6 +488,18 @@ def _bf16(training: dict, device: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device == "gpu")
 
 
+def _saved_bytes(training: dict, device: str) -> int:
+    """Bytes per weight of the checkpoint a run with ``training`` saves (``TrainSettings.saved_dtype``: its
+    ``checkpoint_dtype``, by default the dtype the precision holds frozen weights in on ``device``)."""
+    return 2 if TrainSettings(**training).saved_dtype(device == "gpu") == "bfloat16" else 4
+
+
+def _teacher_saved_bytes(config: dict, pair: str, device: str) -> int:
+    """Bytes per weight of a pair's trained teacher checkpoint (its full fine-tune, or its merged LoRA)."""
+    teacher = grid.teacher_run(config, grid.Cell(pair, "sft", role="teacher"))
+    return _saved_bytes(grid.cell_training(config, teacher), device)
+
+
 def _sampling(config: dict, training: dict) -> Sampling:
     """The worst sampling batch of a job: the evaluation batch of prompts at max_prompt_length."""
     evaluation = config["evaluation"]
@@ -509,8 +521,8 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
     if step == "evaluate":
         # a LoRA student's model is its adapter, merged on loading into its base (stored in the config's dtype)
         adapter = _lora(training) is not None and not merges_lora(cell.role)
-        return memory.evaluate_peak(student, _sampling(config, training), bf16, device, 2 if bf16 else 4,
-                                    adapter=adapter)
+        stored = (2 if bf16 else 4) if adapter else _saved_bytes(training, precision_device or device)
+        return memory.evaluate_peak(student, _sampling(config, training), bf16, device, stored, adapter=adapter)
     micro = training_value(training, "micro_batch_size")
     stats = data_stats(config, student_name, training)
     traits = names.method(cell.method)
@@ -526,7 +538,9 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
                           training_value(training, "shard_optimizer"), grid.uses_teacher_states(config, cell),
                           _ids(config, student_name), _ids(config, pair["teacher"]) if teacher else None,
                           _sampling(config, training), _sampling(config, training) if cell.method == "seqkd" else None,
-                          stored_bytes=2 if bf16 else 4, merge=merges_lora(cell.role))
+                          stored_bytes=2 if bf16 else 4, merge=merges_lora(cell.role),
+                          teacher_stored_bytes=_teacher_saved_bytes(config, cell.pair, precision_device or device)
+                          if teacher else None)
     return memory.train_peak(job, device)
 
 
@@ -542,7 +556,8 @@ def cache_memory(config: dict, pair: str, device: str = "gpu", precision_device:
     bf16 = _bf16(training, precision_device or device)
     return memory.cache_peak(dims(config, name), Batch(micro, stats.longest, micro * stats.longest_rows),
                              stats.examples, round(stats.examples * stats.rows), bf16, device,
-                             training_value(training, "max_length") if official else None, 2 if bf16 else 4)
+                             training_value(training, "max_length") if official else None,
+                             _teacher_saved_bytes(config, pair, precision_device or device))
 
 
 def job_host_mb(config: dict, cell: grid.Cell, step: str, gpu: bool) -> int:

@@ -92,9 +92,6 @@ def init_model(spec: dict, tokenizer, out_dir: str | os.PathLike, seed: int) -> 
     return count_parameters(model)
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the dtypes a checkpoint is loaded or saved in
-
-
 ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes beside the adapter's weights
 
 
@@ -113,6 +110,35 @@ def load_model(name_or_path: str | os.PathLike, dtype: str = "float32"):
         base = json.loads((Path(name_or_path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
         return merged_model(base, name_or_path, dtype)
     return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=DTYPES[dtype])
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: str = "float32") -> None:
+    """Save ``model`` with ``tokenizer`` to ``out_dir`` atomically, its weights in ``dtype`` (the live model is left
+    as it is: a full fine-tune's best checkpoint is saved while its fp32 master weights train on). Tensors that share
+    storage (a tied head) stay shared, so the tie is saved once. A LoRA-wrapped model saves its adapter alone, in
+    the adapters' own dtype (fp32: megabytes)."""
+    target = DTYPES[dtype]
+    state = None
+    if not hasattr(model, "peft_config") and any(p.dtype != target for p in model.state_dict().values()
+                                                 if p.is_floating_point()):
+        cast: dict[tuple, torch.Tensor] = {}  # one cast per shared storage
+        state = {}
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                state[name] = tensor
+                continue
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key not in cast:
+                cast[key] = tensor.detach().to(target)
+            state[name] = cast[key]
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp, state_dict=state)
+        tokenizer.save_pretrained(tmp)
+        if state is not None:  # save_pretrained writes the live model's dtype into the config
+            config_file = Path(tmp) / "config.json"
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config["dtype"] = dtype
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def count_parameters(model) -> int:
@@ -156,10 +182,7 @@ def merge_lora(base: str | os.PathLike, adapter: str | os.PathLike, out_dir: str
     model (with ``tokenizer``) to ``out_dir`` in ``dtype``, atomically: a LoRA teacher is merged before
     distillation. The merge is computed in fp32 (base and fp32 adapter), then cast once to ``dtype``, the dtype the
     model's readers load it in (``bfloat16`` under bf16: half the bytes of fp32, about 13.5 GB for a 7B teacher)."""
-    merged = merged_model(base, adapter, dtype)
-    with atomic_path(out_dir) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_model(merged_model(base, adapter, dtype), tokenizer, out_dir, dtype)
 
 
 def merged_model(base: str | os.PathLike, adapter: str | os.PathLike, dtype: str = "float32"):

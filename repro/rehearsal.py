@@ -6,7 +6,8 @@ whatever machine is at hand (a CPU included), before any GPU-hour is paid.
 
 It writes ``<out>/rehearsal.yaml``, derived from the paper configuration with one owner per fact: every model is
 built by the workflow (random weights) from its published ``architecture`` with ``layers`` cut to ``--layers``, its
-real tokenizer (the model's hub id, or a local folder given with ``--tokenizer``), and stored in ``--storage-dtype``;
+real tokenizer (the model's hub id, or a local folder given with ``--tokenizer``), and stored in ``--storage-dtype``
+(bf16 by default, and so are the trained checkpoints: ``training.checkpoint_dtype``, what a bf16 run saves);
 the pairs, methods, divergences (or ``--divergences``), LoRA settings, fidelity options, precision and job split
 (``evaluation.separate_jobs``) are the paper's. What the rehearsal cuts is only what sets the time, never a shape:
 epochs, the global and micro batch, the rows of every split (``<out>/data``, the first rows of each file of the
@@ -108,7 +109,7 @@ def rehearsal_config(paper: dict, folders: dict[str, str], layers: int = 1, dive
         config["divergences"] = list(divergences)
     training = config["training"]
     training.update(batch_size=batch_size, micro_batch_size=min(training["micro_batch_size"], micro_batch_size),
-                    precision="fp32")
+                    precision="fp32", checkpoint_dtype=storage_dtype)
     for name, pair in config["pairs"].items():
         for role in ("teacher_training", "student_training"):
             pair[role]["epochs"] = 1
@@ -131,7 +132,8 @@ ROWS = {"train": 16, "dev": 4, "dolly": 4, "selfinst": 4, "vicuna": 4, "sni": 4,
 
 def header(paper_path: str, args: argparse.Namespace, origin: dict[str, str]) -> str:
     lines = [f"The rehearsal of {paper_path}: the paper's grid at its published widths, vocabularies and tokenizers,",
-             f"the depth cut to {args.layers} layer(s), random weights stored in {args.storage_dtype}; written by",
+             f"the depth cut to {args.layers} layer(s), random weights and trained checkpoints stored in "
+             f"{args.storage_dtype}; written by",
              "python -m repro.rehearsal (do not edit: regenerate). Cut for time, never for shape: 1 epoch, global",
              f"batch {args.batch_size} (micro batch at most {args.micro_batch_size}), {args.max_new_tokens} sampled "
              f"tokens, one sampling seed,",
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--divergences", nargs="+", help="the KD rows' divergences (default: the config's)")
     parser.add_argument("--bf16-pair", action="append", default=[], help="a pair trained in bf16 autocast")
     parser.add_argument("--storage-dtype", choices=["bfloat16", "float32"], default="bfloat16",
-                        help="dtype the built base models are saved in (default bfloat16: half the disk)")
+                        help="dtype the built base models and the trained checkpoints are saved in (default "
+                        "bfloat16: half the disk)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=16)

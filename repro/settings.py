@@ -49,12 +49,18 @@ class TrainSettings:
     dev_check_seeds: list[int] = field(default_factory=list)
     lora: dict | None = None  # LoRA settings (repro.models.add_lora); None: full fine-tuning
     precision: str = "auto"  # bf16 autocast ("bf16"), none ("fp32"), or "auto": bf16 on a GPU, fp32 on a CPU
+    # the dtype a trained model is saved in (a full fine-tune's best checkpoint, a merged LoRA teacher; a LoRA
+    # student's adapter stays fp32): "auto" = the dtype its readers hold it in (frozen_dtype), or float32/bfloat16
+    checkpoint_dtype: str = "auto"
     processes: int = 1  # data-parallel processes of the job (GPUs); the global batch is split among them
     shard_optimizer: bool = False  # ZeRO stage 1 with several processes: AdamW state split across processes
 
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.checkpoint_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"training.checkpoint_dtype must be 'auto', 'float32' or 'bfloat16', "
+                             f"got {self.checkpoint_dtype!r}")
         if self.on_divergence not in ("warn", "stop"):
             raise ValueError(f"training.on_divergence must be 'warn' or 'stop', got {self.on_divergence!r}")
         for name, allowed in CHOICES.items():
@@ -80,6 +86,11 @@ class TrainSettings:
         """The dtype frozen weights (a teacher, a LoRA base, a merged LoRA teacher) are held and saved in:
         ``bfloat16`` under bf16 autocast, else ``float32``."""
         return "bfloat16" if self.mixed_precision(on_gpu) == "bf16" else "float32"
+
+    def saved_dtype(self, on_gpu: bool) -> str:
+        """The dtype a trained model is saved in (``checkpoint_dtype``; ``auto``: ``frozen_dtype``, the dtype its
+        students and its evaluation hold it in, so that nothing they read is lost: bf16 on a GPU, half the disk)."""
+        return self.frozen_dtype(on_gpu) if self.checkpoint_dtype == "auto" else self.checkpoint_dtype
 
     def divergence_options(self) -> dict:
         """Per-divergence keyword options: the skew weight of skl/srkl and AKL's head/tail threshold."""

@@ -27,6 +27,7 @@ from .device import make_accelerator
 from .generation import DecodeSettings, evaluate_set
 from .io import atomic_path, write_jsonl
 from .methods import Context
+from .models import save_model
 from .settings import TrainSettings
 from .teacher_states import check_matches
 
@@ -333,9 +334,8 @@ class Trainer:
         if dev_score > self.best["dev_rougeL"]:
             self.best = {"epoch": epoch, "dev_rougeL": dev_score}
             if main:
-                with atomic_path(self.best_dir) as tmp:
-                    self.student.save_pretrained(tmp)
-                    self.tokenizer.save_pretrained(tmp)
+                save_model(self.student, self.tokenizer, self.best_dir,
+                           settings.saved_dtype(accelerator.device.type == "cuda"))
         if main:  # rewritten every epoch, so a long run can be followed
             write_jsonl(layout.train_log_file(self.out_dir), self.log)
         if epoch < settings.epochs:  # after the last epoch ``finish`` follows at once and removes the state: a state

@@ -315,3 +315,20 @@ def test_tokens_per_example_are_read_from_the_data_with_the_models_tokenizer(tmp
                                         "architecture": config["models"]["gpt2_student"]["architecture"]}
     by_characters = estimate.data_stats(config, "gpt2_student", training)
     assert "characters per token" in by_characters.source and by_characters.examples == 40
+
+
+def test_the_checkpoints_stored_dtype_sets_what_their_readers_convert_on_a_cpu():
+    """A trained checkpoint is stored in ``training.checkpoint_dtype`` (``auto``: the precision's frozen dtype);
+    on a CPU an fp32 reader of a bf16 checkpoint holds both copies while it converts: the Qwen1.5 teacher's cache
+    and a full fine-tune's evaluation in the fp32 rehearsal grid, which stores its checkpoints in bf16."""
+    config = load_config(REPO / "config" / "paper.yaml")
+    config["training"]["precision"] = "fp32"
+    teacher = estimate.dims(config, "qwen_teacher").parameters
+    student = estimate.dims(config, "gpt2_student").parameters
+    sft = grid.find_run(config, "qwen_gpt2", "uld", 10)
+    for dtype, copy in (("auto", 0), ("float32", 0), ("bfloat16", 2)):
+        config["training"]["checkpoint_dtype"] = dtype
+        cache = estimate.cache_memory(config, "qwen_gpt2", device="cpu")
+        assert cache.breakdown["loading"]["stored copy"] == copy * teacher, dtype
+        evaluation = estimate.job_memory(config, sft, "evaluate", device="cpu")
+        assert evaluation.breakdown["loading"]["stored copy"] == copy * student, dtype

@@ -1,4 +1,6 @@
 """Tiny random models of every architecture family: save/load round trips and real training steps on CPU."""
+import json
+
 import pytest
 import torch
 
@@ -63,3 +65,34 @@ def test_bad_shapes_are_errors():
         build_config("llama", 100, 2, 30, 4)
     with pytest.raises(ValueError, match="unknown architecture"):
         build_config("bert", 100, 2, 32, 2)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])  # a tied head and an untied one
+def test_a_model_is_saved_in_the_checkpoint_dtype_and_left_as_it_was(built, arch, tmp_path):
+    """``save_model`` in bf16 writes each tensor of the fp32 model cast once (a tied head saved once, as
+    ``save_pretrained`` saves it), half the bytes, with the config's dtype; the live model keeps its fp32 weights.
+    In the model's own dtype it writes exactly what ``save_pretrained`` writes."""
+    from safetensors.torch import load_file
+
+    from repro.models import save_model
+
+    model, tok = load_model(built[arch]), load_tokenizer(built[arch])
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "plain")
+    save_model(model, tok, tmp_path / "float32", "float32")
+    save_model(model, tok, tmp_path / "bfloat16", "bfloat16")
+    plain = (tmp_path / "plain" / "model.safetensors").read_bytes()
+    assert (tmp_path / "float32" / "model.safetensors").read_bytes() == plain
+    full, half = (load_file(tmp_path / d / "model.safetensors") for d in ("float32", "bfloat16"))
+    assert full.keys() == half.keys()
+    for name, tensor in full.items():
+        assert half[name].dtype == torch.bfloat16 and torch.equal(half[name], tensor.to(torch.bfloat16)), name
+    size = (tmp_path / "bfloat16" / "model.safetensors").stat().st_size
+    assert size < 0.55 * len(plain)
+    assert json.loads((tmp_path / "bfloat16" / "config.json").read_text())["dtype"] == "bfloat16"
+    again = load_model(tmp_path / "bfloat16", "float32").state_dict()
+    for name, tensor in model.state_dict().items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, before[name]), name
+        assert torch.equal(again[name], tensor.to(torch.bfloat16).float()), name
+    if arch == "gpt2":
+        assert again["lm_head.weight"].data_ptr() == again["transformer.wte.weight"].data_ptr()

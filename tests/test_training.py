@@ -3,6 +3,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from repro.generation import DecodeSettings, evaluate_set, generate
 from repro.io import read_jsonl
@@ -26,6 +27,11 @@ def test_settings_are_checked():
         TrainSettings(lr=1e-3, epochs=1, batch_size=32, micro_batch_size=5)
     with pytest.raises(TypeError):
         TrainSettings(lr=1e-3, epochs=1, learning_rate=3)
+    with pytest.raises(ValueError, match="checkpoint_dtype must be 'auto', 'float32' or 'bfloat16', got 'fp16'"):
+        TrainSettings(lr=1e-3, epochs=1, checkpoint_dtype="fp16")
+    auto, half = TrainSettings(lr=1e-3, epochs=1), TrainSettings(lr=1e-3, epochs=1, checkpoint_dtype="bfloat16")
+    assert (auto.saved_dtype(on_gpu=False), auto.saved_dtype(on_gpu=True)) == ("float32", "bfloat16")
+    assert (half.saved_dtype(on_gpu=False), half.saved_dtype(on_gpu=True)) == ("bfloat16", "bfloat16")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +63,24 @@ def test_train_keeps_best_dev_checkpoint(tiny, small_splits, tmp_path):
     assert steps[0]["lr"] == pytest.approx(5e-3)
     saved = load_model(tmp_path / "model")
     assert saved.config.n_layer == 1
+    assert {t.dtype for t in load_file(tmp_path / "model" / "model.safetensors").values()} == {torch.float32}
+
+
+def test_the_best_checkpoint_is_saved_in_the_checkpoint_dtype(tiny, small_splits, tmp_path):
+    """``checkpoint_dtype: bfloat16`` saves a full fine-tune's best checkpoint in bf16 (half the disk) while its
+    fp32 master weights train on: the same steps as the fp32 save, the saved weights their bf16 cast."""
+    tok = load_tokenizer(tiny)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        settings = TrainSettings(lr=5e-3, epochs=1, batch_size=16, micro_batch_size=16, max_length=256,
+                                 max_prompt_length=128, checkpoint_dtype=dtype)
+        decode = DecodeSettings(max_new_tokens=4, no_repeat_ngram_size=0, batch_size=16)
+        train(load_model(tiny), tok, small_splits["train"][:32], small_splits["dev"][:4], get_method("sft"),
+              Context(n_vocab=len(tok), settings=settings), decode, tmp_path / dtype)
+        runs[dtype] = load_file(tmp_path / dtype / "model" / "model.safetensors")
+    assert runs["float32"].keys() == runs["bfloat16"].keys()
+    for name, tensor in runs["float32"].items():
+        assert torch.equal(runs["bfloat16"][name], tensor.to(torch.bfloat16)), name
 
 
 def test_dev_check_seeds_are_recorded_but_do_not_choose(tiny, small_splits, tmp_path):
