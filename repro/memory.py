@@ -283,15 +283,6 @@ def generation_bytes(m: Dims, batch: int, prompt: int, new: int, weight_bytes: i
     return kv + forward + 3 * batch * m.rows * 4
 
 
-def sliced_head_copies(m: Dims, batch: int, bf16: bool, lora: bool, device: str) -> int:
-    """Bytes of the head's weight copied by a LoRA model's prompt forward on a CPU in bf16 (the dev sampling of a
-    LoRA run): the forward asks for the last position's logits alone (``logits_to_keep=1``), and the head's bf16
-    ``linear`` on that [batch, 1, hidden] slice runs ``aten::matmul`` as ``bmm`` on the weight expanded to [batch,
-    hidden, rows] and made contiguous: one copy per sequence (found with ``torch.profiler`` on the peft-wrapped
-    model; none for the same model unwrapped, none in fp32). Not measured on a GPU, so not counted there."""
-    return batch * m.rows * m.hidden * 2 if bf16 and lora and device == "cpu" else 0
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Jobs
 
@@ -570,8 +561,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     if job.dev is not None:
         phases["dev sampling"] = {**weights, **moments, "autocast weight copies": casts,
                                   "sampling": generation_bytes(s, job.dev.batch, job.dev.prompt, job.dev.new,
-                                                               2 if job.bf16 else 4),
-                                  "head copies": sliced_head_copies(s, job.dev.batch, job.bf16, bool(job.lora), device)}
+                                                               2 if job.bf16 else 4)}
     if job.method == "seqkd" and t is not None and job.seqkd is not None:  # before training: the teacher samples
         phases["teacher sampling"] = {"student weights": student_bytes,
                                       "teacher": t.parameters * frozen,

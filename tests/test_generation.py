@@ -70,3 +70,46 @@ def test_a_padded_batch_decodes_greedily_as_generate(model_and_tokenizer, small_
         stopped += len(mine) < 16
     assert stopped >= 1, "some row should have left the batch early"
     assert [len(r) for r in free] == [16] * len(prompts)
+
+
+def _largest_allocation(model, ids, mask, settings, eos) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, \
+            torch.autocast("cpu", dtype=torch.bfloat16):
+        decode_batch(model, ids, mask, settings, eos, lambda probs: probs.argmax(-1))
+    return max(e.cpu_memory_usage for e in prof.events() if e.name in ("aten::empty", "aten::empty_strided"))
+
+
+def test_a_frozen_bf16_head_is_never_copied_per_sequence_by_the_prompts_forward(tmp_path, trained_tokenizers,
+                                                                                  small_splits, monkeypatch):
+    """Under bf16 the prompt's forward asks for its last position with an index tensor (``last_position``): the
+    head's input is then contiguous and a frozen head (a LoRA model's, a teacher's) is one matrix product, where the
+    strided slice of ``logits_to_keep=1`` made ``aten::matmul`` copy the head's weight once per sequence (the
+    allocation of batch x hidden x rows bf16 values, seen here with the integer). The logits are the same
+    distribution to bf16's rounding, and the same greedy tokens here; in fp32 the integer is kept (the miniature's
+    samples)."""
+    from repro import generation
+    from repro.models import add_lora
+
+    tok = load_tokenizer(trained_tokenizers["llama"])
+    init_model({"arch": "llama", "layers": 1, "hidden": 64, "heads": 2, "max_positions": 256, "dropout": 0.0,
+                "vocab_size": 16384}, tok, tmp_path / "m", seed=3)  # (a head far larger than the activations)
+    model = add_lora(load_model(tmp_path / "m", "bfloat16"),
+                     {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}).eval()
+    head = model.get_output_embeddings().weight
+    assert not head.requires_grad and head.dtype == torch.bfloat16
+    prompts = _prompts(small_splits, 8)
+    ids, mask = left_padded(tok, prompts, 256)
+    settings = DecodeSettings(max_new_tokens=4, no_repeat_ngram_size=0, batch_size=8)
+    copy = len(prompts) * head.numel() * 2
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert isinstance(generation.last_position(model, ids), torch.Tensor)
+        indexed = decode_batch(model, ids, mask, settings, -1, lambda probs: probs.argmax(-1))
+    assert _largest_allocation(model, ids, mask, settings, -1) < copy / 4
+    monkeypatch.setattr(generation, "last_position", lambda model, ids: 1)
+    assert _largest_allocation(model, ids, mask, settings, -1) >= copy  # the integer's copy, which the test would see
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decode_batch(model, ids, mask, settings, -1, lambda probs: probs.argmax(-1)) == indexed
+    # in fp32 the integer, whatever the model
+    assert generation.last_position(load_model(tmp_path / "m"), ids) == 1
