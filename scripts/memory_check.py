@@ -130,6 +130,7 @@ def default_jobs() -> list[Job]:
         Job("uld cached", "train", "gpt2_student", "uld", "qwen_teacher", cache="cache qwen (CMA)"),
         Job("seqkd", "train", "gpt2_student", "seqkd", "qwen_teacher"),
         Job("mined cached", "train", "tinyllama_student", "mined", "mistral_teacher", cache="cache mistral"),
+        Job("lora teacher (bf16)", "train", "llama_teacher", role="teacher", bf16=True, lora=True),
         Job("lora sft (bf16)", "train", "tinyllama_student", bf16=True, lora=True),
         Job("lora kd cached (bf16)", "train", "tinyllama_student", "kd", "llama_teacher", "kl", bf16=True, lora=True,
             cache="cache llama (bf16)"),
