@@ -77,12 +77,6 @@ def sample_token(probs):
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
-def half_precision_head(model, device_type: str) -> bool:
-    """Whether ``model``'s head computes in a 16-bit dtype: its weight is stored so, or autocast is on."""
-    head = model.get_output_embeddings().weight
-    return head.dtype != torch.float32 or torch.is_autocast_enabled(device_type)
-
-
 def last_position(model, ids: torch.Tensor) -> int | torch.Tensor:
     """The ``logits_to_keep`` of a prompt's forward that asks for the logits of its last position alone.
 
@@ -90,10 +84,11 @@ def last_position(model, ids: torch.Tensor) -> int | torch.Tensor:
     integer 1 gives it a strided slice of the hidden states, which ``aten::matmul`` cannot fold into one matrix
     product when the head's weight is frozen (a LoRA model in its dev sampling, SeqKD's teacher): it expands the
     weight to [batch, hidden, rows] and makes that contiguous, a copy of the head per sequence (found with
-    ``torch.profiler``; 524 MB for the dev sampling of 4 sequences of the rehearsal's TinyLLaMA LoRA student on a CPU,
-    and 3.7x the time). In fp32 the integer: the miniature's samples were drawn from its logits, and the index
-    path's matrix kernel differs in the last bits there (on a CPU in fp32 no copy was seen)."""
-    if half_precision_head(model, ids.device.type):
+    ``torch.profiler``; 524 MB for the dev sampling of 4 sequences of the rehearsal's TinyLLaMA LoRA student on a
+    CPU). In fp32 (the head's weight fp32 and no autocast) the integer: the miniature's samples were drawn from its
+    logits, and the index path's matrix kernel differs in the last bits there (on a CPU in fp32 no copy was seen)."""
+    head = model.get_output_embeddings().weight
+    if head.dtype != torch.float32 or torch.is_autocast_enabled(ids.device.type):
         return torch.tensor([ids.shape[1] - 1], device=ids.device)
     return 1
 

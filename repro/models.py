@@ -119,11 +119,11 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike, dtype: str = "float
     the adapters' own dtype (fp32: megabytes)."""
     target = DTYPES[dtype]
     state = None
-    if not hasattr(model, "peft_config") and any(p.dtype != target for p in model.state_dict().values()
-                                                 if p.is_floating_point()):
+    own = {} if hasattr(model, "peft_config") else model.state_dict()
+    if any(t.dtype != target for t in own.values() if t.is_floating_point()):
         cast: dict[tuple, torch.Tensor] = {}  # one cast per shared storage
         state = {}
-        for name, tensor in model.state_dict().items():
+        for name, tensor in own.items():
             if not tensor.is_floating_point():
                 state[name] = tensor
                 continue
