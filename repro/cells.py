@@ -113,7 +113,8 @@ def train_cell(cfg: CellConfig) -> dict:
     settings = cfg.settings
     accelerator = make_accelerator(settings)
     device = accelerator.device
-    dtype = settings.frozen_dtype(accelerator.device.type == "cuda")  # frozen weights: teachers, LoRA bases
+    gpu = accelerator.device.type == "cuda"
+    dtype = settings.frozen_dtype(gpu)  # frozen weights: teachers, LoRA bases
     data = Path(cfg.data_dir)
     train_rows = load_examples(data / "train.jsonl")
     dev_rows = load_examples(data / "dev.jsonl")
@@ -152,7 +153,7 @@ def train_cell(cfg: CellConfig) -> dict:
         return summary
     if settings.lora and merges_lora(cfg.role):
         merge_lora(cfg.model, summary["checkpoint"], layout.model_dir(cfg.out_dir), tokenizer,
-                   settings.saved_dtype(accelerator.device.type == "cuda"))
+                   settings.saved_dtype(gpu))
     elif settings.lora:  # a student's model is its adapter (megabytes): its readers merge it on loading
         summary["checkpoint"] = str(_keep_adapter(Path(summary["checkpoint"]), layout.model_dir(cfg.out_dir)))
     summary["memory"] = memory.finish_measure(measure, _gpu_peak())
