@@ -8,6 +8,7 @@ from pathlib import Path
 from repro import slurm
 from repro.config import check_workflow_config, run_check
 from repro.estimate import memory_problems
+from repro.memory import mmap_threshold_setting
 from repro.schema import ConfigError
 
 # Jobs run this checkout's code: the notebook kernels and `python -m repro.*` that jobs start import `repro` from
@@ -48,10 +49,15 @@ else:
     # Before the first job of a real run (Snakemake skips this in a dry run, which must plan the paper grid
     # offline): what the first jobs would need, a model id that can be loaded and processed data without a fault
     # (every file and row checked; what is suspicious printed here once and recorded in data/sources.json); where
-    # the run declares its GPUs' memory (gpu_memory_gb), every job predicted not to fit (repro.estimate).
+    # the run declares its GPUs' memory (gpu_memory_gb), every job predicted not to fit (repro.estimate); a bad
+    # REPRO_MMAP_THRESHOLD in the environment.
     onstart:
         _problems, _warnings = run_check(config)
         _problems += memory_problems(config)
+        try:  # the allocator setting every job applies (repro.memory.fix_mmap_threshold)
+            mmap_threshold_setting()
+        except ValueError as _error:
+            _problems.append(str(_error))
         if _warnings:
             print("Data warnings:\n  " + "\n  ".join(_warnings), file=sys.stderr)
         # Submitting to SLURM (profiles/slurm): the cluster can run what is asked, and no job waits forever

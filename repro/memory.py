@@ -30,9 +30,11 @@ page-cache pages of memory-mapped files (the teacher-state cache a cell reads), 
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import resource
+import sys
 from dataclasses import dataclass, field, replace
 
 from . import names
@@ -74,10 +76,62 @@ def peak_rss_bytes() -> int:
     return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
+# glibc's malloc serves a request of at least its mmap threshold with a mapping of its own, given back to the system
+# when freed; smaller requests come from its heap, which keeps what is freed for later requests. By default the
+# threshold is dynamic: it starts at 128 KiB and rises to the size of every mapped block freed (up to 32 MiB), so
+# after a step has freed its activations, blocks of that size come from the heap and what they free stays resident
+# (bf16 autocast's weight copies: a LoRA SFT step at LLaMA's widths grew 732, 877, 899 MB over three steps). A job
+# fixes the threshold at the start (``start_measure``): its resident memory is then what it holds. The cost in time
+# is measured side by side by scripts/benchmark_allocator.py. ``REPRO_MMAP_THRESHOLD`` sets another value (bytes),
+# or ``glibc`` leaves glibc's dynamic default.
+MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD_ENV = "REPRO_MMAP_THRESHOLD"
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest mmap threshold on 64-bit systems
+
+
+def mmap_threshold_setting() -> int | None:
+    """The threshold a job sets: ``REPRO_MMAP_THRESHOLD`` (bytes, or ``glibc``: None), else ``MMAP_THRESHOLD``."""
+    value = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
+    if not value:
+        return MMAP_THRESHOLD
+    if value.lower() == "glibc":
+        return None
+    try:
+        threshold = int(value)
+    except ValueError:
+        threshold = -1
+    if not 0 < threshold <= _MMAP_THRESHOLD_MAX:
+        raise ValueError(f"environment variable {MMAP_THRESHOLD_ENV}={value!r}: expected a number of bytes from 1 to "
+                         f"{_MMAP_THRESHOLD_MAX} (glibc's largest), or 'glibc' for glibc's dynamic default")
+    return threshold
+
+
+def fix_mmap_threshold() -> int | None:
+    """Fix glibc's mmap threshold (and its trim threshold at twice that, glibc's own ratio) for this process, as
+    ``mmap_threshold_setting`` says; returns the threshold set, None where none was (not glibc, or ``glibc``)."""
+    threshold = mmap_threshold_setting()
+    if threshold is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):  # another C library (musl): no mallopt thresholds
+            return None
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, threshold) != 1 or mallopt(_M_TRIM_THRESHOLD, 2 * threshold) != 1:
+        return None
+    return threshold
+
+
 def start_measure() -> dict:
-    """Call when a job starts (after its imports): resets the peak resident memory to the current one where Linux
-    allows it (``/proc/self/clear_refs``), so that the job's peak is its own, not that of what the process ran
-    before (a notebook kernel's earlier cells, the parent's memory before ``exec``); returns the baseline."""
+    """Call when a job starts (after its imports): fixes glibc's mmap threshold (``fix_mmap_threshold``), and
+    resets the peak resident memory to the current one where Linux allows it (``/proc/self/clear_refs``), so that
+    the job's peak is its own, not that of what the process ran before (a notebook kernel's earlier cells, the
+    parent's memory before ``exec``); returns the baseline and the threshold set."""
+    threshold = fix_mmap_threshold()
     reset = False
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
@@ -85,18 +139,20 @@ def start_measure() -> dict:
         reset = True
     except OSError:
         pass
-    return {"rss_baseline": rss_bytes(), "peak_reset": reset}
+    return {"rss_baseline": rss_bytes(), "peak_reset": reset, "mmap_threshold": threshold}
 
 
 def finish_measure(start: dict, gpu_peak: int | None = None) -> dict:
     """The job's memory record, for its summary file: ``rss_baseline`` and ``rss_peak`` (bytes), their difference
     ``rss_increase``, whether the peak was reset at the start (else it may include what the process held before),
-    and ``gpu_max_allocated`` (``torch.cuda.max_memory_allocated``, bytes; None without a GPU)."""
+    ``gpu_max_allocated`` (``torch.cuda.max_memory_allocated``, bytes; None without a GPU) and the
+    ``mmap_threshold`` the job ran with (None: glibc's dynamic default)."""
     peak = peak_rss_bytes()
     baseline = start["rss_baseline"]
     return {"rss_baseline": baseline, "rss_peak": peak,
             "rss_increase": peak - baseline if baseline is not None else None,
-            "peak_reset": start["peak_reset"], "gpu_max_allocated": gpu_peak}
+            "peak_reset": start["peak_reset"], "gpu_max_allocated": gpu_peak,
+            "mmap_threshold": start.get("mmap_threshold")}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -624,25 +680,48 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     return _peak(phases, extra)
 
 
+# Linux maps the page-cache pages around a read fault of a memory-mapped file with it (``fault_around_bytes``: the
+# aligned 64 KiB block), so a read of a few rows of a mapped matrix makes their blocks resident.
+FAULT_AROUND_BYTES = 64 << 10
+
+
+def mapped_rows_bytes(ids, row_bytes: int, rows: int) -> int:
+    """The resident bytes of a memory-mapped matrix of ``rows`` rows of ``row_bytes`` of which the rows ``ids`` are
+    read: every ``FAULT_AROUND_BYTES`` block that holds part of a read row, at most the whole matrix."""
+    blocks = set()
+    for i in set(ids):
+        blocks.update(range(i * row_bytes // FAULT_AROUND_BYTES, ((i + 1) * row_bytes - 1) // FAULT_AROUND_BYTES + 1))
+    return min(len(blocks) * FAULT_AROUND_BYTES, rows * row_bytes)
+
+
 def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, bf16: bool, device: str,
-               cma_length: int | None = None, stored_bytes: int = 4, tokenizer_file: int | None = None) -> Prediction:
+               cma_length: int | None = None, stored_bytes: int = 4, tokenizer_file: int | None = None,
+               read_ids=None) -> Prediction:
     """The predicted peak of a teacher-state cache job (``repro.teacher_states``): the teacher, one batch's forward
     transients (``batch``; with DSKD-CMA's official statistics, ``cma_length``: batches padded to max_length) and
     its final hidden states; on a CPU also the tokenizer and the states of all ``examples`` (``response_rows`` in
-    all), held as rows and then concatenated (twice their size, in the teacher's dtype)."""
+    all), held as rows and then concatenated (twice their size, in the teacher's dtype).
+
+    On a CPU a teacher loaded in its files' dtype (``stored_bytes`` the precision's) stays memory-mapped: only the
+    pages read are resident. The forward reads every weight but the input embedding's rows, of which it reads the
+    rows of the token ids in the data (``read_ids``, the padding's included): where that embedding is not the head,
+    only their blocks count (``mapped_rows_bytes``); without ``read_ids`` it counts whole, an upper bound."""
     weight_bytes = 2 if bf16 else 4
     length = max(batch.length, cma_length or 0)
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
     forward += batch.sequences * length ** 2 * weight_bytes
-    phases = {"forward": {"teacher": teacher.parameters * weight_bytes, "forward": forward}}
+    held = teacher.parameters * weight_bytes
+    if device == "cpu" and stored_bytes == weight_bytes and not teacher.tied and read_ids is not None:
+        row = teacher.hidden * weight_bytes
+        held += mapped_rows_bytes(read_ids, row, teacher.rows) - teacher.rows * row
+    phases = {"forward": {"teacher": held, "forward": forward}}
     extra = {}
     if device == "cpu":
         extra = {"runtime": CPU_RUNTIME_BYTES,
                  "tokenizers": tokenizer_bytes([tokenizer_file or tokenizer_file_bytes(teacher.rows)])}
         phases["forward"]["states"] = response_rows * teacher.hidden * weight_bytes
-        phases["concatenation"] = {"teacher": teacher.parameters * weight_bytes,
-                                   "states": 2 * response_rows * teacher.hidden * weight_bytes}
-        phases["loading"] = {"teacher": teacher.parameters * weight_bytes,
+        phases["concatenation"] = {"teacher": held, "states": 2 * response_rows * teacher.hidden * weight_bytes}
+        phases["loading"] = {"teacher": held,
                              "stored copy": teacher.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
     return _peak(phases, extra)
 

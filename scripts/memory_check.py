@@ -91,6 +91,18 @@ WIDTHS = {
 }
 VOCAB_ROWS = {"qwen1.5": 151936}  # embedding rows beyond the tokenizer's ids (Qwen1.5's padded rows)
 LORA = {"rank": 16, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+# What the C allocator may keep of freed blocks beyond the model: glibc serves requests under the job's mmap threshold
+# (1 MiB, repro.memory.fix_mmap_threshold) from its heap, which need not hand what is freed back, and the imports
+# left their own heap behind, so the same job's peak moves by tens of MB between runs and machines (one small LoRA
+# job: 266-281 MB over four runs here, 313 MB on the CI machine, 263 predicted). A prediction holds when the
+# measured growth is within TOLERANCE of it plus this slack, which matters only for the small jobs.
+ALLOCATOR_SLACK = 32 * 2**20
+TOLERANCE = 0.15
+
+
+def within(measured: float, predicted: float) -> bool:
+    """Whether a job's measured growth of resident memory is within TOLERANCE of the prediction plus the slack."""
+    return abs(measured - predicted) <= TOLERANCE * predicted + ALLOCATOR_SLACK
 
 
 @dataclass
@@ -336,12 +348,17 @@ def predict(setup: Setup, job: Job) -> memory.Prediction:
                                     tokenizer_file=(trained / "tokenizer.json").stat().st_size, adapter=job.lora)
     rows = load_examples(setup.data / "train.jsonl")
     if job.kind == "cache":
+        from repro.data import encode_dataset
+
+        teacher_tok = _tokenizer(str(setup.model_dir(job.model)))
         batches = [b for _, _, b in _batches(setup, Job("", "train", job.model), rows)]
         total = sum(b.rows for b in batches)
         widest = max(batches, key=lambda b: b.tokens)
         return memory.cache_peak(dims(setup, job.model), widest, len(rows), total, job.bf16, "cpu",
                                  cma_length=512 if job.cma else None, stored_bytes=2,
-                                 tokenizer_file=tokenizer_file(setup, job.model))
+                                 tokenizer_file=tokenizer_file(setup, job.model),
+                                 read_ids=_read_ids(encode_dataset(rows, teacher_tok, 512, 256),
+                                                    teacher_tok.pad_token_id))
     if job.method == "seqkd":  # the student trains on the teacher's samples
         rows = load_examples(setup.out_dir(job) / "seqkd_train.jsonl")
     student = dims(setup, job.model)
@@ -413,6 +430,11 @@ def _stored(folder: Path) -> int:
     return 2 if (fields.get("dtype") or fields.get("torch_dtype")) == "bfloat16" else 4
 
 
+def _read_ids(encoded: list, pad_id: int) -> set[int]:
+    """The token ids whose input-embedding rows a cache job reads: its encoded rows' and the padding's."""
+    return {i for e in encoded for i in e.input_ids} | {pad_id}
+
+
 def _map_tokens(teacher_tok, student_tok) -> int:
     """The teacher tokens MinED's vocabulary map compares by edit distance (no exact match)."""
     from repro.alignment import mapping_strings
@@ -468,9 +490,11 @@ def rehearsal_records(config_file: Path) -> list[dict]:
         bf16 = training.get("precision") == "bf16"
         prediction = memory.cache_peak(dims_of(teacher_dir), memory.Batch(len(widest), max(
             len(e.input_ids) for e in widest), 0), len(encoded), rows, bf16, "cpu",
-            training["max_length"] if entry["cma"] else None, _stored(teacher_dir), size(teacher_dir))
-        out.append({"job": f"{pair}/teacher_states", "measured": read_json(info)["memory"]["rss_increase"],
-                    "prediction": prediction})
+            training["max_length"] if entry["cma"] else None, _stored(teacher_dir), size(teacher_dir),
+            _read_ids(encoded, tok(teacher_dir).pad_token_id))
+        record = read_json(info)["memory"]
+        out.append({"job": f"{pair}/teacher_states", "measured": record["rss_increase"], "prediction": prediction,
+                    "record": record})
     for run in grid.runs(config):
         params = grid.cell_params(config, run)
         run_dir = root / params["out_dir"]
@@ -484,8 +508,9 @@ def rehearsal_records(config_file: Path) -> list[dict]:
             base = root / params["model"] if adapter else checkpoint
             prediction = memory.evaluate_peak(dims_of(base), sampling(checkpoint, tests, new), bf16, "cpu",
                                               _stored(base), size(checkpoint), adapter=adapter)
-            out.append({"job": f"{run.run_id} (evaluate)", "measured": read_json(measured)["rss_increase"],
-                        "prediction": prediction})
+            record = read_json(measured)
+            out.append({"job": f"{run.run_id} (evaluate)", "measured": record["rss_increase"],
+                        "prediction": prediction, "record": record})
         summary_file = run_dir / "train_summary.json"
         if not summary_file.is_file() or "memory" not in read_json(summary_file):
             continue
@@ -516,8 +541,9 @@ def rehearsal_records(config_file: Path) -> list[dict]:
                 moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens,
                 merge=merges_lora(run.role)), "cpu")
             best = prediction if best is None or prediction.total > best.total else best
-        out.append({"job": f"{run.run_id} (train)", "measured": read_json(summary_file)["memory"]["rss_increase"],
-                    "prediction": best})
+        record = read_json(summary_file)["memory"]
+        out.append({"job": f"{run.run_id} (train)", "measured": record["rss_increase"], "prediction": best,
+                    "record": record})
     return out
 
 
@@ -536,14 +562,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.rehearsal:
         results = rehearsal_records(Path(args.rehearsal))
-        print(f"{'job':44} {'measured MB':>11} {'predicted MB':>12} {'ratio':>6}  phase")
+        print(f"{'job':44} {'measured MB':>11} {'predicted MB':>12} {'ratio':>6} {'within':>6}  phase")
         for r in results:
             p = r["prediction"]
-            print(f"{r['job']:44} {r['measured'] / 1e6:11.0f} {p.total / 1e6:12.0f} {p.total / r['measured']:6.2f}  "
-                  f"{p.phase}")
+            print(f"{r['job']:44} {r['measured'] / 1e6:11.0f} {p.total / 1e6:12.0f} {p.total / r['measured']:6.2f} "
+                  f"{'yes' if within(r['measured'], p.total) else 'NO':>6}  {p.phase}")
+        print(f"{sum(within(r['measured'], r['prediction'].total) for r in results)} of {len(results)} jobs within "
+              f"{TOLERANCE:.0%} plus {ALLOCATOR_SLACK >> 20} MiB")
         if args.out:
             write_json(args.out, [{"job": r["job"], "measured": r["measured"], "predicted": r["prediction"].total,
-                                   "phase": r["prediction"].phase, "components": r["prediction"].components}
+                                   "within": within(r["measured"], r["prediction"].total),
+                                   "phase": r["prediction"].phase, "components": r["prediction"].components,
+                                   "mmap_threshold": r["record"].get("mmap_threshold")}
                                   for r in results])
         return
     if not args.tokenizers or not args.data:
@@ -556,10 +586,11 @@ def main(argv: list[str] | None = None) -> None:
             wanted |= {setup.jobs[name].cache} - {None} | set(setup.jobs[name].needs)
         selected = [j for j in selected if j.name in wanted]
     results = check(setup, selected, rerun=not args.predict_only)
-    print(f"{'job':24} {'measured MB':>11} {'predicted MB':>12} {'ratio':>6} {'seconds':>7}  phase")
+    print(f"{'job':24} {'measured MB':>11} {'predicted MB':>12} {'ratio':>6} {'within':>6} {'seconds':>7}  phase")
     for r in results:
         print(f"{r['job']:24} {r['measured'] / 1e6:11.0f} {r['predicted'] / 1e6:12.0f} {r['ratio']:6.2f} "
-              f"{r['record']['seconds']:7.1f}  {r['phase']}")
+              f"{'yes' if within(r['measured'], r['predicted']) else 'NO':>6} {r['record']['seconds']:7.1f}  "
+              f"{r['phase']}")
     if args.out:
         write_json(args.out, results)
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, SHARED
-from repro import grid, rehearsal
+from repro import grid, memory, rehearsal
 from repro.config import vocabulary_problems
 from repro.models import is_adapter
 from repro.schema import ConfigError
@@ -109,6 +109,22 @@ def test_every_job_kind_of_the_paper_grid_runs_at_its_real_shapes(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-4000:]
     check_rehearsal_outputs(out, config)
+    check_rehearsal_memory(out)
+
+
+def check_rehearsal_memory(out):
+    """Every job of a finished rehearsal that records its memory (the caches, the trainings, the evaluations) grew
+    its resident memory within 15% (plus the allocator's slack) of ``repro.memory``'s CPU prediction for the same
+    models, batches and settings (scripts/memory_check.py --rehearsal), each with glibc's mmap threshold fixed."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from memory_check import rehearsal_records, within
+
+    records = rehearsal_records(out / "rehearsal.yaml")
+    assert len(records) == 4 + 2 * len(grid.runs(load_config(out / "rehearsal.yaml")))
+    off = {r["job"]: f"measured {r['measured'] / 1e6:.0f} MB, predicted {r['prediction'].total / 1e6:.0f} MB "
+                     f"({r['prediction'].phase})" for r in records if not within(r["measured"], r["prediction"].total)}
+    assert not off, off
+    assert {r["record"]["mmap_threshold"] for r in records} == {memory.MMAP_THRESHOLD}
 
 
 def check_rehearsal_outputs(out, config):
