@@ -25,6 +25,8 @@ and, on the host, the cached states twice (the rows, then their concatenation).
 
 The peak of a job is the largest of its phases. On a CPU the measured resident memory also holds the runtime's own
 pages that the first operations touch (kernels, thread pools): ``CPU_RUNTIME_BYTES``, one constant for every job.
+Every job fixes glibc's mmap threshold when it starts (``fix_mmap_threshold``), so that the blocks it frees leave
+the process and its resident memory is what it holds.
 What the model leaves out: the CUDA context (outside the allocator's count), allocator fragmentation, and the
 page-cache pages of memory-mapped files (the teacher-state cache a cell reads), which the kernel can reclaim.
 """
@@ -438,7 +440,8 @@ class TrainJob:
     one-to-one; ``vocab_map``: MinED's vocabulary map is computed in the job (not yet cached), or how many teacher
     tokens it compares by edit distance (those without an exact match); ``merge``: a LoRA job merges its adapter
     into its base after training (a teacher, whose students read the merged weights; a LoRA student keeps its
-    adapter, merged by its readers: ``evaluate_peak(adapter=True)``)."""
+    adapter, merged by its readers: ``evaluate_peak(adapter=True)``); ``mmap_threshold``: glibc's mmap threshold the
+    job runs with (``fix_mmap_threshold``; None: glibc's dynamic default), which decides what its heap keeps."""
     student: Dims
     batch: Batch
     method: str = "sft"
@@ -462,6 +465,7 @@ class TrainJob:
     aligned_share: float = 1.0
     vocab_map: bool | int = True
     merge: bool = True
+    mmap_threshold: int | None = MMAP_THRESHOLD
 
     def __post_init__(self):
         traits = names.method(self.method)
@@ -570,8 +574,10 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     ``dev sampling``; on a CPU also ``loading`` (each checkpoint converted from its stored dtype holds both copies
     for a moment), SeqKD's ``teacher sampling``, MinED's ``vocabulary map`` and the ``LoRA merge``. On a CPU the C
     allocator keeps what a step's activations and the teacher's sampling freed (blocks below its mmap threshold)
-    for the later phases. A frozen model loaded in its files' dtype stays memory-mapped, and only the pages read
-    are resident (an input embedding apart from the head partly); counted whole here, an upper bound."""
+    for the later phases: all of them under glibc's dynamic threshold, else those whose blocks (a row of tokens by
+    the hidden size; the sampled logits) are below the job's threshold. A frozen model loaded in its files' dtype
+    stays memory-mapped, and only the pages read are resident (an input embedding apart from the head partly);
+    counted whole here, an upper bound."""
     s, t, b = job.student, job.teacher, job.batch
     traits = names.method(job.method)
     frozen = 2 if job.bf16 else 4
@@ -630,13 +636,20 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     if device == "cpu":
         retained, loading = _tokenizers(job)
         extra = {"runtime": CPU_RUNTIME_BYTES, "tokenizers": retained}
-        # what the allocator keeps of freed blocks: the teacher's sampling (before training), a step's activations
-        sampled = phases["teacher sampling"]["sampling"] if "teacher sampling" in phases else 0
+        # what the allocator keeps of freed blocks: the teacher's sampling (before training), a step's activations;
+        # with a fixed mmap threshold only blocks below it come from (and stay in) the heap
+        def kept(total: float, block: float) -> float:
+            return total if job.mmap_threshold is None or block < job.mmap_threshold else 0
+
+        sampled = 0
+        if "teacher sampling" in phases:
+            sampled = kept(phases["teacher sampling"]["sampling"], job.seqkd.batch * t.rows * frozen)
+        acts_kept = kept(acts, b.tokens * s.hidden * (2 if job.bf16 else 4))
         for name in ("forward", "backward"):
-            phases[name]["kept by the allocator"] = max(sampled - acts, 0)
+            phases[name]["kept by the allocator"] = max(sampled - acts_kept, 0)
         for name in ("optimiser step", "dev sampling"):
             if name in phases:
-                phases[name]["kept by the allocator"] = max(sampled, acts)
+                phases[name]["kept by the allocator"] = max(sampled, acts_kept)
         held = frozen if job.lora else 4  # the student is loaded in fp32, a LoRA base in the frozen dtype
         phases["loading"] = {"student weights": s.parameters * held, "tokenizer loading": loading,
                              "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != held else 0}
@@ -652,7 +665,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
         if job.lora and job.merge:  # after training (AdamW freed): an fp32 copy of the base beside the trained model
             phases["LoRA merge"] = {**weights, "fp32 base": s.parameters * 4,
                                     "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != 4 else 0,
-                                    "kept by the allocator": max(sampled, acts)}
+                                    "kept by the allocator": max(sampled, acts_kept)}
     return _peak(phases, extra)
 
 

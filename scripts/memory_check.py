@@ -335,8 +335,9 @@ def _map_computed(setup: Setup, job: Job) -> bool:
     return s_tok.get_vocab() != t_tok.get_vocab() and not _cache_file(t_tok, s_tok, "convert").exists()
 
 
-def predict(setup: Setup, job: Job) -> memory.Prediction:
-    """``repro.memory``'s prediction (on a CPU) for the job as it ran."""
+def predict(setup: Setup, job: Job, mmap_threshold: int | None = memory.MMAP_THRESHOLD) -> memory.Prediction:
+    """``repro.memory``'s prediction (on a CPU) for the job as it ran (with glibc's ``mmap_threshold``, its
+    record's)."""
     from repro.data import load_examples
 
     if job.kind == "evaluate":
@@ -375,7 +376,7 @@ def predict(setup: Setup, job: Job) -> memory.Prediction:
             tokenizer_files=(tokenizer_file(setup, job.model),
                              tokenizer_file(setup, job.teacher) if job.teacher else None),
             moments=step > 0, earlier_gradients=micro > 0,
-            correct_share=0.0, vocab_map=job.vocab_map, merge=merges_lora(job.role)),
+            correct_share=0.0, vocab_map=job.vocab_map, merge=merges_lora(job.role), mmap_threshold=mmap_threshold),
             "cpu")  # random weights: no projected label is right
         best = prediction if best is None or prediction.total > best.total else best
     return best
@@ -390,7 +391,7 @@ def check(setup: Setup, selected: list[Job], rerun: bool = True) -> list[dict]:
     out = []
     for job in selected:
         job.vocab_map = records[job.name].get("vocab_map", False)
-        prediction = predict(setup, job)
+        prediction = predict(setup, job, records[job.name].get("mmap_threshold"))
         measured = records[job.name]["rss_increase"]
         out.append({"job": job.name, "measured": measured, "predicted": prediction.total,
                     "ratio": prediction.total / measured, "phase": prediction.phase,
@@ -514,6 +515,7 @@ def rehearsal_records(config_file: Path) -> list[dict]:
         summary_file = run_dir / "train_summary.json"
         if not summary_file.is_file() or "memory" not in read_json(summary_file):
             continue
+        record = read_json(summary_file)["memory"]
         student_dir = root / params["model"]
         teacher_dir = root / params["teacher"] if params["teacher"] else None
         traits = names.method(run.method)
@@ -539,9 +541,8 @@ def rehearsal_records(config_file: Path) -> list[dict]:
                 teacher_stored_bytes=_stored(teacher_dir) if teacher_dir else None,
                 tokenizer_files=(size(student_dir), size(teacher_dir) if teacher_dir else None),
                 moments=step > 0, earlier_gradients=micro > 0, correct_share=0.0, vocab_map=map_tokens,
-                merge=merges_lora(run.role)), "cpu")
+                merge=merges_lora(run.role), mmap_threshold=record.get("mmap_threshold")), "cpu")
             best = prediction if best is None or prediction.total > best.total else best
-        record = read_json(summary_file)["memory"]
         out.append({"job": f"{run.run_id} (train)", "measured": record["rss_increase"], "prediction": best,
                     "record": record})
     return out
