@@ -17,7 +17,7 @@ SHARED = REPO.parent / "shared"
 # The package's modules that the workflow imports while it builds the DAG (Snakefile, rules/*.smk at their top) or
 # that `make repro` runs before it (recover): they must not pay for torch (tests/test_config.py, test_style.py).
 DAG_MODULES = ("config", "schema", "validation", "verdicts", "grid", "names", "settings", "layout", "io", "analysis",
-               "claims", "study", "render", "report", "estimate", "tables", "recover", "gpus", "slurm")
+               "claims", "study", "render", "report", "estimate", "memory", "tables", "recover", "gpus", "slurm")
 
 SMALL_SIZES = dict(seed=3, n_people=12, n_train=240, n_dev=12, n_test=dict(dolly=10, selfinst=6, vicuna=4, sni=8,
                                                                              unni=8))
