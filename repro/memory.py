@@ -574,9 +574,9 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     ``dev sampling``; on a CPU also ``loading`` (each checkpoint converted from its stored dtype holds both copies
     for a moment), SeqKD's ``teacher sampling``, MinED's ``vocabulary map`` and the ``LoRA merge``. On a CPU the C
     allocator keeps what a step's activations and the teacher's sampling freed (blocks below its mmap threshold)
-    for the later phases: all of them under glibc's dynamic threshold, else those whose blocks (a row of tokens by
-    the hidden size; the sampled logits) are below the job's threshold. A frozen model loaded in its files' dtype
-    stays memory-mapped, and only the pages read are resident (an input embedding apart from the head partly);
+    for the later phases: all of them under glibc's dynamic threshold, else those whose blocks (the micro batch's
+    tokens by the hidden size; the sampled logits) are below the job's threshold. A frozen model loaded in its files'
+    dtype stays memory-mapped, and only the pages read are resident (an input embedding apart from the head partly);
     counted whole here, an upper bound."""
     s, t, b = job.student, job.teacher, job.batch
     traits = names.method(job.method)
