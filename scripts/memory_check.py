@@ -351,14 +351,15 @@ def predict(setup: Setup, job: Job, mmap_threshold: int | None = memory.MMAP_THR
     if job.kind == "cache":
         from repro.data import encode_dataset
 
-        teacher_tok = _tokenizer(str(setup.model_dir(job.model)))
+        teacher_tok, training = _tokenizer(str(setup.model_dir(job.model))), setup.training(job)
         batches = [b for _, _, b in _batches(setup, Job("", "train", job.model), rows)]
         total = sum(b.rows for b in batches)
         widest = max(batches, key=lambda b: b.tokens)
         return memory.cache_peak(dims(setup, job.model), widest, len(rows), total, job.bf16, "cpu",
                                  cma_length=512 if job.cma else None, stored_bytes=2,
                                  tokenizer_file=tokenizer_file(setup, job.model),
-                                 read_ids=_read_ids(encode_dataset(rows, teacher_tok, 512, 256),
+                                 read_ids=_read_ids(encode_dataset(rows, teacher_tok, training["max_length"],
+                                                                   training["max_prompt_length"]),
                                                     teacher_tok.pad_token_id))
     if job.method == "seqkd":  # the student trains on the teacher's samples
         rows = load_examples(setup.out_dir(job) / "seqkd_train.jsonl")
