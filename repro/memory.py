@@ -693,40 +693,26 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     return _peak(phases, extra)
 
 
-# Linux maps the page-cache pages around a read fault of a memory-mapped file with it (``fault_around_bytes``: the
-# aligned 64 KiB block), so a read of a few rows of a mapped matrix makes their blocks resident.
-FAULT_AROUND_BYTES = 64 << 10
-
-
-def mapped_rows_bytes(ids, row_bytes: int, rows: int) -> int:
-    """The resident bytes of a memory-mapped matrix of ``rows`` rows of ``row_bytes`` of which the rows ``ids`` are
-    read: every ``FAULT_AROUND_BYTES`` block that holds part of a read row, at most the whole matrix."""
-    blocks = set()
-    for i in set(ids):
-        blocks.update(range(i * row_bytes // FAULT_AROUND_BYTES, ((i + 1) * row_bytes - 1) // FAULT_AROUND_BYTES + 1))
-    return min(len(blocks) * FAULT_AROUND_BYTES, rows * row_bytes)
-
-
 def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, bf16: bool, device: str,
-               cma_length: int | None = None, stored_bytes: int = 4, tokenizer_file: int | None = None,
-               read_ids=None) -> Prediction:
+               cma_length: int | None = None, stored_bytes: int = 4, tokenizer_file: int | None = None) -> Prediction:
     """The predicted peak of a teacher-state cache job (``repro.teacher_states``): the teacher, one batch's forward
     transients (``batch``; with DSKD-CMA's official statistics, ``cma_length``: batches padded to max_length) and
     its final hidden states; on a CPU also the tokenizer and the states of all ``examples`` (``response_rows`` in
     all), held as rows and then concatenated (twice their size, in the teacher's dtype).
 
     On a CPU a teacher loaded in its files' dtype (``stored_bytes`` the precision's) stays memory-mapped: only the
-    pages read are resident. The forward reads every weight but the input embedding's rows, of which it reads the
-    rows of the token ids in the data (``read_ids``, the padding's included): where that embedding is not the head,
-    only their blocks count (``mapped_rows_bytes``); without ``read_ids`` it counts whole, an upper bound."""
+    pages read are resident. The job runs the decoder alone (``repro.methods.final_hidden``; DSKD-CMA's statistics
+    too), so a head apart from the input embedding is never read; of the input embedding it reads the rows of
+    the data's tokens, and how much of it the kernel maps with them depends on the page cache's folios (measured on
+    LLaMA-2's 262 MB embedding: 54 MB for a file read back, most of it for one just written): counted whole, an
+    upper bound."""
     weight_bytes = 2 if bf16 else 4
     length = max(batch.length, cma_length or 0)
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
     forward += batch.sequences * length ** 2 * weight_bytes
     held = teacher.parameters * weight_bytes
-    if device == "cpu" and stored_bytes == weight_bytes and not teacher.tied and read_ids is not None:
-        row = teacher.hidden * weight_bytes
-        held += mapped_rows_bytes(read_ids, row, teacher.rows) - teacher.rows * row
+    if device == "cpu" and stored_bytes == weight_bytes and not teacher.tied:
+        held -= teacher.rows * teacher.hidden * weight_bytes  # the head, never read
     phases = {"forward": {"teacher": held, "forward": forward}}
     extra = {}
     if device == "cpu":

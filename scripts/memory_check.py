@@ -349,18 +349,12 @@ def predict(setup: Setup, job: Job, mmap_threshold: int | None = memory.MMAP_THR
                                     tokenizer_file=(trained / "tokenizer.json").stat().st_size, adapter=job.lora)
     rows = load_examples(setup.data / "train.jsonl")
     if job.kind == "cache":
-        from repro.data import encode_dataset
-
-        teacher_tok, training = _tokenizer(str(setup.model_dir(job.model))), setup.training(job)
         batches = [b for _, _, b in _batches(setup, Job("", "train", job.model), rows)]
         total = sum(b.rows for b in batches)
         widest = max(batches, key=lambda b: b.tokens)
         return memory.cache_peak(dims(setup, job.model), widest, len(rows), total, job.bf16, "cpu",
                                  cma_length=512 if job.cma else None, stored_bytes=2,
-                                 tokenizer_file=tokenizer_file(setup, job.model),
-                                 read_ids=_read_ids(encode_dataset(rows, teacher_tok, training["max_length"],
-                                                                   training["max_prompt_length"]),
-                                                    teacher_tok.pad_token_id))
+                                 tokenizer_file=tokenizer_file(setup, job.model))
     if job.method == "seqkd":  # the student trains on the teacher's samples
         rows = load_examples(setup.out_dir(job) / "seqkd_train.jsonl")
     student = dims(setup, job.model)
@@ -432,11 +426,6 @@ def _stored(folder: Path) -> int:
     return 2 if (fields.get("dtype") or fields.get("torch_dtype")) == "bfloat16" else 4
 
 
-def _read_ids(encoded: list, pad_id: int) -> set[int]:
-    """The token ids whose input-embedding rows a cache job reads: its encoded rows' and the padding's."""
-    return {i for e in encoded for i in e.input_ids} | {pad_id}
-
-
 def _map_tokens(teacher_tok, student_tok) -> int:
     """The teacher tokens MinED's vocabulary map compares by edit distance (no exact match)."""
     from repro.alignment import mapping_strings
@@ -492,8 +481,7 @@ def rehearsal_records(config_file: Path) -> list[dict]:
         bf16 = training.get("precision") == "bf16"
         prediction = memory.cache_peak(dims_of(teacher_dir), memory.Batch(len(widest), max(
             len(e.input_ids) for e in widest), 0), len(encoded), rows, bf16, "cpu",
-            training["max_length"] if entry["cma"] else None, _stored(teacher_dir), size(teacher_dir),
-            _read_ids(encoded, tok(teacher_dir).pad_token_id))
+            training["max_length"] if entry["cma"] else None, _stored(teacher_dir), size(teacher_dir))
         record = read_json(info)["memory"]
         out.append({"job": f"{pair}/teacher_states", "measured": record["rss_increase"], "prediction": prediction,
                     "record": record})

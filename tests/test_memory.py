@@ -170,16 +170,6 @@ def test_a_bad_mmap_threshold_stops_the_run_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))
 
 
-def test_mapped_rows_count_the_blocks_a_read_faults_in():
-    """``mapped_rows_bytes``: every 64 KiB block holding part of a read row, a row across two blocks in both, at
-    most the whole matrix."""
-    block = memory.FAULT_AROUND_BYTES
-    assert memory.mapped_rows_bytes([0, 1, 7], 8192, 32000) == block  # rows 0-7 share the first block
-    assert memory.mapped_rows_bytes([0, 8], 8192, 32000) == 2 * block
-    assert memory.mapped_rows_bytes([1], 40000, 100) == 2 * block  # bytes 40,000-79,999: blocks 0 and 1
-    assert memory.mapped_rows_bytes(range(100), 1000, 100) == 100_000  # the whole matrix, not two full blocks
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Every job kind, measured
 
