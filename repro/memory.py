@@ -703,9 +703,9 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
     On a CPU a teacher loaded in its files' dtype (``stored_bytes`` the precision's) stays memory-mapped: only the
     pages read are resident. The job runs the decoder alone (``repro.methods.final_hidden``; DSKD-CMA's statistics
     too), so a head apart from the input embedding is never read; of the input embedding it reads the rows of
-    the data's tokens, and how much of it the kernel maps with them depends on the page cache's folios (measured on
-    LLaMA-2's 262 MB embedding: 54 MB for a file read back, most of it for one just written): counted whole, an
-    upper bound."""
+    the data's tokens, and how much of it the kernel maps with them depends on the page cache's folios (LLaMA-2's
+    262 MB embedding: 54 MB resident for a file read back; the same job in the workflow, right after the merge wrote
+    the file, held 166 MB more): counted whole, an upper bound."""
     weight_bytes = 2 if bf16 else 4
     length = max(batch.length, cma_length or 0)
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
