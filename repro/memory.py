@@ -372,12 +372,15 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A job's predicted peak (``total`` bytes), the phase where it is reached and that phase's components."""
+    """A job's predicted peak (``total`` bytes), the phase where it is reached and that phase's components;
+    ``mapped``: the bytes of memory-mapped file pages in ``total`` that the job may leave unmapped (its peak lies
+    between ``total - mapped`` and ``total``)."""
     total: float
     phase: str
     components: dict[str, float]
     phases: dict[str, float] = field(default_factory=dict)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # each phase's components
+    mapped: float = 0.0
 
     @property
     def gb(self) -> float:
@@ -705,14 +708,16 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
     too), so a head apart from the input embedding is never read; of the input embedding it reads the rows of
     the data's tokens, and how much of it the kernel maps with them depends on the page cache's folios (LLaMA-2's
     262 MB embedding: 54 MB resident for a file read back; the same job in the workflow, right after the merge wrote
-    the file, held 166 MB more): counted whole, an upper bound."""
+    the file, held 166 MB more): counted whole, and named ``mapped`` (the peak's lower bound leaves it out)."""
     weight_bytes = 2 if bf16 else 4
     length = max(batch.length, cma_length or 0)
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
     forward += batch.sequences * length ** 2 * weight_bytes
     held = teacher.parameters * weight_bytes
+    mapped = 0
     if device == "cpu" and stored_bytes == weight_bytes and not teacher.tied:
-        held -= teacher.rows * teacher.hidden * weight_bytes  # the head, never read
+        mapped = teacher.rows * teacher.hidden * weight_bytes  # the input embedding, mapped in part
+        held -= mapped  # the head, never read
     phases = {"forward": {"teacher": held, "forward": forward}}
     extra = {}
     if device == "cpu":
@@ -722,7 +727,7 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
         phases["concatenation"] = {"teacher": held, "states": 2 * response_rows * teacher.hidden * weight_bytes}
         phases["loading"] = {"teacher": held,
                              "stored copy": teacher.parameters * stored_bytes if stored_bytes != weight_bytes else 0}
-    return _peak(phases, extra)
+    return replace(_peak(phases, extra), mapped=mapped)
 
 
 # Host memory: what a cluster job asks for (Snakemake's ``mem_mb``, sbatch --mem). A job's process holds, besides

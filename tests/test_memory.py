@@ -222,7 +222,7 @@ def test_every_job_kind_peaks_within_15_percent_of_the_prediction(tmp_path, monk
     results = check(setup, jobs)
     off = {r["job"]: f"measured {r['measured'] / 1e6:.0f} MB, predicted {r['predicted'] / 1e6:.0f} MB "
                      f"({r['phase']})" for r in results
-           if not within(r["measured"], r["predicted"])}
+           if not within(r["measured"], r["predicted"], r["mapped"])}
     assert not off, off
     for r in results:  # every job recorded its memory (the record the workflow's jobs write), glibc's threshold fixed
         assert r["record"]["peak_reset"] and r["record"]["rss_baseline"] > 0
