@@ -94,6 +94,39 @@ def test_lora_and_projector_parameters_are_counted_as_peft_and_the_methods_build
     torch.manual_seed(0)
 
 
+def test_a_memory_mapped_untied_input_embedding_makes_the_cpu_peak_a_range():
+    """On a CPU a model held in its files' dtype stays memory-mapped, and the jobs read only some rows of an untied
+    input embedding: the evaluation and the cache job name it ``mapped`` (their peak lies between total - mapped and
+    total); a model cast on loading, a tied one (the head reads every row), a merged adapter and a GPU hold it
+    whole."""
+    llama = memory.Dims("llama", 1, 4096, 11008, 32, 32, 128, 32000, 4096, False)
+    gpt2 = memory.Dims("gpt2", 1, 1600, 6400, 25, 25, 64, 50257, 1024, True)
+    sampling = memory.Sampling(4, 256, 8)
+    embedding = 32000 * 4096 * 2
+    assert memory.evaluate_peak(llama, sampling, True, "cpu", stored_bytes=2).mapped == embedding
+    assert memory.evaluate_peak(llama, sampling, False, "cpu", stored_bytes=4).mapped == 2 * embedding
+    for other in (memory.evaluate_peak(llama, sampling, True, "cpu", stored_bytes=4),
+                  memory.evaluate_peak(llama, sampling, True, "gpu", stored_bytes=2),
+                  memory.evaluate_peak(llama, sampling, True, "cpu", stored_bytes=2, adapter=True),
+                  memory.evaluate_peak(gpt2, sampling, True, "cpu", stored_bytes=2)):
+        assert other.mapped == 0
+    batch = memory.Batch(4, 256, 512)
+    assert memory.cache_peak(llama, batch, 8, 512, True, "cpu", stored_bytes=2).mapped == embedding
+    assert memory.cache_peak(gpt2, batch, 8, 512, True, "cpu", stored_bytes=2).mapped == 0
+    # training: a live teacher held in its files' dtype, a LoRA student's frozen base in its files' dtype
+    tiny = memory.Dims("llama", 1, 2048, 5632, 32, 4, 64, 32000, 2048, False)
+    lora = (16, ["q_proj", "v_proj"])
+    def train(**kw):
+        return memory.train_peak(memory.TrainJob(tiny, batch, **{"method": "kd", "teacher": llama, "bf16": True,
+                                                                   "stored_bytes": 2, **kw}), "cpu")
+    assert train(lora=lora).mapped == embedding + 32000 * 2048 * 2
+    assert train().mapped == embedding  # a fully trained student is read whole by its step
+    assert train(teacher_cache=True).mapped == 0  # the cached head is read whole
+    assert train(teacher_stored_bytes=4).mapped == 0  # the teacher cast on loading
+    assert memory.train_peak(memory.TrainJob(tiny, batch, method="kd", teacher=llama, bf16=True, stored_bytes=2),
+                             "gpu").mapped == 0
+
+
 def test_a_job_records_its_memory_and_the_peak_is_reset_at_its_start():
     """``start_measure`` resets the high-water mark, so a job's peak is its own; ``finish_measure`` names the
     baseline, the peak and their difference."""
