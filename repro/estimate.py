@@ -521,7 +521,7 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
     if step == "evaluate":
         # a LoRA student's model is its adapter, merged on loading into its base (stored in the config's dtype)
         adapter = _lora(training) is not None and not merges_lora(cell.role)
-        stored = (2 if bf16 else 4) if adapter else _saved_bytes(training, precision_device or device)
+        stored = memory.dtype_bytes(bf16) if adapter else _saved_bytes(training, precision_device or device)
         return memory.evaluate_peak(student, _sampling(config, training), bf16, device, stored, adapter=adapter)
     micro = training_value(training, "micro_batch_size")
     stats = data_stats(config, student_name, training)
@@ -538,7 +538,7 @@ def job_memory(config: dict, cell: grid.Cell, step: str, device: str = "gpu",
                           training_value(training, "shard_optimizer"), grid.uses_teacher_states(config, cell),
                           _ids(config, student_name), _ids(config, pair["teacher"]) if teacher else None,
                           _sampling(config, training), _sampling(config, training) if cell.method == "seqkd" else None,
-                          stored_bytes=2 if bf16 else 4, merge=merges_lora(cell.role),
+                          stored_bytes=memory.dtype_bytes(bf16), merge=merges_lora(cell.role),
                           teacher_stored_bytes=_teacher_saved_bytes(config, cell.pair, precision_device or device)
                           if teacher else None)
     return memory.train_peak(job, device)

@@ -42,6 +42,13 @@ from dataclasses import dataclass, field, replace
 from . import names
 
 GB = 1e9
+
+
+def dtype_bytes(bf16: bool) -> int:
+    """Bytes per element of the weights a precision holds frozen (and of its autocast activations): bf16 or fp32."""
+    return 2 if bf16 else 4
+
+
 GPU_SIZES_GB = (24, 40, 80, 141)  # the common GPU memory sizes the estimate names
 # Resident memory a CPU job touches beyond its tensors and tokenizers: the kernels' code and the thread pools that its
 # first operations load, and the allocator's free blocks: 21-34 MB on jobs of tiny tensors (a cache job 25, SFT 24, an
@@ -304,7 +311,7 @@ def activation_bytes(m: Dims, tokens: int, length: int, bf16: bool, device: str,
       layer its dropout's noise (a CPU's float32, 4 x in; a GPU's byte mask, in).
     Outside the layers: the final norm (8d; 4d frozen) and the ids (8).
     """
-    d, inner, c = m.hidden, m.intermediate, (2 if bf16 else 4)
+    d, inner, c = m.hidden, m.intermediate, dtype_bytes(bf16)
     heads, width = m.heads, m.attention_width
     found = m._lora_modules(lora[1]) if lora else []
     adapters = sum((c * i + c * lora[0]) * n for i, _, n in found)
@@ -506,8 +513,7 @@ def loss_bytes(job: TrainJob) -> tuple[dict[str, float], dict[str, float]]:
     (fp32) and the teacher's logits on the aligned rows ``[A, V_t]``; while the targets are written, the gathered
     first-id logits and their masked copy ``[A, V]``."""
     s, t, b = job.student, job.teacher, job.batch
-    c = 2 if job.bf16 else 4
-    frozen = c
+    c = frozen = dtype_bytes(job.bf16)
     rows, vocab = b.rows, job.student_ids or s.rows
     full = rows * vocab
     fwd = {"student logits": full * c, "logit gradient buffer": full * 4}
@@ -584,7 +590,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
     ``cache_peak``), counted whole and named ``mapped``."""
     s, t, b = job.student, job.teacher, job.batch
     traits = names.method(job.method)
-    frozen = 2 if job.bf16 else 4
+    frozen = dtype_bytes(job.bf16)
     teacher_stored = job.teacher_stored_bytes or job.stored_bytes
     lora_params = s.lora_parameters(*job.lora) if job.lora else 0
     projectors = _projectors(job.method, s.hidden, t.hidden if t is not None else 0)
@@ -626,8 +632,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
               "optimiser step": {**weights, **moments, **optimiser}}
     if job.dev is not None:
         phases["dev sampling"] = {**weights, **moments, "autocast weight copies": casts,
-                                  "sampling": generation_bytes(s, job.dev.batch, job.dev.prompt, job.dev.new,
-                                                               2 if job.bf16 else 4)}
+                                  "sampling": generation_bytes(s, job.dev.batch, job.dev.prompt, job.dev.new, frozen)}
     if job.method == "seqkd" and t is not None and job.seqkd is not None:  # before training: the teacher samples
         phases["teacher sampling"] = {"student weights": student_bytes,
                                       "teacher": t.parameters * frozen,
@@ -648,7 +653,7 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
         sampled = 0
         if "teacher sampling" in phases:
             sampled = kept(phases["teacher sampling"]["sampling"], job.seqkd.batch * t.rows * frozen)
-        acts_kept = kept(acts, b.tokens * s.hidden * (2 if job.bf16 else 4))
+        acts_kept = kept(acts, b.tokens * s.hidden * frozen)
         for name in ("forward", "backward"):
             phases[name]["kept by the allocator"] = max(sampled - acts_kept, 0)
         for name in ("optimiser step", "dev sampling"):
@@ -692,7 +697,7 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     the kernel maps with them depends on the page cache's folios (the rehearsal's LLaMA-2 teacher, 262 MB of bf16
     embedding: 1062 MB predicted whole, 828 MB measured on the CI machine, within 15% of the whole locally):
     counted whole, and named ``mapped``."""
-    weight_bytes = 2 if bf16 else 4
+    weight_bytes = dtype_bytes(bf16)
     mapped = 0
     if device == "cpu" and not adapter and stored_bytes == weight_bytes and not model.tied:
         mapped = model.rows * model.hidden * weight_bytes
@@ -725,7 +730,7 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
     the data's tokens, and how much of it the kernel maps with them depends on the page cache's folios (LLaMA-2's
     262 MB embedding: 54 MB resident for a file read back; the same job in the workflow, right after the merge wrote
     the file, held 166 MB more): counted whole, and named ``mapped`` (the peak's lower bound leaves it out)."""
-    weight_bytes = 2 if bf16 else 4
+    weight_bytes = dtype_bytes(bf16)
     length = max(batch.length, cma_length or 0)
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
     forward += batch.sequences * length ** 2 * weight_bytes

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'pred. MB':>8}")
     for job, variants in runs.items():
         fixed, default = variants["fixed"], variants["glibc default"]
+        assert len(default) == len(fixed)
         row = {"job": job,
                **{f"seconds {v}": statistics.median(r["seconds"] for r in variants[v]) for v in VARIANTS},
                **{f"measured {v}": statistics.median(r["measured"] for r in variants[v]) for v in VARIANTS},
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{job:24} {row['seconds fixed']:8.1f} {row['seconds glibc default']:8.1f} {row['time ratio']:6.2f} "
               f"{row['measured fixed'] / 1e6:9.0f} {row['measured glibc default'] / 1e6:9.0f} "
               f"{row['memory ratio']:6.2f} {row['predicted'] / 1e6:8.0f}")
-        assert len(default) == len(fixed)
     total = {v: sum(r[f"seconds {v}"] for r in rows) for v in VARIANTS}
     print(f"{'all jobs':24} {total['fixed']:8.1f} {total['glibc default']:8.1f} "
           f"{total['fixed'] / total['glibc default']:6.2f}")
