@@ -43,12 +43,6 @@ from . import names
 
 GB = 1e9
 
-
-def dtype_bytes(bf16: bool) -> int:
-    """Bytes per element of the weights a precision holds frozen (and of its autocast activations): bf16 or fp32."""
-    return 2 if bf16 else 4
-
-
 GPU_SIZES_GB = (24, 40, 80, 141)  # the common GPU memory sizes the estimate names
 # Resident memory a CPU job touches beyond its tensors and tokenizers: the kernels' code and the thread pools that its
 # first operations load, and the allocator's free blocks: 21-34 MB on jobs of tiny tensors (a cache job 25, SFT 24, an
@@ -285,6 +279,18 @@ class Dims:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tensors per token
+
+
+def dtype_bytes(bf16: bool) -> int:
+    """Bytes per element of the weights a precision holds frozen (and of its autocast activations): bf16 or fp32."""
+    return 2 if bf16 else 4
+
+
+def mapped_embedding(m: Dims, held: int, stored: int, device: str) -> int:
+    """The bytes of ``m``'s input embedding that may stay unmapped (``Prediction.mapped``): on a CPU a model held in
+    its files' dtype (``held`` == ``stored`` bytes) stays memory-mapped, and the jobs read only their tokens' rows of
+    an untied input embedding; a tied one is read whole through the head, a cast is a copy, a GPU holds a copy."""
+    return m.rows * m.hidden * held if device == "cpu" and held == stored and not m.tied else 0
 
 
 def activation_bytes(m: Dims, tokens: int, length: int, bf16: bool, device: str, lora: tuple[int, list[str]] | None
@@ -675,12 +681,9 @@ def train_peak(job: TrainJob, device: str) -> Prediction:
             phases["LoRA merge"] = {**weights, "fp32 base": s.parameters * 4,
                                     "stored copy": s.parameters * job.stored_bytes if job.stored_bytes != 4 else 0,
                                     "kept by the allocator": max(sampled, acts_kept)}
-    mapped = 0
-    if device == "cpu":
-        if "teacher" in weights and teacher_stored == frozen and not t.tied:
-            mapped += t.rows * t.hidden * frozen
-        if job.lora and job.stored_bytes == frozen and not s.tied:
-            mapped += s.rows * s.hidden * frozen
+    mapped = mapped_embedding(t, frozen, teacher_stored, device) if "teacher" in weights else 0
+    if job.lora:  # the frozen base
+        mapped += mapped_embedding(s, frozen, job.stored_bytes, device)
     return replace(_peak(phases, extra), mapped=mapped)
 
 
@@ -698,9 +701,7 @@ def evaluate_peak(model: Dims, sampling: Sampling, bf16: bool, device: str, stor
     embedding: 1062 MB predicted whole, 828 MB measured on the CI machine, within 15% of the whole locally):
     counted whole, and named ``mapped``."""
     weight_bytes = dtype_bytes(bf16)
-    mapped = 0
-    if device == "cpu" and not adapter and stored_bytes == weight_bytes and not model.tied:
-        mapped = model.rows * model.hidden * weight_bytes
+    mapped = 0 if adapter else mapped_embedding(model, weight_bytes, stored_bytes, device)
     phases = {"sampling": {"weights": model.parameters * weight_bytes,
                            "sampling": generation_bytes(model, sampling.batch, sampling.prompt, sampling.new,
                                                         weight_bytes)}}
@@ -735,10 +736,8 @@ def cache_peak(teacher: Dims, batch: Batch, examples: int, response_rows: int, b
     forward = batch.sequences * length * (3 * teacher.intermediate + 5 * teacher.hidden) * weight_bytes
     forward += batch.sequences * length ** 2 * weight_bytes
     held = teacher.parameters * weight_bytes
-    mapped = 0
-    if device == "cpu" and stored_bytes == weight_bytes and not teacher.tied:
-        mapped = teacher.rows * teacher.hidden * weight_bytes  # the input embedding, mapped in part
-        held -= mapped  # the head, never read
+    mapped = mapped_embedding(teacher, weight_bytes, stored_bytes, device)  # the input embedding, read in part
+    held -= mapped  # untied and memory-mapped, the head (as large) is never read
     phases = {"forward": {"teacher": held, "forward": forward}}
     extra = {}
     if device == "cpu":

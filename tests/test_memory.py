@@ -96,9 +96,9 @@ def test_lora_and_projector_parameters_are_counted_as_peft_and_the_methods_build
 
 def test_a_memory_mapped_untied_input_embedding_makes_the_cpu_peak_a_range():
     """On a CPU a model held in its files' dtype stays memory-mapped, and the jobs read only some rows of an untied
-    input embedding: the evaluation and the cache job name it ``mapped`` (their peak lies between total - mapped and
-    total); a model cast on loading, a tied one (the head reads every row), a merged adapter and a GPU hold it
-    whole."""
+    input embedding: the evaluation, the cache job and a training (its live teacher, its LoRA base) name it
+    ``mapped`` (their peak lies between total - mapped and total); a model cast on loading, a tied one (the head
+    reads every row), a merged adapter, a cached head and a GPU hold it whole."""
     llama = memory.Dims("llama", 1, 4096, 11008, 32, 32, 128, 32000, 4096, False)
     gpt2 = memory.Dims("gpt2", 1, 1600, 6400, 25, 25, 64, 50257, 1024, True)
     sampling = memory.Sampling(4, 256, 8)
