@@ -42,7 +42,6 @@ from dataclasses import dataclass, field, replace
 from . import names
 
 GB = 1e9
-
 GPU_SIZES_GB = (24, 40, 80, 141)  # the common GPU memory sizes the estimate names
 # Resident memory a CPU job touches beyond its tensors and tokenizers: the kernels' code and the thread pools that its
 # first operations load, and the allocator's free blocks: 21-34 MB on jobs of tiny tensors (a cache job 25, SFT 24, an
